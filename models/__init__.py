@@ -1,0 +1,1 @@
+"""Estimators and networks, found by name in ``models.registry``."""

@@ -1,0 +1,194 @@
+"""One training loop for every torch model here, tabular nets and image nets alike.
+
+In the spirit of nanoGPT and airbench: the whole dataset lives on the device, batches are drawn
+by index (no DataLoader, no worker processes), and losses are summed on the device, so the host
+syncs once per epoch rather than once per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """``preferred`` if given, else CUDA, then Apple MPS, then CPU."""
+    if preferred and preferred != "auto":
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # "adam", "adamw" or "sgd" (with Nesterov momentum)
+    momentum: float = 0.9
+    schedule: str = "constant"  # "constant", "onecycle" or "cosine"
+    early_stopping_patience: int | None = None
+    bf16: bool = True  # autocast on CUDA only; CPU and MPS run in float32
+    channels_last: bool = False
+    compile: bool = False
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        # d2l's recipe: Adam with L2 weight decay folded into the gradient.
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam, adamw or sgd")
+
+
+def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+    if cfg.schedule == "constant":
+        return None
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; use constant, onecycle or cosine")
+
+
+def _identity(x: torch.Tensor, train: bool) -> torch.Tensor:
+    return x
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    enabled = cfg.bf16 and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    X: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    prepare: Prepare = _identity,
+    cfg: TrainConfig | None = None,
+) -> torch.Tensor:
+    """Model outputs for every row of ``X`` (already on the model's device), in float32."""
+    cfg = cfg or TrainConfig()
+    model.eval()
+    outputs = []
+    for start in range(0, len(X), batch_size):
+        with _autocast(X.device, cfg):
+            outputs.append(model(prepare(X[start : start + batch_size], False)).float())
+    return torch.cat(outputs) if outputs else torch.empty(0, device=X.device)
+
+
+def fit(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    generator: torch.Generator | None = None,
+    prepare: Prepare = _identity,
+    X_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    val_metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on device-resident ``X``/``y``; returns one log dict per epoch.
+
+    ``prepare(batch, train)`` turns a stored batch into model input (dtype conversion,
+    normalisation, on-device augmentation). ``val_metric(outputs, targets)`` returns a 0-d tensor
+    summed over the batch (for instance the number of correct predictions). ``on_epoch`` sees each
+    log and may raise to stop training (an Optuna pruner does).
+    """
+    device = X.device
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = make_optimizer(model.parameters(), cfg)
+    steps_per_epoch = max(1, math.ceil(len(X) / cfg.batch_size))
+    scheduler = make_schedule(optimizer, cfg, steps_per_epoch)
+    index_gen = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    history: list[dict[str, float]] = []
+    best_loss, best_state, epochs_since_best = math.inf, None, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        started = time.perf_counter()
+        order = torch.randperm(len(X), generator=index_gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, len(X), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            with _autocast(device, cfg):
+                loss = loss_fn(step_model(prepare(X[idx], True)), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.detach().float() * len(idx)
+
+        log = {
+            "epoch": epoch,
+            "train_loss": float(loss_sum) / len(X),  # the one host sync of the epoch
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        if X_val is not None and y_val is not None:
+            outputs = predict(model, X_val, batch_size=4 * cfg.batch_size, prepare=prepare, cfg=cfg)
+            log["val_loss"] = float(loss_fn(outputs, y_val))
+            if val_metric is not None:
+                log["val_metric"] = float(val_metric(outputs, y_val)) / len(X_val)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        log["examples_per_sec"] = len(X) / max(time.perf_counter() - started, 1e-9)
+        history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
+
+        if cfg.early_stopping_patience is not None and "val_loss" in log:
+            if log["val_loss"] < best_loss:
+                best_loss, epochs_since_best = log["val_loss"], 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                epochs_since_best += 1
+                if epochs_since_best > cfg.early_stopping_patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def as_tensor(array: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype).to(device)

@@ -1,0 +1,1 @@
+"""Stages and orchestration: CLI, config, ingest, validation, k-fold, tuning, submission, MLflow."""
