@@ -29,7 +29,8 @@ class ModelEntry:
         return self.factory(**{**self.defaults, **params})
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+# Keyed by (kind, name): "mlp" is both d2l's house-price MLP and its Fashion-MNIST MLP.
+_REGISTRY: dict[tuple[str, str], ModelEntry] = {}
 
 
 def register(
@@ -44,10 +45,10 @@ def register(
     """Decorator: ``@register("ridge", space=...)`` above a factory function."""
 
     def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
+        if (kind, name) in _REGISTRY:
+            raise ValueError(f"{kind} model {name!r} is registered twice")
         doc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
-        _REGISTRY[name] = ModelEntry(
+        _REGISTRY[(kind, name)] = ModelEntry(
             name=name,
             factory=factory,
             kind=kind,
@@ -66,23 +67,26 @@ def _load_builtin_models() -> None:
     from models import tabular, vision  # noqa: F401
 
 
-def get(name: str) -> ModelEntry:
+def get(name: str, kind: str | None = None) -> ModelEntry:
+    """The entry called ``name``; ``kind`` ("tabular" or "vision") settles names used by both."""
     _load_builtin_models()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown model {name!r}; known models: {known}") from None
+    found = [e for (k, n), e in _REGISTRY.items() if n == name and kind in (None, k)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise KeyError(f"model {name!r} exists as {' and '.join(e.kind for e in found)}; say which kind")
+    known = ", ".join(sorted({n for (k, n) in _REGISTRY if kind in (None, k)}))
+    raise KeyError(f"unknown model {name!r}; known models: {known}")
 
 
-def create(name: str, **params: Any) -> Any:
-    return get(name).build(**params)
+def create(name: str, kind: str | None = None, **params: Any) -> Any:
+    return get(name, kind).build(**params)
 
 
 def list_models(kind: str | None = None, task: str | None = None) -> list[ModelEntry]:
     _load_builtin_models()
     return [
         entry
-        for entry in sorted(_REGISTRY.values(), key=lambda e: e.name)
+        for entry in sorted(_REGISTRY.values(), key=lambda e: (e.kind, e.name))
         if (kind is None or entry.kind == kind) and (task is None or task in entry.tasks)
     ]

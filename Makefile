@@ -1,0 +1,58 @@
+# kaggle-pipeline: a thin wrapper over `python -m pipeline`. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_CPU_VERSION ?= 2.13.0
+
+COMPETITION ?= house-prices
+DATA_DIR ?=
+OUTPUT ?= submission.csv
+MODEL ?=
+SUBMIT ?=
+MESSAGE ?= kaggle-pipeline submission
+PORT ?= 5000
+
+COMMON = --competition $(COMPETITION) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
+
+.PHONY: help install data train submit ui test lint bench
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: COMPETITION=$(COMPETITION) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
+
+# The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
+# the CPU build of torch goes in first, so the `torch>=` range then installs nothing more.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed ## create the virtual environment and install the package
+
+data: $(VENV)/.installed ## fill DATA_DIR: Kaggle download with credentials, else the bundled data
+	$(PY) -m pipeline data $(COMMON)
+
+train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
+	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS)
+
+submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
+	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
+
+ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
+	$(PY) -m pipeline ui --port $(PORT)
+
+test: $(VENV)/.installed ## run the test suite
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed ## ruff lint
+	$(PY) -m ruff check .
+
+bench: $(VENV)/.installed ## CV log-RMSE and wall time of `make submit` on the bundled and the real Kaggle files
+	$(PY) bench/house_prices.py

@@ -1,0 +1,216 @@
+"""Tabular models: d2l's torch baselines as scikit-learn estimators, plus strong sklearn models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.ensemble import (
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from models.registry import register
+from models.training import EpochCallback, TrainConfig, as_tensor, fit, pick_device, predict, seed_everything
+
+
+def _mlp(n_in: int, n_out: int, hidden: Sequence[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(n_in, width), nn.ReLU(), nn.Dropout(dropout)]
+        n_in = width
+    layers.append(nn.Linear(n_in, n_out))
+    net = nn.Sequential(*layers)
+    for module in net:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
+
+
+class _TorchTabular(BaseEstimator):
+    """Shared fit logic; ``hidden=()`` is linear (or softmax) regression, d2l chapter 4 style."""
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        epochs: int = 100,
+        batch_size: int = 64,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+
+    def _train(self, X, targets: np.ndarray, n_out: int, loss_fn, target_dtype, on_epoch):
+        generator = seed_everything(self.seed)
+        device = pick_device(self.device)
+        X_t = as_tensor(np.asarray(X, dtype=np.float32), device, torch.float32)
+        y_t = as_tensor(targets, device, target_dtype)
+        self.net_ = _mlp(X_t.shape[1], n_out, tuple(self.hidden), self.dropout).to(device)
+        cfg = TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            optimizer="adam",
+        )
+        self.history_ = fit(
+            self.net_, X_t, y_t, loss_fn=loss_fn, cfg=cfg, generator=generator, on_epoch=on_epoch
+        )
+        self.n_features_in_ = X_t.shape[1]
+        return self
+
+    def _outputs(self, X) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        device = next(self.net_.parameters()).device
+        X_t = as_tensor(np.asarray(X, dtype=np.float32), device, torch.float32)
+        return predict(self.net_, X_t).cpu().numpy()
+
+
+class TorchRegressor(RegressorMixin, _TorchTabular):
+    """Linear regression or an MLP with dropout and weight decay, trained with Adam.
+
+    The target is standardised internally, so the same learning rate suits prices and log prices.
+    """
+
+    def fit(self, X, y, on_epoch: EpochCallback | None = None):
+        y = np.asarray(y, dtype=np.float64)
+        self.y_mean_, self.y_std_ = float(y.mean()), float(y.std() or 1.0)
+        scaled = ((y - self.y_mean_) / self.y_std_).astype(np.float32)[:, None]
+        return self._train(X, scaled, 1, nn.MSELoss(), torch.float32, on_epoch)
+
+    def predict(self, X) -> np.ndarray:
+        return self._outputs(X)[:, 0] * self.y_std_ + self.y_mean_
+
+
+class TorchClassifier(ClassifierMixin, _TorchTabular):
+    """Softmax regression or an MLP classifier with the same training recipe."""
+
+    def fit(self, X, y, on_epoch: EpochCallback | None = None):
+        self.label_encoder_ = LabelEncoder().fit(y)
+        self.classes_ = self.label_encoder_.classes_
+        codes = self.label_encoder_.transform(y).astype(np.int64)
+        return self._train(X, codes, len(self.classes_), nn.CrossEntropyLoss(), torch.int64, on_epoch)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(self._outputs(X)), dim=1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def _torch_space(trial, hidden: bool) -> dict:
+    params = {
+        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1.0, log=True),
+        "epochs": trial.suggest_int("epochs", 30, 200, step=10),
+        "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
+    }
+    if hidden:
+        width = trial.suggest_categorical("width", [64, 128, 256, 512])
+        params["hidden"] = (width,) * trial.suggest_int("depth", 1, 3)
+        params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    return params
+
+
+@register("linear", space=lambda t: _torch_space(t, hidden=False), lr=0.03, weight_decay=1e-4)
+def linear(**params):
+    """Linear regression in torch, trained with Adam (d2l's house-price baseline)."""
+    return TorchRegressor(hidden=(), **params)
+
+
+@register("mlp", space=lambda t: _torch_space(t, hidden=True), hidden=(256,), dropout=0.2, weight_decay=1e-3)
+def mlp(**params):
+    """MLP with dropout, weight decay and Xavier init, trained with Adam."""
+    return TorchRegressor(**params)
+
+
+@register("mlp_classifier", tasks=("binary", "multiclass"), space=lambda t: _torch_space(t, hidden=True), hidden=(256,), dropout=0.2)
+def mlp_classifier(**params):
+    """MLP classifier (softmax output) with dropout and weight decay."""
+    return TorchClassifier(**params)
+
+
+@register("ridge", space=lambda t: {"alpha": t.suggest_float("alpha", 1e-2, 1e3, log=True)}, alpha=10.0)
+def ridge(**params):
+    """Ridge regression: L2-penalised least squares."""
+    return Ridge(**params)
+
+
+def _gbm_space(trial) -> dict:
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", 500, 4000, step=250),
+        "learning_rate": trial.suggest_float("learning_rate", 0.005, 0.1, log=True),
+        "max_depth": trial.suggest_int("max_depth", 2, 6),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 30),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "max_features": trial.suggest_categorical("max_features", ["sqrt", 0.3, 0.5, 1.0]),
+    }
+
+
+@register(
+    "gbm",
+    space=_gbm_space,
+    n_estimators=1500,
+    learning_rate=0.03,
+    max_depth=4,
+    max_features="sqrt",
+    min_samples_leaf=15,
+    subsample=0.8,
+    loss="huber",
+    random_state=0,
+)
+def gbm(**params):
+    """Gradient boosting (scikit-learn), Huber loss: robust to the few outlier prices."""
+    return GradientBoostingRegressor(**params)
+
+
+def _hgb_space(trial) -> dict:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "max_iter": trial.suggest_int("max_iter", 200, 2000, step=100),
+        "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 64, log=True),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 50),
+        "l2_regularization": trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
+    }
+
+
+@register("hist_gbm", space=_hgb_space, learning_rate=0.05, max_iter=600, max_leaf_nodes=15, random_state=0)
+def hist_gbm(**params):
+    """Histogram gradient boosting (scikit-learn's LightGBM-style booster)."""
+    return HistGradientBoostingRegressor(**params)
+
+
+@register("hist_gbm_classifier", tasks=("binary", "multiclass"), space=_hgb_space, learning_rate=0.05, max_iter=300, random_state=0)
+def hist_gbm_classifier(**params):
+    """Histogram gradient boosting classifier."""
+    return HistGradientBoostingClassifier(**params)
+
+
+@register(
+    "logistic",
+    tasks=("binary", "multiclass"),
+    space=lambda t: {"C": t.suggest_float("C", 1e-3, 1e2, log=True)},
+    C=1.0,
+    max_iter=2000,
+)
+def logistic(**params):
+    """Logistic (softmax) regression."""
+    return LogisticRegression(**params)

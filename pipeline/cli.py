@@ -1,0 +1,176 @@
+"""``python -m pipeline <stage>``: the one command line the Makefile wraps.
+
+A :class:`UserError` (or any other failure) prints as one line on stderr with a non-zero exit;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from pathlib import Path
+
+from pipeline import config
+from pipeline.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _param(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _competition_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--competition", "-c", default=os.environ.get("COMPETITION", "house-prices"),
+                        help="competition name (a file in pipeline/competitions/)")
+    parser.add_argument("--data-dir", type=Path, help="folder with the competition files (default data/<competition>)")
+    parser.add_argument("--config", type=Path, help="a competition TOML file outside the package")
+    parser.add_argument("--target", help="target column (for a competition without a config file)")
+    parser.add_argument("--id", dest="id_column", help="id column (for a competition without a config file)")
+    parser.add_argument("--task", choices=config.TASKS, help="override the task")
+    parser.add_argument("--metric", help="override the metric")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", dest="model", help="registered model name (python -m pipeline models)")
+    parser.add_argument("--param", "-p", dest="params", action="append", type=_param, default=[],
+                        metavar="KEY=VALUE", help="model parameter, repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    data = stages.add_parser("data", help="download (Kaggle) or write the bundled default data")
+    _competition_options(data)
+    data.add_argument("--bundled", action="store_true", help="use the bundled data even with Kaggle credentials")
+
+    for name, text in (("train", "k-fold train and log to MLflow"), ("submit", "train, predict and write the submission")):
+        stage = stages.add_parser(name, help=text)
+        _competition_options(stage)
+        _model_options(stage)
+        stage.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                           help="progress bars (default: only in a terminal)")
+        if name == "submit":
+            stage.add_argument("--output", "-o", type=Path, default=Path("submission.csv"), help="submission file")
+            stage.add_argument("--upload", action="store_true", help="upload to Kaggle after writing")
+            stage.add_argument("--message", "-M", default="kaggle-pipeline submission", help="upload message")
+
+    models = stages.add_parser("models", help="list registered models")
+    models.add_argument("--kind", choices=("tabular", "vision"))
+
+    ui = stages.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def _load_competition(args) -> config.Competition:
+    return config.load(
+        args.competition,
+        config_file=args.config,
+        target=args.target,
+        id_column=args.id_column,
+        task=args.task,
+        metric=args.metric,
+    )
+
+
+def _data_dir(args, comp: config.Competition) -> tuple[Path, bool]:
+    """The data folder, and whether it is the default one (which may be filled on demand)."""
+    if args.data_dir is not None:
+        return args.data_dir, False
+    if os.environ.get("DATA_DIR"):
+        return Path(os.environ["DATA_DIR"]), False
+    return Path("data") / comp.name, True
+
+
+def _stage_data(args) -> None:
+    comp = _load_competition(args)
+    data_dir, _ = _data_dir(args, comp)
+    from pipeline import ingest
+
+    source = ingest.fill(comp, data_dir, prefer_bundled=args.bundled)
+    print(f"data: {source} in {data_dir}")
+
+
+def _stage_train(args, output: Path | None) -> None:
+    comp = _load_competition(args)
+    data_dir, is_default = _data_dir(args, comp)
+    from pipeline import ingest
+
+    if is_default and not ingest.has_files(comp, data_dir):
+        print(f"data: {data_dir} is empty, filling it first")
+        ingest.fill(comp, data_dir)
+    from pipeline import train
+
+    train.run(
+        comp,
+        data_dir,
+        model=args.model,
+        params=dict(args.params),
+        output=output,
+        upload_message=args.message if getattr(args, "upload", False) else None,
+        progress=args.progress,
+    )
+
+
+def _stage_models(args) -> None:
+    from models import registry
+
+    for entry in registry.list_models(kind=args.kind):
+        size = ""
+        if entry.kind == "vision":
+            from models.vision import parameter_count
+
+            size = f"{parameter_count(entry.build()):>12,d} params"
+        print(f"{entry.name:<22} {entry.kind:<8} {','.join(sorted(entry.tasks)):<20} {size:<20} {entry.description}")
+
+
+def _stage_ui(args) -> None:
+    from pipeline import tracking
+
+    uri = tracking.tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(args.port),
+               "--backend-store-uri", uri]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
+    os.execv(sys.executable, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.stage == "data":
+            _stage_data(args)
+        elif args.stage in ("train", "submit"):
+            _stage_train(args, args.output if args.stage == "submit" else None)
+        elif args.stage == "models":
+            _stage_models(args)
+        elif args.stage == "ui":
+            _stage_ui(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,166 @@
+"""Competitions are configuration: one declarative TOML file each, in ``pipeline/competitions``.
+
+A competition with no file runs too, given ``--target`` and ``--id``: the task and metric are
+then inferred from the target column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+CONFIG_DIR = Path(__file__).parent / "competitions"
+TASKS = ("regression", "binary", "multiclass")
+TARGET_TRANSFORMS = (None, "log")
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    folds: int = 5
+    seed: int = 42
+    holdout: float | None = None  # a fraction held out once, instead of k folds (image models)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str | None = None  # None: the default for the task
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Competition:
+    name: str
+    target: str
+    id: str
+    kaggle: str | None = None
+    kind: str = "tabular"
+    layout: str | None = None  # file layout of image competitions
+    task: str | None = None  # None: inferred from the target
+    metric: str | None = None  # None: inferred from the task
+    target_transform: str | None = None
+    bundled: str | None = None
+    train_file: str = "train.csv"
+    test_file: str = "test.csv"
+    sample_submission_file: str = "sample_submission.csv"
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    outliers: str | None = None  # pandas query: rows dropped from training folds only
+    features: dict[str, Any] = field(default_factory=dict)
+    cv: CVConfig = field(default_factory=CVConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def as_params(self) -> dict[str, str]:
+        """The resolved config flattened to ``section.key`` strings, for MLflow params."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), item)
+            else:
+                flat[prefix] = str(value)
+
+        walk("", dataclasses.asdict(self))
+        return flat
+
+
+_SECTIONS = {"files", "columns", "cv", "model", "features"}
+_TOP_KEYS = {f.name for f in dataclasses.fields(Competition)} - {
+    "train_file", "test_file", "sample_submission_file", "categorical", "numeric", "drop", "cv", "model", "features",
+}
+_FILE_KEYS = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}
+_COLUMN_KEYS = {"categorical", "numeric", "drop"}
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def from_dict(raw: dict[str, Any], source: str) -> Competition:
+    _check_keys(source, raw, _TOP_KEYS | _SECTIONS)
+    for section in _SECTIONS:
+        if section in raw and not isinstance(raw[section], dict):
+            raise UserError(f"{source}: [{section}] must be a table")
+    files, columns = raw.get("files", {}), raw.get("columns", {})
+    cv, model = raw.get("cv", {}), raw.get("model", {})
+    _check_keys(f"{source} [files]", files, set(_FILE_KEYS))
+    _check_keys(f"{source} [columns]", columns, _COLUMN_KEYS)
+    _check_keys(f"{source} [cv]", cv, {f.name for f in dataclasses.fields(CVConfig)})
+    _check_keys(f"{source} [model]", model, {"name", "params"})
+    for key in ("name", "target", "id"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise UserError(f"{source}: {key!r} is required and must be a string")
+    top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    try:
+        comp = Competition(
+            **top,
+            **{_FILE_KEYS[k]: v for k, v in files.items()},
+            **{k: tuple(v) for k, v in columns.items()},
+            features=raw.get("features", {}),
+            cv=CVConfig(**cv),
+            model=ModelConfig(**model),
+        )
+    except TypeError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    validate(comp, source)
+    return comp
+
+
+def validate(comp: Competition, source: str) -> None:
+    if comp.task is not None and comp.task not in TASKS:
+        raise UserError(f"{source}: task {comp.task!r} is not one of {', '.join(TASKS)}")
+    if comp.target_transform not in TARGET_TRANSFORMS:
+        raise UserError(f"{source}: target_transform {comp.target_transform!r} is not 'log' or absent")
+    if comp.kind not in ("tabular", "image"):
+        raise UserError(f"{source}: kind {comp.kind!r} is not 'tabular' or 'image'")
+    if not isinstance(comp.cv.folds, int) or comp.cv.folds < 2:
+        raise UserError(f"{source}: [cv] folds must be an integer >= 2, got {comp.cv.folds!r}")
+    if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
+        raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")
+
+
+def load(
+    name: str,
+    *,
+    config_file: Path | None = None,
+    target: str | None = None,
+    id_column: str | None = None,
+    **overrides: Any,
+) -> Competition:
+    """The competition ``name`` from its TOML file, or an ad-hoc one from ``--target``/``--id``.
+
+    ``overrides`` replace top-level fields (``task``, ``metric``, ...); ``None`` values are ignored.
+    """
+    path = config_file or CONFIG_DIR / f"{name}.toml"
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path.name}: invalid TOML: {exc}") from None
+    elif config_file is not None:
+        raise UserError(f"config file not found: {config_file}")
+    elif target and id_column:
+        raw = {"name": name}
+    else:
+        raise UserError(
+            f"no config for competition {name!r} (known: {', '.join(available())}); "
+            "give --target and --id to run without one"
+        )
+    if target:
+        raw["target"] = target
+    if id_column:
+        raw["id"] = id_column
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(raw, path.name if path.is_file() else f"competition {name!r}")

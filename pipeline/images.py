@@ -1,0 +1,280 @@
+"""Image competition files: read and check them, write submissions and the bundled digits.
+
+Layouts (``load_image_competition``):
+
+- ``digit-recognizer``: Kaggle's ``train.csv`` (``label,pixel0..pixel783``) and ``test.csv``
+  (``pixel0..pixel783``); submissions are ``ImageId,Label`` with ImageId counting from 1.
+- ``fashion-mnist-csv``: the Kaggle Fashion-MNIST dataset, ``fashion-mnist_train.csv`` and
+  ``fashion-mnist_test.csv``, both ``label,pixel1..pixel784``.
+- ``fashion-mnist-idx``: the original gzipped IDX files (``train-images-idx3-ubyte.gz``, ...).
+
+CSV pixel columns may be numbered from 0 or from 1. Every problem a user can fix (a missing
+file or column, a wrong pixel count, a value outside 0..255, text, a truncated IDX file) raises
+``UserError`` with one line that says where.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UserError
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+LABEL = "label"
+LABELS_FILE = "test_labels.csv"
+IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type the MNIST files use
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+LAYOUTS = ("digit-recognizer", "fashion-mnist-csv", "fashion-mnist-idx")
+
+
+@dataclass(frozen=True)
+class ImageData:
+    X_train: np.ndarray  # uint8 (N, 28, 28)
+    y_train: np.ndarray  # int64 (N,), 0..9
+    X_test: np.ndarray  # uint8 (M, 28, 28)
+    test_ids: np.ndarray  # int64 (M,): the submission's ImageId, 1..M
+    y_test: np.ndarray | None = None  # where the files have them: Fashion-MNIST, bundled
+
+
+def load_image_competition(data_dir: Path, layout: str) -> ImageData:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data folder not found: {data_dir} (run `make data`)")
+    if layout == "digit-recognizer":
+        X_train, y_train = read_image_csv(_require(data_dir, "train.csv", layout), labelled=True)
+        X_test, _ = read_image_csv(_require(data_dir, "test.csv", layout), labelled=False)
+        test_ids = np.arange(1, len(X_test) + 1)
+        y_test = _read_test_labels(data_dir / LABELS_FILE, test_ids)
+    elif layout == "fashion-mnist-csv":
+        X_train, y_train = read_image_csv(
+            _require(data_dir, "fashion-mnist_train.csv", layout), labelled=True
+        )
+        X_test, y_test = read_image_csv(
+            _require(data_dir, "fashion-mnist_test.csv", layout), labelled=True
+        )
+    elif layout == "fashion-mnist-idx":
+        paths = {key: _require(data_dir, name, layout) for key, name in IDX_FILES.items()}
+        X_train, y_train = _read_idx_pair(paths["train_images"], paths["train_labels"])
+        X_test, y_test = _read_idx_pair(paths["test_images"], paths["test_labels"])
+    else:
+        raise UserError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    return ImageData(X_train, y_train, X_test, np.arange(1, len(X_test) + 1), y_test)
+
+
+def _require(data_dir: Path, name: str, layout: str) -> Path:
+    path = data_dir / name
+    if path.is_file():
+        return path
+    if name.endswith(".gz") and path.with_suffix("").is_file():  # already gunzipped
+        return path.with_suffix("")
+    raise UserError(f"{name} not found in {data_dir} (the {layout} layout needs it)")
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+
+def read_image_csv(path: Path, *, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 images (N, 28, 28) and, when the file has a ``label`` column, int64 labels."""
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a readable CSV file: {str(err).splitlines()[0]}") from None
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows")
+    if labelled and LABEL not in frame.columns:
+        raise UserError(
+            f"{path} has no '{LABEL}' column (it starts {', '.join(map(str, frame.columns[:3]))})"
+        )
+    pixel_columns = [c for c in frame.columns if c != LABEL]
+    if len(pixel_columns) != PIXELS:
+        raise UserError(
+            f"{path} has {len(pixel_columns)} pixel columns; {SIDE}×{SIDE} images need {PIXELS}"
+        )
+    _check_pixel_names(path, pixel_columns)
+    images = _whole_numbers(frame[pixel_columns], path, "pixel value", 0, 255)
+    labels = None
+    if LABEL in frame.columns:
+        labels = _whole_numbers(frame[[LABEL]], path, "label", 0, 9)[:, 0]
+    return images.astype(np.uint8).reshape(-1, SIDE, SIDE), labels
+
+
+def _check_pixel_names(path: Path, columns: list[str]) -> None:
+    start = 1 if columns[0] == "pixel1" else 0
+    expected = [f"pixel{i}" for i in range(start, start + PIXELS)]
+    for column, name in zip(columns, expected, strict=True):
+        if column != name:
+            raise UserError(
+                f"{path}: column {column!r} where {name!r} was expected "
+                "(pixels are pixel0..pixel783 or pixel1..pixel784)"
+            )
+
+
+def _whole_numbers(frame: pd.DataFrame, path: Path, what: str, low: int, high: int) -> np.ndarray:
+    """The frame as int64, or a UserError naming the first bad cell's line and column."""
+    if all(pd.api.types.is_integer_dtype(dtype) for dtype in frame.dtypes):
+        values = frame.to_numpy(dtype=np.int64)
+    else:
+        numbers = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.isnan(numbers) | (numbers != np.round(numbers))
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            cell = frame.iat[row, col]
+            problem = "missing value" if pd.isna(cell) else f"{cell!r} is not a whole number"
+            raise UserError(f"{path}, line {row + 2}, column {frame.columns[col]}: {problem}")
+        values = numbers.astype(np.int64)
+    outside = (values < low) | (values > high)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        raise UserError(
+            f"{path}, line {row + 2}, column {frame.columns[col]}: "
+            f"{what} {values[row, col]} is outside {low}..{high}"
+        )
+    return values
+
+
+def _read_test_labels(path: Path, test_ids: np.ndarray) -> np.ndarray | None:
+    """The bundled data's held-back labels (``ImageId,Label``), aligned with ``test_ids``."""
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    aligned = list(frame.columns) == ["ImageId", "Label"] and np.array_equal(
+        frame.ImageId, test_ids
+    )
+    if not aligned:
+        raise UserError(f"{path} must be ImageId,Label with one row per test image, in order")
+    return _whole_numbers(frame[["Label"]], path, "label", 0, 9)[:, 0]
+
+
+def write_submission(path: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
+    """Kaggle digit-recognizer submission: ``ImageId,Label``."""
+    frame = pd.DataFrame({"ImageId": np.asarray(test_ids), "Label": np.asarray(labels)})
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+# --- IDX ------------------------------------------------------------------------------------
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX array of unsigned bytes with ``ndim`` dimensions, gzipped or not.
+
+    Header: two zero bytes, the type code (0x08), the number of dimensions, then each dimension
+    as a big-endian uint32; the data follows, exactly prod(dims) bytes.
+    """
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise UserError(f"{path} is truncated or not gzip data: {err}") from None
+    magic = int.from_bytes(raw[:4], "big")
+    expected_magic = IDX_UBYTE << 8 | ndim
+    if len(raw) < 4 or magic != expected_magic:
+        raise UserError(
+            f"{path} is not an IDX file of {ndim}-d unsigned bytes: magic number {magic:#010x}, "
+            f"expected {expected_magic:#010x}"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path} is truncated: the header needs {header} bytes, found {len(raw)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims))
+    found = len(raw) - header
+    if found != expected:
+        shape = "×".join(map(str, dims))
+        state = "truncated" if found < expected else "longer than its header says"
+        raise UserError(f"{path} is {state}: {shape} needs {expected} bytes of data, found {found}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
+    if images.shape[1:] != (SIDE, SIDE):
+        raise UserError(
+            f"{images_path} holds {images.shape[1]}×{images.shape[2]} images, not 28×28"
+        )
+    if len(images) != len(labels):
+        raise UserError(
+            f"{images_path} has {len(images)} images but {labels_path} {len(labels)} labels"
+        )
+    if labels.max(initial=0) > 9:
+        raise UserError(f"{labels_path}: label {labels.max()} is outside 0..9")
+    return images, labels.astype(np.int64)
+
+
+# --- Bundled digits -------------------------------------------------------------------------
+
+
+def bundled_digits(seed: int = 0, test_fraction: float = 0.2) -> ImageData:
+    """scikit-learn's 1797 8×8 digits as MNIST-like 28×28 images, split by a seeded shuffle.
+
+    Each digit is upsampled bilinearly to 20×20 and centred in a 28×28 frame (MNIST's own
+    20×20-in-28×28 layout), its 0..16 intensities scaled to 0..255.
+    """
+    from sklearn.datasets import load_digits  # ships with scikit-learn: no download
+
+    digits = load_digits()
+    small = digits.images / 16.0 * 255.0
+    resize = _bilinear_matrix(8, 20)
+    large = np.einsum("ij,njk,lk->nil", resize, small, resize)
+    images = np.zeros((len(large), SIDE, SIDE), dtype=np.uint8)
+    images[:, 4:24, 4:24] = np.clip(np.round(large), 0, 255)
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_test = round(len(images) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+    labels = digits.target.astype(np.int64)
+    return ImageData(
+        images[train], labels[train], images[test], np.arange(1, n_test + 1), labels[test]
+    )
+
+
+def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) weights of 1-D linear interpolation with pixel centres aligned (align_corners=False)."""
+    position = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, src - 1)
+    weight = position - lower
+    matrix = np.zeros((dst, src))
+    np.add.at(matrix, (np.arange(dst), lower), 1 - weight)
+    np.add.at(matrix, (np.arange(dst), upper), weight)
+    return matrix
+
+
+def write_bundled_digits(dest: Path, *, seed: int = 0) -> dict[str, int]:
+    """Write ``bundled_digits(seed)`` into ``dest`` as Kaggle digit-recognizer files.
+
+    train.csv (label, pixel0..pixel783), test.csv (pixels), sample_submission.csv (ImageId,
+    Label 0) and test_labels.csv (the held-back labels, for a local score). Files are written in
+    a temporary folder next to ``dest`` and moved into place one by one, so none is ever half
+    written. Returns the image counts of train and test.
+    """
+    data = bundled_digits(seed)
+    pixel_names = [f"pixel{i}" for i in range(PIXELS)]
+    train = pd.DataFrame(data.X_train.reshape(-1, PIXELS), columns=pixel_names)
+    train.insert(0, LABEL, data.y_train)
+    files = {
+        "train.csv": train,
+        "test.csv": pd.DataFrame(data.X_test.reshape(-1, PIXELS), columns=pixel_names),
+        "sample_submission.csv": pd.DataFrame({"ImageId": data.test_ids, "Label": 0}),
+        LABELS_FILE: pd.DataFrame({"ImageId": data.test_ids, "Label": data.y_test}),
+    }
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        for name, frame in files.items():
+            frame.to_csv(Path(tmp) / name, index=False, lineterminator="\n")
+        for name in files:
+            os.replace(Path(tmp) / name, dest / name)
+    return {"train": len(data.X_train), "test": len(data.X_test)}

@@ -1,0 +1,136 @@
+"""Checks that run before any work begins, and the check of a submission before it is written.
+
+Every failure is a :class:`UserError` naming the file, the column and the value at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UserError
+
+# A text column is taken for a numeric one with junk in it when at least this share parses.
+_NUMERIC_SHARE = 0.9
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"missing file: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"empty file: {path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"unreadable CSV {path}: {str(exc).splitlines()[0]}") from None
+    if frame.empty:
+        raise UserError(f"empty file: {path} has a header but no rows")
+    return frame
+
+
+def _first_non_numeric(series: pd.Series) -> tuple[int, object] | None:
+    parsed = pd.to_numeric(series, errors="coerce")
+    bad = series.notna() & parsed.isna()
+    if not bad.any():
+        return None
+    row = int(np.flatnonzero(bad.to_numpy())[0])
+    return row, series.iloc[row]
+
+
+def check_numeric_columns(
+    train: pd.DataFrame, test: pd.DataFrame, names: tuple[str, str], categorical: tuple[str, ...]
+) -> None:
+    """Text in a numeric column: a train column that is (mostly) numbers must be numbers in both files."""
+    for column in train.columns:
+        if column in categorical or column not in test.columns:
+            continue
+        train_col, test_col = train[column], test[column]
+        train_numeric = pd.api.types.is_numeric_dtype(train_col)
+        if not train_numeric:
+            parsed = pd.to_numeric(train_col, errors="coerce")
+            present = train_col.notna().sum()
+            if present == 0 or parsed.notna().sum() < _NUMERIC_SHARE * present:
+                continue  # a genuine text column
+        for frame_name, series in zip(names, (train_col, test_col), strict=True):
+            if pd.api.types.is_numeric_dtype(series):
+                continue
+            found = _first_non_numeric(series)
+            if found is not None:
+                row, value = found
+                raise UserError(
+                    f"{frame_name}: column {column!r} is numeric but row {row + 2} holds {value!r}"
+                )
+
+
+def check_frames(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    sample: pd.DataFrame,
+    *,
+    target: str,
+    id_column: str,
+    files: tuple[str, str, str],
+    categorical: tuple[str, ...] = (),
+    positive_target: bool = False,
+) -> None:
+    train_name, test_name, sample_name = files
+    for frame, name, required in (
+        (train, train_name, (id_column, target)),
+        (test, test_name, (id_column,)),
+        (sample, sample_name, (id_column,)),
+    ):
+        for column in required:
+            if column not in frame.columns:
+                raise UserError(f"{name}: missing column {column!r}")
+        duplicated = frame[id_column].duplicated()
+        if duplicated.any():
+            raise UserError(f"{name}: duplicate id {frame[id_column][duplicated].iloc[0]!r} in {id_column!r}")
+
+    features = [c for c in train.columns if c != target]
+    missing = [c for c in features if c not in test.columns]
+    extra = [c for c in test.columns if c not in features]
+    if missing or extra:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing[:5])}" if missing else "",
+                f"unexpected {', '.join(extra[:5])}" if extra else "",
+            )
+            if part
+        )
+        raise UserError(f"{test_name} columns differ from the training features: {detail}")
+
+    check_numeric_columns(train, test, (train_name, test_name), categorical)
+
+    y = train[target]
+    if y.isna().any():
+        raise UserError(f"{train_name}: target {target!r} has missing values (row {int(np.flatnonzero(y.isna())[0]) + 2})")
+    if positive_target:
+        if not pd.api.types.is_numeric_dtype(y):
+            raise UserError(f"{train_name}: target {target!r} must be numeric")
+        if (y <= 0).any():
+            raise UserError(f"{train_name}: target {target!r} must be positive for the log transform")
+
+    if set(sample[id_column]) != set(test[id_column]):
+        raise UserError(f"{sample_name}: its ids differ from the ids in {test_name}")
+
+
+def check_submission(
+    submission: pd.DataFrame, sample: pd.DataFrame, *, id_column: str, positive: bool
+) -> None:
+    """The submission must look exactly like the sample: header, ids once each, finite values."""
+    if list(submission.columns) != list(sample.columns):
+        raise UserError(f"submission header {list(submission.columns)} differs from the sample's {list(sample.columns)}")
+    if len(submission) != len(sample):
+        raise UserError(f"submission has {len(submission)} rows, the sample {len(sample)}")
+    ids = submission[id_column]
+    if ids.duplicated().any() or set(ids) != set(sample[id_column]):
+        raise UserError("submission ids are not exactly the sample's ids, each once")
+    values = submission.drop(columns=[id_column])
+    numeric = values.select_dtypes("number")
+    if values.isna().any().any() or not np.isfinite(numeric.to_numpy(dtype=float)).all():
+        raise UserError("submission holds NaN or infinite predictions")
+    if positive and (numeric.to_numpy() <= 0).any():
+        raise UserError("submission holds non-positive predictions where prices must be positive")
