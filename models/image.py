@@ -129,11 +129,11 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
 
     def load_state_dict(self, state: dict, in_channels: int = 1) -> ImageClassifier:
         """Rebuild the fitted model from ``state_dict()`` output (same ``arch``/``arch_params``)."""
+        self.classes_ = np.asarray(state["classes"])
+        self.pixel_mean_, self.pixel_std_ = state["pixel_mean"], state["pixel_std"]
         self.model_ = self._build_model(in_channels)
         self.model_.load_state_dict(state["model"])
         self.model_.to(pick_device(self.device))
-        self.classes_ = np.asarray(state["classes"])
-        self.pixel_mean_, self.pixel_std_ = state["pixel_mean"], state["pixel_std"]
         return self
 
     def _build_model(self, in_channels: int) -> nn.Module:

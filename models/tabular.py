@@ -12,7 +12,9 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
 )
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression, Ridge
+from sklearn.svm import SVR
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -152,6 +154,67 @@ def mlp_classifier(**params):
 def ridge(**params):
     """Ridge regression: L2-penalised least squares."""
     return Ridge(**params)
+
+
+@register(
+    "lasso",
+    space=lambda t: {"alpha": t.suggest_float("alpha", 1e-5, 1e-2, log=True)},
+    alpha=3e-4,
+    max_iter=50_000,
+    random_state=0,
+)
+def lasso(**params):
+    """Lasso: L1-penalised least squares, a sparse linear model."""
+    return Lasso(**params)
+
+
+@register(
+    "elasticnet",
+    space=lambda t: {
+        "alpha": t.suggest_float("alpha", 1e-5, 1e-2, log=True),
+        "l1_ratio": t.suggest_float("l1_ratio", 0.05, 1.0),
+    },
+    alpha=6e-4,
+    l1_ratio=0.8,
+    max_iter=50_000,
+    random_state=0,
+)
+def elasticnet(**params):
+    """Elastic net: L1 and L2 penalties together."""
+    return ElasticNet(**params)
+
+
+@register(
+    "kernel_ridge",
+    space=lambda t: {
+        "alpha": t.suggest_float("alpha", 1e-2, 30.0, log=True),
+        "degree": t.suggest_int("degree", 1, 3),
+        "coef0": t.suggest_float("coef0", 0.5, 10.0, log=True),
+    },
+    alpha=1.0,
+    kernel="polynomial",
+    degree=2,
+    coef0=10.0,
+)
+def kernel_ridge(**params):
+    """Kernel ridge regression with a polynomial kernel."""
+    return KernelRidge(**params)
+
+
+@register(
+    "svr",
+    space=lambda t: {
+        "C": t.suggest_float("C", 0.5, 100.0, log=True),
+        "epsilon": t.suggest_float("epsilon", 1e-3, 0.1, log=True),
+        "gamma": t.suggest_float("gamma", 1e-5, 1e-2, log=True),
+    },
+    C=20.0,
+    epsilon=0.008,
+    gamma=3e-4,
+)
+def svr(**params):
+    """Support vector regression with an RBF kernel."""
+    return SVR(**params)
 
 
 def _gbm_space(trial) -> dict:

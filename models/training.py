@@ -80,9 +80,17 @@ def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim
 def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25
-        )
+        # A quarter of the steps ramp linearly from lr/25 up to lr, the rest anneal it (cosine)
+        # to zero. Written out because OneCycleLR divides by zero on runs of a few steps.
+        warmup = max(1, round(0.25 * total))
+
+        def one_cycle(step: int) -> float:
+            if step < warmup:
+                return 0.04 + 0.96 * step / warmup
+            progress = min(step - warmup, total - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))

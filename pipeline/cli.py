@@ -29,6 +29,16 @@ def _param(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
 def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--competition", "-c", default=os.environ.get("COMPETITION", "house-prices"),
                         help="competition name (a file in pipeline/competitions/)")
@@ -61,10 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
         _model_options(stage)
         stage.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                            help="progress bars (default: only in a terminal)")
+        stage.add_argument("--params", dest="params_from", choices=("best", "default"), default="best",
+                           help="best: start from the Optuna study's best trial when one exists (default); "
+                                "default: the config's and the model's own params")
         if name == "submit":
             stage.add_argument("--output", "-o", type=Path, default=Path("submission.csv"), help="submission file")
             stage.add_argument("--upload", action="store_true", help="upload to Kaggle after writing")
             stage.add_argument("--message", "-M", default="kaggle-pipeline submission", help="upload message")
+
+    tune = stages.add_parser("tune", help="Optuna study for a model: prunes, resumes, runs workers in parallel")
+    _competition_options(tune)
+    tune.add_argument("--model", "-m", dest="model", help="registered model name (default: the config's)")
+    tune.add_argument("--trials", type=_positive(int), default=50,
+                      help="the study's total of finished trials: a rerun completes the remainder (default 50)")
+    tune.add_argument("--timeout", type=_positive(float), help="seconds after which no new trial starts")
+    tune.add_argument("--jobs", "-j", type=_positive(int), default=1, help="worker processes (default 1)")
+    tune.add_argument("--storage", help="Optuna storage: a journal file or an RDB URL "
+                                        "(default $OPTUNA_STORAGE, else .optuna/journal.log)")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed (each worker derives its own)")
+
+    dashboard = stages.add_parser("dashboard", help="serve optuna-dashboard on 127.0.0.1")
+    dashboard.add_argument("--storage", help="as for tune")
+    dashboard.add_argument("--port", type=int, default=8080)
 
     models = stages.add_parser("models", help="list registered models")
     models.add_argument("--kind", choices=("tabular", "vision"))
@@ -103,14 +131,19 @@ def _stage_data(args) -> None:
     print(f"data: {source} in {data_dir}")
 
 
-def _stage_train(args, output: Path | None) -> None:
-    comp = _load_competition(args)
+def _filled_data_dir(args, comp: config.Competition) -> Path:
     data_dir, is_default = _data_dir(args, comp)
     from pipeline import ingest
 
     if is_default and not ingest.has_files(comp, data_dir):
         print(f"data: {data_dir} is empty, filling it first")
         ingest.fill(comp, data_dir)
+    return data_dir
+
+
+def _stage_train(args, output: Path | None) -> None:
+    comp = _load_competition(args)
+    data_dir = _filled_data_dir(args, comp)
     from pipeline import train
 
     train.run(
@@ -121,7 +154,25 @@ def _stage_train(args, output: Path | None) -> None:
         output=output,
         upload_message=args.message if getattr(args, "upload", False) else None,
         progress=args.progress,
+        tuned=args.params_from == "best",
     )
+
+
+def _stage_tune(args) -> None:
+    comp = _load_competition(args)
+    data_dir = _filled_data_dir(args, comp)
+    from pipeline import tune
+
+    tune.tune(comp, data_dir, model=args.model, n_trials=args.trials, timeout=args.timeout, jobs=args.jobs,
+              storage=args.storage, seed=args.seed)
+
+
+def _stage_dashboard(args) -> None:
+    from pipeline import tune
+
+    command = tune.dashboard_command(args.storage, args.port)
+    print(f"optuna-dashboard on http://127.0.0.1:{args.port} for {tune.describe_storage(command[1])}", flush=True)
+    os.execv(command[0], command)
 
 
 def _stage_models(args) -> None:
@@ -153,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             _stage_data(args)
         elif args.stage in ("train", "submit"):
             _stage_train(args, args.output if args.stage == "submit" else None)
+        elif args.stage == "tune":
+            _stage_tune(args)
+        elif args.stage == "dashboard":
+            _stage_dashboard(args)
         elif args.stage == "models":
             _stage_models(args)
         elif args.stage == "ui":

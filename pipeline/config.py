@@ -33,6 +33,13 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class EnsembleConfig:
+    models: tuple[str, ...] = ()  # base models, each cross-validated on the same folds
+    method: str = "best"  # "blend", "stack", or "best": whichever cross-fits better
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per base model
+
+
+@dataclass(frozen=True)
 class Competition:
     name: str
     target: str
@@ -54,6 +61,7 @@ class Competition:
     features: dict[str, Any] = field(default_factory=dict)
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def as_params(self) -> dict[str, str]:
         """The resolved config flattened to ``section.key`` strings, for MLflow params."""
@@ -70,9 +78,9 @@ class Competition:
         return flat
 
 
-_SECTIONS = {"files", "columns", "cv", "model", "features"}
+_SECTIONS = {"files", "columns", "cv", "model", "features", "ensemble"}
 _TOP_KEYS = {f.name for f in dataclasses.fields(Competition)} - {
-    "train_file", "test_file", "sample_submission_file", "categorical", "numeric", "drop", "cv", "model", "features",
+    "train_file", "test_file", "sample_submission_file", "categorical", "numeric", "drop", "cv", "model", "features", "ensemble",
 }
 _FILE_KEYS = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}
 _COLUMN_KEYS = {"categorical", "numeric", "drop"}
@@ -94,11 +102,12 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
         if section in raw and not isinstance(raw[section], dict):
             raise UserError(f"{source}: [{section}] must be a table")
     files, columns = raw.get("files", {}), raw.get("columns", {})
-    cv, model = raw.get("cv", {}), raw.get("model", {})
+    cv, model, ensemble = raw.get("cv", {}), raw.get("model", {}), raw.get("ensemble", {})
     _check_keys(f"{source} [files]", files, set(_FILE_KEYS))
     _check_keys(f"{source} [columns]", columns, _COLUMN_KEYS)
     _check_keys(f"{source} [cv]", cv, {f.name for f in dataclasses.fields(CVConfig)})
     _check_keys(f"{source} [model]", model, {"name", "params"})
+    _check_keys(f"{source} [ensemble]", ensemble, {"models", "method", "params"})
     for key in ("name", "target", "id"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UserError(f"{source}: {key!r} is required and must be a string")
@@ -111,6 +120,7 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
             features=raw.get("features", {}),
             cv=CVConfig(**cv),
             model=ModelConfig(**model),
+            ensemble=EnsembleConfig(**{**ensemble, "models": tuple(ensemble.get("models", ()))}),
         )
     except TypeError as exc:
         raise UserError(f"{source}: {exc}") from None
@@ -127,8 +137,17 @@ def validate(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: kind {comp.kind!r} is not 'tabular' or 'image'")
     if not isinstance(comp.cv.folds, int) or comp.cv.folds < 2:
         raise UserError(f"{source}: [cv] folds must be an integer >= 2, got {comp.cv.folds!r}")
+    if comp.ensemble.method not in ("best", "blend", "stack"):
+        raise UserError(f"{source}: [ensemble] method must be best, blend or stack")
     if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
         raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")
+    if comp.features:  # a wrong [features] table is a config error, found before any work starts
+        from features.engineering import make_feature_steps
+
+        try:
+            make_feature_steps(comp.features)
+        except ValueError as exc:
+            raise UserError(f"{source} [features]: {exc}") from None
 
 
 def load(

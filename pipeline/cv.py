@@ -1,6 +1,9 @@
-"""k-fold training: one ``Pipeline(features, model)`` per fold, out-of-fold predictions, metrics.
+"""k-fold training: per fold, the feature steps are fit on the training part only, then every
+model is fit on their output; out-of-fold predictions and metrics come back per model.
 
-Every fitted transform sees only its training fold; the refit on all rows comes afterwards.
+Fitting the features once per fold and sharing them between models gives the same result as one
+``Pipeline(features, model)`` per model and fold, at a fraction of the cost for an ensemble. The
+refit on all rows builds that one ``Pipeline`` (ensemble included), which is what gets saved.
 """
 
 from __future__ import annotations
@@ -20,43 +23,78 @@ from tqdm.auto import tqdm
 from features.engineering import make_feature_steps
 from features.tabular import TabularPreprocessor
 from models import registry
+from models.ensemble import WeightedEnsemble
 from pipeline.config import Competition
 from pipeline.errors import UserError
 from pipeline.metrics import Metric
 
 DEFAULT_MODELS = {"regression": "ridge", "binary": "hist_gbm_classifier", "multiclass": "hist_gbm_classifier"}
+ENSEMBLE = "ensemble"
+TARGET_TRANSFORMS = {"log": (np.log, np.exp)}
 
 FoldCallback = Callable[[int, float], None]
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-def model_choice(comp: Competition, task: str, model: str | None, params: dict) -> tuple[str, dict]:
-    """The model to run and its parameters: the command line's, else the config's, else the task's default."""
-    name = model or comp.model.name or DEFAULT_MODELS[task]
-    base = comp.model.params if name == comp.model.name else {}
+def _entry(name: str, task: str):
     try:
         entry = registry.get(name, "tabular")
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from None
     if task not in entry.tasks:
         raise UserError(f"model {name!r} does not do {task} (it does {', '.join(sorted(entry.tasks))})")
-    return name, {**base, **params}
+    return entry
 
 
-def build_estimator(comp: Competition, model: str, params: dict):
-    """Feature steps from the config, the preprocessor, the model; log target wrapped around all."""
+def model_choice(comp: Competition, task: str, model: str | None) -> tuple[str, dict]:
+    """The model to run (the command line's, else the config's, else the task's default) and its config params."""
+    name = model or comp.model.name or DEFAULT_MODELS[task]
+    if name == ENSEMBLE:
+        if not comp.ensemble.models:
+            raise UserError(f"{comp.name}: model 'ensemble' needs [ensemble] models in the config")
+        if task != "regression":
+            raise UserError("ensembles are built for regression tasks")
+        for base in comp.ensemble.models:
+            _entry(base, task)
+        return name, {}
+    _entry(name, task)
+    return name, dict(comp.model.params) if name == comp.model.name else {}
+
+
+def base_params(comp: Competition, name: str) -> dict:
+    """A base model's params as the config gives them ([ensemble.params.<name>])."""
+    return dict(comp.ensemble.params.get(name, {}))
+
+
+def create_model(name: str, params: dict):
     try:
-        estimator = registry.create(model, "tabular", **params)
+        return registry.create(name, "tabular", **params)
     except TypeError as exc:
-        raise UserError(f"model {model!r}: {exc}") from None
-    steps = make_feature_steps(comp.features) + [
-        ("preprocess", TabularPreprocessor(categorical=comp.categorical, numeric=comp.numeric, drop=comp.drop)),
-        ("model", estimator),
-    ]
-    pipe = Pipeline(steps)
-    if comp.target_transform == "log":
-        return TransformedTargetRegressor(regressor=pipe, func=np.log, inverse_func=np.exp, check_inverse=False)
+        raise UserError(f"model {name!r}: {exc}") from None
+
+
+def build_features(comp: Competition) -> Pipeline:
+    """The config's feature-engineering steps, then the preprocessor."""
+    preprocess = TabularPreprocessor(categorical=comp.categorical, numeric=comp.numeric, drop=comp.drop)
+    try:
+        steps = make_feature_steps(comp.features)
+    except ValueError as exc:
+        raise UserError(f"{comp.name} [features]: {exc}") from None
+    return Pipeline([*steps, ("preprocess", preprocess)])
+
+
+def build_estimator(comp: Competition, model):
+    """``Pipeline(features..., model)``, inside the target transform when the config has one."""
+    pipe = Pipeline([*build_features(comp).steps, ("model", model)])
+    if comp.target_transform in TARGET_TRANSFORMS:
+        forward, inverse = TARGET_TRANSFORMS[comp.target_transform]
+        return TransformedTargetRegressor(regressor=pipe, func=forward, inverse_func=inverse, check_inverse=False)
     return pipe
+
+
+def build_ensemble(comp: Competition, params: dict[str, dict], weights: dict[str, float], intercept: float):
+    members = [(name, create_model(name, params[name])) for name in weights]
+    return WeightedEnsemble(members, [weights[name] for name in weights], intercept)
 
 
 def final_model(estimator):
@@ -64,30 +102,33 @@ def final_model(estimator):
     return pipe.named_steps["model"]
 
 
-def _fit(estimator, X: pd.DataFrame, y: pd.Series, on_epoch: Callable[[dict], None] | None):
-    pipe = estimator.regressor if isinstance(estimator, TransformedTargetRegressor) else estimator
-    accepts_epoch_hook = "on_epoch" in inspect.signature(pipe.named_steps["model"].fit).parameters
-    fit_params = {"model__on_epoch": on_epoch} if on_epoch and accepts_epoch_hook else {}
-    return estimator.fit(X, y, **fit_params)
+def _fit_model(model, X, y, on_epoch: Callable[[dict], None] | None):
+    if on_epoch is not None and "on_epoch" in inspect.signature(model.fit).parameters:
+        return model.fit(X, y, on_epoch=on_epoch)
+    return model.fit(X, y)
 
 
-def predict(estimator, X: pd.DataFrame, metric: Metric) -> np.ndarray:
+def predict(model, X, metric: Metric) -> np.ndarray:
     if metric.needs_proba:
-        proba = estimator.predict_proba(X)
+        proba = model.predict_proba(X)
         return proba[:, 1] if proba.shape[1] == 2 else proba
-    return np.asarray(estimator.predict(X))
+    return np.asarray(model.predict(X))
 
 
 def drop_outliers(comp: Competition, X: pd.DataFrame, y: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     """Rows matching the config's ``outliers`` query leave the training rows; scoring keeps them."""
+    keep = ~outlier_mask(comp, X, y)
+    return X[keep], y[keep]
+
+
+def outlier_mask(comp: Competition, X: pd.DataFrame, y: pd.Series) -> np.ndarray:
     if not comp.outliers:
-        return X, y
+        return np.zeros(len(X), dtype=bool)
     try:
         flagged = X.assign(**{comp.target: y.to_numpy()}).eval(comp.outliers)
     except Exception as exc:  # pandas raises many types for a bad expression
         raise UserError(f"outliers query {comp.outliers!r} failed: {exc}") from None
-    keep = ~np.asarray(flagged, dtype=bool)
-    return X[keep], y[keep]
+    return np.asarray(flagged, dtype=bool)
 
 
 @dataclass
@@ -95,6 +136,7 @@ class CVResult:
     oof: np.ndarray
     fold_scores: list[float]
     score: float
+    folds: np.ndarray  # the fold of each row
     histories: list[list[dict]] = field(default_factory=list)
 
 
@@ -104,43 +146,65 @@ def splitter(comp: Competition, task: str):
     return StratifiedKFold(comp.cv.folds, shuffle=True, random_state=comp.cv.seed)
 
 
-def cross_validate(
+def cross_validate_many(
     comp: Competition,
     X: pd.DataFrame,
     y: pd.Series,
     *,
     task: str,
     metric: Metric,
-    model: str,
-    params: dict,
+    models: dict[str, dict],
     on_fold: FoldCallback | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool | None = None,
-) -> CVResult:
-    """Shuffled, seeded k-fold. ``on_fold``/``on_epoch`` see each score as it comes (and may raise)."""
-    template = build_estimator(comp, model, params)
-    oof: np.ndarray | None = None
-    fold_scores, histories = [], []
+) -> dict[str, CVResult]:
+    """Shuffled, seeded k-fold for several models sharing each fold's fitted features.
+
+    ``on_fold(k, score)`` and ``on_epoch(k, log)`` (for a single model) see each score as it
+    comes, and may raise to stop early, as an Optuna pruner does.
+    """
+    forward, inverse = TARGET_TRANSFORMS.get(comp.target_transform, (None, None))
     folds = list(splitter(comp, task).split(X, y))
-    for k, (train_idx, valid_idx) in enumerate(tqdm(folds, desc=f"{model} folds", disable=not progress, leave=False)):
+    fold_of_row = np.empty(len(X), dtype=int)
+    oof: dict[str, np.ndarray] = {}
+    scores: dict[str, list[float]] = {name: [] for name in models}
+    histories: dict[str, list] = {name: [] for name in models}
+    y_true = y.to_numpy()
+    for k, (train_idx, valid_idx) in enumerate(tqdm(folds, desc="folds", disable=not progress, leave=False)):
+        fold_of_row[valid_idx] = k
         X_fit, y_fit = drop_outliers(comp, X.iloc[train_idx], y.iloc[train_idx])
-        epoch_hook = (lambda log, k=k: on_epoch(k, log)) if on_epoch else None
-        estimator = _fit(clone(template), X_fit, y_fit, epoch_hook)
-        predictions = predict(estimator, X.iloc[valid_idx], metric)
-        if oof is None:
-            oof = np.zeros((len(X), *predictions.shape[1:]), dtype=predictions.dtype)
-        oof[valid_idx] = predictions
-        fold_scores.append(metric.score(y.iloc[valid_idx].to_numpy(), predictions))
-        histories.append(getattr(final_model(estimator), "history_", []))
-        if on_fold:
-            on_fold(k, fold_scores[-1])
-    assert oof is not None
-    if not np.isfinite(np.asarray(oof, dtype=float)).all():
-        raise UserError(f"model {model!r} produced NaN or infinite out-of-fold predictions")
-    return CVResult(oof=oof, fold_scores=fold_scores, score=metric.score(y.to_numpy(), oof), histories=histories)
+        features = build_features(comp)
+        train_matrix = features.fit_transform(X_fit)
+        valid_matrix = features.transform(X.iloc[valid_idx])
+        target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
+        for name, params in models.items():
+            model = create_model(name, params)
+            hook = (lambda log, k=k: on_epoch(k, log)) if on_epoch else None
+            _fit_model(model, train_matrix, target, hook)
+            predictions = predict(model, valid_matrix, metric)
+            if inverse:
+                predictions = inverse(predictions)
+            if name not in oof:
+                oof[name] = np.zeros((len(X), *predictions.shape[1:]), dtype=predictions.dtype)
+            oof[name][valid_idx] = predictions
+            numeric = np.issubdtype(np.asarray(predictions).dtype, np.number)  # labels may be text
+            if numeric and not np.isfinite(np.asarray(predictions, dtype=float)).all():
+                raise UserError(f"model {name!r} produced NaN or infinite out-of-fold predictions")
+            scores[name].append(metric.score(y_true[valid_idx], predictions))
+            histories[name].append(getattr(model, "history_", []))
+            if on_fold:
+                on_fold(k, scores[name][-1])
+    return {
+        name: CVResult(oof[name], scores[name], metric.score(y_true, oof[name]), fold_of_row, histories[name])
+        for name in models
+    }
 
 
-def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, *, model: str, params: dict):
-    """The refit on every training row (outliers still dropped), for the test predictions."""
+def cross_validate(comp: Competition, X: pd.DataFrame, y: pd.Series, *, model: str, params: dict, **options) -> CVResult:
+    return cross_validate_many(comp, X, y, models={model: params}, **options)[model]
+
+
+def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model):
+    """The refit on every training row (outliers still dropped): ``model`` inside the full pipeline."""
     X_fit, y_fit = drop_outliers(comp, X, y)
-    return _fit(build_estimator(comp, model, params), X_fit, y_fit, None)
+    return build_estimator(comp, model).fit(X_fit, y_fit)

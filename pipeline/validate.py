@@ -86,7 +86,8 @@ def check_frames(
                 raise UserError(f"{name}: missing column {column!r}")
         duplicated = frame[id_column].duplicated()
         if duplicated.any():
-            raise UserError(f"{name}: duplicate id {frame[id_column][duplicated].iloc[0]!r} in {id_column!r}")
+            first = frame.loc[duplicated, id_column].tolist()[0]  # a Python value: 4, not np.int64(4)
+            raise UserError(f"{name}: duplicate id {first!r} in {id_column!r}")
 
     features = [c for c in train.columns if c != target]
     missing = [c for c in features if c not in test.columns]

@@ -1,0 +1,160 @@
+"""Our trainer against a d2l-style training loop: same model, data, batch size, device and lr.
+
+    python bench/bench_images.py                      # the default digit model on the bundled digits
+    python bench/bench_images.py --model lenet --epochs 2 --batch-size 256 --augment none
+    python bench/bench_images.py --data synthetic-fashion --model resnet18 --device cuda
+
+Ours is ``models.image.ImageClassifier``: uint8 images resident on the device, batches drawn by
+index and normalised (and augmented) there, losses summed on the device, AdamW with a one-cycle
+schedule, bf16 and channels-last on CUDA. The reference is the loop of d2l's ``train_ch6``: a
+``DataLoader`` over a ``TensorDataset`` of float images, ``.to(device)`` per batch, per-batch
+``loss.item()``/``float()`` metrics, the same optimizer at a constant learning rate.
+Throughput counts training steps only; both evaluate on the test images after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import registry  # noqa: E402
+from models.image import ImageClassifier  # noqa: E402
+from models.training import TrainConfig, make_optimizer, pick_device, seed_everything  # noqa: E402
+from models.vision import parameter_count  # noqa: E402
+from pipeline.images import bundled_digits  # noqa: E402
+
+
+def synthetic_fashion(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0):
+    """Fashion-MNIST's shape (uint8 28×28, 10 classes) with learnable stand-in content: each class
+    is a blocky random template, each image its template plus noise."""
+    rng = np.random.default_rng(seed)
+    templates = np.kron(rng.integers(0, 256, (10, 7, 7)), np.ones((4, 4)))
+    y = rng.integers(0, 10, n_train + n_test)
+    noise = rng.integers(0, 256, (n_train + n_test, 28, 28), dtype=np.uint8)
+    X = (0.6 * templates[y] + 0.4 * noise).astype(np.uint8)
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
+def load(data: str, seed: int):
+    if data == "digits":
+        digits = bundled_digits(seed)
+        return digits.X_train, digits.y_train, digits.X_test, digits.y_test
+    return synthetic_fashion(seed=seed)
+
+
+def run_ours(args, X_train, y_train, X_test, y_test) -> dict[str, float]:
+    clf = ImageClassifier(
+        arch=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        augment=False if args.augment == "none" else args.augment,
+        device=args.device,
+        seed=args.seed,
+        compile=args.compile,
+    )
+    clf.fit(X_train, y_train)
+    # Every epoch trains the same number of examples, so the overall rate is the harmonic mean.
+    rate = len(clf.history_) / sum(1 / log["examples_per_sec"] for log in clf.history_)
+    accuracy = float((clf.predict(X_test) == y_test).mean())
+    return {"examples_per_sec": rate, "accuracy": accuracy}
+
+
+def run_reference(args, X_train, y_train, X_test, y_test) -> dict[str, float]:
+    device = pick_device(args.device)
+    seed_everything(args.seed)  # the same initial weights as ours
+    model = registry.create(args.model, kind="vision", num_classes=10).to(device)
+    mean, std = X_train.mean() / 255, X_train.std() / 255
+
+    def as_dataset(X, y):
+        images = (torch.as_tensor(X, dtype=torch.float32)[:, None] / 255 - mean) / std
+        return TensorDataset(images, torch.as_tensor(y, dtype=torch.long))
+
+    train_iter = DataLoader(as_dataset(X_train, y_train), batch_size=args.batch_size, shuffle=True)
+    test_iter = DataLoader(as_dataset(X_test, y_test), batch_size=args.batch_size)
+    cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    loss = nn.CrossEntropyLoss()
+    seconds, examples = 0.0, 0
+    for _ in range(args.epochs):
+        model.train()
+        metric = [0.0, 0.0, 0]  # loss sum, correct, examples
+        started = time.perf_counter()
+        for X, y in train_iter:
+            X, y = X.to(device), y.to(device)
+            y_hat = model(X)
+            batch_loss = loss(y_hat, y)
+            optimizer.zero_grad()
+            batch_loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                metric[0] += batch_loss.item() * X.shape[0]
+                metric[1] += float((y_hat.argmax(dim=1) == y).sum())
+                metric[2] += X.shape[0]
+        seconds += time.perf_counter() - started
+        examples += metric[2]
+    model.eval()
+    correct = 0.0
+    with torch.no_grad():
+        for X, y in test_iter:
+            X, y = X.to(device), y.to(device)
+            correct += float((model(X).argmax(dim=1) == y).sum())
+    return {"examples_per_sec": examples / seconds, "accuracy": correct / len(y_test)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet_bn")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "adam", "sgd"])
+    parser.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"])
+    parser.add_argument("--augment", default="shift", choices=["none", "shift", "fashion"])
+    parser.add_argument("--data", default="digits", choices=["digits", "synthetic-fashion"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    X_train, y_train, X_test, y_test = load(args.data, args.seed)
+    device = pick_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    params = parameter_count(registry.create(args.model, kind="vision", num_classes=10))
+    print(f"device: {device} ({name}), torch {torch.__version__}")
+    print(
+        f"data: {args.data}, {len(X_train)} train / {len(X_test)} test images; model {args.model} "
+        f"({params:,} parameters), {args.epochs} epochs, batch {args.batch_size}, "
+        f"{args.optimizer} lr {args.lr:g}, augment {args.augment}"
+    )
+    results = {}
+    for label, run in (("ours", run_ours), ("reference", run_reference)):
+        started = time.perf_counter()
+        results[label] = run(args, X_train, y_train, X_test, y_test)
+        results[label]["seconds"] = time.perf_counter() - started
+    print(f"{'':<36}{'examples/s':>12}{'test acc':>10}{'wall s':>9}")
+    for label, title in (
+        ("ours", f"ours ({args.schedule}, ImageClassifier)"),
+        ("reference", "reference (d2l loop, constant lr)"),
+    ):
+        r = results[label]
+        print(f"{title:<36}{r['examples_per_sec']:>12,.0f}{r['accuracy']:>10.4f}{r['seconds']:>9.1f}")
+    ratio = results["ours"]["examples_per_sec"] / results["reference"]["examples_per_sec"]
+    print(f"throughput ratio ours / reference: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The vision zoo, the training loop, on-device preprocessing and ImageClassifier (small, CPU)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from features.images import make_prepare, pixel_mean_std, to_image_batch
+from models import registry
+from models.image import ImageClassifier
+from models.training import TrainConfig, fit
+from models.vision import parameter_count
+from pipeline.images import bundled_digits
+
+VISION_MODELS = [entry.name for entry in registry.list_models(kind="vision")]
+
+
+def test_the_zoo_is_registered():
+    assert set(VISION_MODELS) == {
+        "softmax_regression", "mlp", "lenet", "lenet_bn", "alexnet", "vgg11", "nin",
+        "googlenet", "resnet18", "densenet",
+    }  # fmt: skip
+    assert all(registry.get(name, "vision").tasks == {"multiclass"} for name in VISION_MODELS)
+
+
+@pytest.mark.parametrize("name", VISION_MODELS)
+def test_every_model_maps_28x28_images_to_logits(name):
+    model = registry.create(name, kind="vision", num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert parameter_count(model) > 0
+
+
+@pytest.mark.parametrize(("name", "resize"), [("nin", 224), ("resnet18", 96)])
+def test_book_sized_models_take_resized_batches(name, resize):
+    model = registry.create(name, kind="vision", resize=resize).eval()
+    prepare = make_prepare(mean=0.13, std=0.31, resize=resize)
+    batch = prepare(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8), False)
+    assert batch.shape == (2, 1, resize, resize)
+    with torch.no_grad():
+        assert model(batch).shape == (2, 10)
+
+
+class FirstChoiceTrial:
+    """Duck-typed Optuna trial: the low end of every range, the first of every choice."""
+
+    def suggest_float(self, name, low, high, log=False):
+        return low
+
+    def suggest_int(self, name, low, high):
+        return low
+
+    def suggest_categorical(self, name, choices):
+        return choices[0]
+
+
+@pytest.mark.parametrize("name", VISION_MODELS)
+def test_every_space_gives_image_classifier_arguments(name):
+    params = registry.get(name, "vision").space(FirstChoiceTrial())
+    assert {"lr", "weight_decay", "epochs", "batch_size", "label_smoothing"} <= params.keys()
+    clf = ImageClassifier(arch=name, **params)
+    registry.create(name, kind="vision", **(clf.arch_params or {}))
+
+
+# --- training loop --------------------------------------------------------------------------
+
+
+def blobs(n=256, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    X = torch.randn(n, 2, generator=generator) * 0.5 + (2 * y[:, None] - 1) * 2.0
+    return X, y
+
+
+def test_fit_drives_the_loss_down_on_a_separable_problem():
+    X, y = blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+    cfg = TrainConfig(epochs=15, batch_size=32, lr=1e-2, schedule="onecycle")
+    history = fit(model, X, y, loss_fn=nn.CrossEntropyLoss(), cfg=cfg, X_val=X, y_val=y)
+    assert history[-1]["train_loss"] < 0.2 * history[0]["train_loss"]
+    assert history[-1]["val_loss"] < 0.1
+    assert all(log["examples_per_sec"] > 0 for log in history)
+
+
+def test_fit_with_mse_and_a_constant_schedule_as_the_tabular_mlp_uses_it():
+    X, y = blobs()
+    target = y.float()[:, None]
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    cfg = TrainConfig(epochs=20, batch_size=500, lr=5e-2, optimizer="adam")  # batch > rows
+    history = fit(model, X, target, loss_fn=nn.MSELoss(), cfg=cfg)
+    assert history[-1]["train_loss"] < 0.1 < history[0]["train_loss"]
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights():
+    X, y = blobs()
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2)
+    cfg = TrainConfig(epochs=30, batch_size=32, lr=1e-2, early_stopping_patience=1)
+    # Validating on flipped labels: every epoch of learning makes the validation loss worse.
+    history = fit(model, X, y, loss_fn=nn.CrossEntropyLoss(), cfg=cfg, X_val=X, y_val=1 - y)
+    assert len(history) == 3
+    with torch.no_grad():
+        restored = float(nn.CrossEntropyLoss()(model(X), 1 - y))
+    assert restored == pytest.approx(history[0]["val_loss"], rel=1e-5)
+
+
+def test_on_epoch_can_stop_training():
+    X, y = blobs()
+
+    def prune(log):
+        if log["epoch"] == 1:
+            raise RuntimeError("pruned")
+
+    with pytest.raises(RuntimeError, match="pruned"):
+        fit(nn.Linear(2, 2), X, y, loss_fn=nn.CrossEntropyLoss(), cfg=TrainConfig(), on_epoch=prune)
+
+
+# --- preprocessing --------------------------------------------------------------------------
+
+
+def test_to_image_batch_accepts_the_three_shapes():
+    flat = np.arange(2 * 784).reshape(2, 784) % 256
+    for X in (flat, flat.reshape(2, 28, 28), flat.reshape(2, 1, 28, 28)):
+        images = to_image_batch(X)
+        assert images.dtype == np.uint8 and images.shape == (2, 1, 28, 28)
+        assert np.array_equal(images.reshape(2, -1), flat)
+    with pytest.raises(ValueError, match="0..255"):
+        to_image_batch(np.full((1, 784), 300))
+    with pytest.raises(ValueError, match="square"):
+        to_image_batch(np.zeros((1, 783)))
+
+
+def test_prepare_normalises_without_augmenting_at_evaluation():
+    batch = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    mean, std = pixel_mean_std(batch)
+    out = make_prepare(mean=mean, std=std, augment="fashion")(batch, False)
+    assert out.dtype == torch.float32
+    assert out.mean().item() == pytest.approx(0, abs=1e-5)
+    assert out.std().item() == pytest.approx(1, abs=1e-4)
+
+
+@pytest.mark.parametrize("augment", ["shift", "fashion"])
+def test_augmentation_keeps_shape_and_replays_per_seed(augment):
+    batch = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+
+    def two_batches(seed):
+        prepare = make_prepare(mean=0.3, std=0.3, augment=augment, seed=seed)
+        return prepare(batch, True), prepare(batch, True)
+
+    first, second = two_batches(0)
+    assert first.shape == batch.shape and first.dtype == torch.float32
+    assert not torch.equal(first, second)  # a fresh draw every batch
+    again = two_batches(0)
+    assert torch.equal(first, again[0]) and torch.equal(second, again[1])
+    assert not torch.equal(first, two_batches(1)[0])
+
+
+def test_shift_moves_each_image_by_at_most_the_padding():
+    batch = torch.zeros(256, 1, 28, 28, dtype=torch.uint8)
+    batch[:, 0, 14, 14] = 255
+    out = make_prepare(mean=0.0, std=1 / 255, augment="shift", seed=0)(batch, True)
+    assert torch.all(out.flatten(1).max(dim=1).values == 255)  # the pixel is never cut off
+    rows, cols = torch.nonzero(out[:, 0] == 255)[:, 1:].T
+    assert rows.min() == 12 and rows.max() == 16 and cols.min() == 12 and cols.max() == 16
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == 25  # all shifts happen
+
+
+# --- ImageClassifier ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = bundled_digits(seed=0)
+    return data.X_train[:600], data.y_train[:600], data.X_test[:200], data.y_test[:200]
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X, y, X_val, y_val = digits
+    clf = ImageClassifier(arch="lenet_bn", epochs=4, batch_size=64, lr=1e-2, augment="shift")
+    return clf.fit(X.reshape(len(X), -1), y, X_val=X_val, y_val=y_val)
+
+
+def test_image_classifier_learns_digits(fitted, digits):
+    _, _, X_test, y_test = digits
+    assert (fitted.predict(X_test) == y_test).mean() > 0.8
+    assert list(fitted.classes_) == list(range(10))
+    proba = fitted.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 10) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert len(fitted.history_) == 4
+    for log in fitted.history_:
+        assert {"train_loss", "val_loss", "val_accuracy", "lr", "examples_per_sec"} <= log.keys()
+    assert fitted.history_[-1]["val_accuracy"] > 0.8
+
+
+def test_state_dict_round_trips_through_a_weights_only_load(fitted, digits, tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(fitted.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    restored = ImageClassifier(**fitted.get_params()).load_state_dict(state)
+    _, _, X_test, _ = digits
+    assert np.array_equal(restored.predict(X_test), fitted.predict(X_test))
+    assert np.allclose(restored.predict_proba(X_test), fitted.predict_proba(X_test), atol=1e-6)
+
+
+def test_same_seed_gives_identical_weights(digits):
+    X, y, _, _ = digits
+
+    def weights(seed):
+        clf = ImageClassifier(arch="lenet_bn", epochs=1, augment="fashion", seed=seed)
+        return clf.fit(X[:256], y[:256]).state_dict()["model"]
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_string_labels_and_mirror_tta(digits):
+    X, y, X_test, _ = digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    clf = ImageClassifier(arch="softmax_regression", epochs=1, tta=True).fit(X, names[y])
+    assert set(clf.predict(X_test)) <= set(names)
+    with pytest.raises(ValueError, match="not seen in training"):
+        clf.fit(X, names[y], X_val=X_test, y_val=np.full(len(X_test), "ten"))
