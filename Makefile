@@ -14,15 +14,25 @@ MODEL ?=
 SUBMIT ?=
 MESSAGE ?= kaggle-pipeline submission
 PORT ?= 5000
+TRIALS ?= 50
+TIMEOUT ?=
+JOBS ?= 1
+PARAMS ?=
+STORAGE ?=
+DASHBOARD_PORT ?= 8080
+BUDGET ?=
 
 COMMON = --competition $(COMPETITION) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
+PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
+STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 
-.PHONY: help install data train submit ui test lint bench
+.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: COMPETITION=$(COMPETITION) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
+	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIMEOUT=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
 # the CPU build of torch goes in first, so the `torch>=` range then installs nothing more.
@@ -40,10 +50,10 @@ data: $(VENV)/.installed ## fill DATA_DIR: Kaggle download with credentials, els
 	$(PY) -m pipeline data $(COMMON)
 
 train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
-	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS)
+	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS)
 
 submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
-	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
+	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
 
 ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
 	$(PY) -m pipeline ui --port $(PORT)
@@ -56,3 +66,12 @@ lint: $(VENV)/.installed ## ruff lint
 
 bench: $(VENV)/.installed ## CV log-RMSE and wall time of `make submit` on the bundled and the real Kaggle files
 	$(PY) bench/house_prices.py
+
+tune: $(VENV)/.installed ## Optuna study of MODEL until it has TRIALS finished trials: resumes, prunes, JOBS workers
+	$(PY) -m pipeline tune $(COMMON) $(MODEL_ARGS) --trials $(TRIALS) --jobs $(JOBS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(STORAGE_ARGS)
+
+dashboard: $(VENV)/.installed ## serve optuna-dashboard for the tuning studies on 127.0.0.1 (DASHBOARD_PORT=8080)
+	$(PY) -m pipeline dashboard --port $(DASHBOARD_PORT) $(STORAGE_ARGS)
+
+bench-tune: $(VENV)/.installed ## CV before/after tuning, trials/min and the JOBS=2 speed-up (BUDGET=<minutes>, default 15)
+	$(PY) bench/bench_tune.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(BUDGET),--budget-minutes $(BUDGET))

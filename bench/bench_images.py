@@ -1,6 +1,6 @@
 """Our trainer against a d2l-style training loop: same model, data, batch size, device and lr.
 
-    python bench/bench_images.py                      # the default digit model on the bundled digits
+    python bench/bench_images.py          # the default digit model on the bundled digits
     python bench/bench_images.py --model lenet --epochs 2 --batch-size 256 --augment none
     python bench/bench_images.py --data synthetic-fashion --model resnet18 --device cuda
 
@@ -10,6 +10,8 @@ schedule, bf16 and channels-last on CUDA. The reference is the loop of d2l's ``t
 ``DataLoader`` over a ``TensorDataset`` of float images, ``.to(device)`` per batch, per-batch
 ``loss.item()``/``float()`` metrics, the same optimizer at a constant learning rate.
 Throughput counts training steps only; both evaluate on the test images after training.
+On a CPU shared with other work, ``--threads 1 --repeats 3`` gives steadier numbers: two
+intra-op threads stall whenever another process holds one of the cores.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ def synthetic_fashion(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0
     """Fashion-MNIST's shape (uint8 28×28, 10 classes) with learnable stand-in content: each class
     is a blocky random template, each image its template plus noise."""
     rng = np.random.default_rng(seed)
-    templates = np.kron(rng.integers(0, 256, (10, 7, 7)), np.ones((4, 4)))
+    templates = np.kron(rng.integers(0, 256, (10, 7, 7), dtype=np.uint8), np.ones((4, 4), np.uint8))
     y = rng.integers(0, 10, n_train + n_test)
     noise = rng.integers(0, 256, (n_train + n_test, 28, 28), dtype=np.uint8)
-    X = (0.6 * templates[y] + 0.4 * noise).astype(np.uint8)
+    X = templates[y] // 5 * 3 + noise // 5 * 2  # 60% template, 40% noise, still uint8
     return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
 
@@ -114,6 +116,14 @@ def run_reference(args, X_train, y_train, X_test, y_test) -> dict[str, float]:
     return {"examples_per_sec": examples / seconds, "accuracy": correct / len(y_test)}
 
 
+def warm_up(device: torch.device) -> None:
+    """One optimizer step, so that neither timed loop pays for torch's lazy imports and set-up."""
+    model = nn.Linear(4, 2).to(device)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(1, 4, device=device)).sum().backward()
+    optimizer.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet_bn")
@@ -122,17 +132,28 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "adam", "sgd"])
-    parser.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"])
+    parser.add_argument(
+        "--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"]
+    )
     parser.add_argument("--augment", default="shift", choices=["none", "shift", "fashion"])
     parser.add_argument("--data", default="digits", choices=["digits", "synthetic-fashion"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs; best counts")
+    parser.add_argument("--threads", type=int, help="CPU threads for both loops (torch's default)")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     X_train, y_train, X_test, y_test = load(args.data, args.seed)
     device = pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    warm_up(device)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
     params = parameter_count(registry.create(args.model, kind="vision", num_classes=10))
     print(f"device: {device} ({name}), torch {torch.__version__}")
     print(
@@ -140,18 +161,26 @@ def main() -> None:
         f"({params:,} parameters), {args.epochs} epochs, batch {args.batch_size}, "
         f"{args.optimizer} lr {args.lr:g}, augment {args.augment}"
     )
-    results = {}
-    for label, run in (("ours", run_ours), ("reference", run_reference)):
-        started = time.perf_counter()
-        results[label] = run(args, X_train, y_train, X_test, y_test)
-        results[label]["seconds"] = time.perf_counter() - started
+    # On a shared machine background load swings throughput; with --repeats the two loops
+    # alternate and each keeps its fastest run (training is seeded, so accuracy never changes).
+    results: dict[str, dict[str, float]] = {}
+    for _ in range(args.repeats):
+        for label, run in (("ours", run_ours), ("reference", run_reference)):
+            started = time.perf_counter()
+            result = run(args, X_train, y_train, X_test, y_test)
+            result["seconds"] = time.perf_counter() - started
+            best = results.get(label)
+            if best is None or result["examples_per_sec"] > best["examples_per_sec"]:
+                results[label] = result
     print(f"{'':<36}{'examples/s':>12}{'test acc':>10}{'wall s':>9}")
     for label, title in (
         ("ours", f"ours ({args.schedule}, ImageClassifier)"),
         ("reference", "reference (d2l loop, constant lr)"),
     ):
         r = results[label]
-        print(f"{title:<36}{r['examples_per_sec']:>12,.0f}{r['accuracy']:>10.4f}{r['seconds']:>9.1f}")
+        print(
+            f"{title:<36}{r['examples_per_sec']:>12,.0f}{r['accuracy']:>10.4f}{r['seconds']:>9.1f}"
+        )
     ratio = results["ours"]["examples_per_sec"] / results["reference"]["examples_per_sec"]
     print(f"throughput ratio ours / reference: {ratio:.2f}x")
 

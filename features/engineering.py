@@ -27,6 +27,7 @@ __all__ = [
     "FillMissingAsNone",
     "GroupRareCategories",
     "OrdinalEncodeScale",
+    "ProductColumns",
     "SkewCorrector",
     "SumColumns",
     "make_feature_steps",
@@ -74,7 +75,9 @@ class _FrameTransformer(TransformerMixin, BaseEstimator):
 
     def _check_frame(self, X, *, reset):
         if not isinstance(X, pd.DataFrame):
-            raise TypeError(f"{type(self).__name__} expects a pandas DataFrame, got {type(X).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} expects a pandas DataFrame, got {type(X).__name__}"
+            )
         validate_data(self, X, reset=reset, skip_check_array=True)
         return X
 
@@ -167,7 +170,9 @@ def _sum_terms(sums):
     for name, definition in _mapping(sums, "sums").items():
         if isinstance(definition, Mapping):
             if set(definition) - {"columns", "weights"}:
-                raise ValueError(f"sums[{name!r}] takes only 'columns' and 'weights', got {sorted(definition)}")
+                raise ValueError(
+                    f"sums[{name!r}] takes only 'columns' and 'weights', got {sorted(definition)}"
+                )
             columns = _string_list(definition.get("columns"), f"sums[{name!r}]['columns']")
             weights = definition.get("weights", [1] * len(columns))
             if (
@@ -175,7 +180,9 @@ def _sum_terms(sums):
                 or len(weights) != len(columns)
                 or not all(isinstance(w, Real) and not isinstance(w, bool) for w in weights)
             ):
-                raise ValueError(f"sums[{name!r}]['weights'] must be {len(columns)} numbers, got {weights!r}")
+                raise ValueError(
+                    f"sums[{name!r}]['weights'] must be {len(columns)} numbers, got {weights!r}"
+                )
         else:
             columns = _string_list(definition, f"sums[{name!r}]")
             weights = [1] * len(columns)
@@ -216,7 +223,9 @@ class SumColumns(_DerivedColumns):
         X = self._check_frame(X, reset=True)
         self._check_no_overwrite(X, terms)
         self.definitions_ = {
-            name: weights for name, weights in terms.items() if len(_present(X, weights)) == len(weights)
+            name: weights
+            for name, weights in terms.items()
+            if len(_present(X, weights)) == len(weights)
         }
         return self
 
@@ -228,24 +237,25 @@ class SumColumns(_DerivedColumns):
         return out
 
 
-class DifferenceColumns(_DerivedColumns):
-    """Append ``name = a - b`` for ``{name: (a, b)}``, e.g. HouseAge = YrSold - YearBuilt.
+class _PairColumns(_DerivedColumns):
+    """Append ``name = combine(a, b)`` for ``{name: [a, b]}``; NaN operands give NaN.
 
-    Unlike ``SumColumns`` a NaN operand gives NaN (0 is no stand-in for a missing year).
-    A difference with an operand absent from the fit frame is skipped.
+    A pair with an operand absent from the fit frame is skipped.
     """
 
-    def __init__(self, differences):
-        self.differences = differences
+    _spec_key = ""
 
-    def _check_params(self):
+    def _pairs(self):
         pairs = {}
-        for name, operands in _mapping(self.differences, "differences").items():
-            operands = _string_list(operands, f"differences[{name!r}]")
+        for name, operands in _mapping(getattr(self, self._spec_key), self._spec_key).items():
+            operands = _string_list(operands, f"{self._spec_key}[{name!r}]")
             if len(operands) != 2:
-                raise ValueError(f"differences[{name!r}] must be two columns [a, b], got {operands}")
+                raise ValueError(f"{self._spec_key}[{name!r}] must be two columns [a, b], got {operands}")
             pairs[name] = tuple(operands)
         return pairs
+
+    def _check_params(self):
+        return self._pairs()
 
     def fit(self, X, y=None):
         pairs = self._check_params()
@@ -257,9 +267,39 @@ class DifferenceColumns(_DerivedColumns):
     def transform(self, X):
         check_is_fitted(self)
         out = self._check_frame(X, reset=False).copy()
-        for name, (minuend, subtrahend) in self.definitions_.items():
-            out[name] = out[minuend] - out[subtrahend]
+        for name, (first, second) in self.definitions_.items():
+            out[name] = self._combine(out[first], out[second])
         return out
+
+
+class DifferenceColumns(_PairColumns):
+    """Append ``name = a - b`` for ``{name: (a, b)}``, e.g. HouseAge = YrSold - YearBuilt.
+
+    Unlike ``SumColumns`` a NaN operand gives NaN (0 is no stand-in for a missing year).
+    """
+
+    _spec_key = "differences"
+
+    def __init__(self, differences):
+        self.differences = differences
+
+    @staticmethod
+    def _combine(first, second):
+        return first - second
+
+
+class ProductColumns(_PairColumns):
+    """Append ``name = a * b`` for ``{name: (a, b)}``: interactions a linear model cannot form,
+    e.g. overall quality times living area."""
+
+    _spec_key = "products"
+
+    def __init__(self, products):
+        self.products = products
+
+    @staticmethod
+    def _combine(first, second):
+        return first * second
 
 
 class SkewCorrector(_FrameTransformer):
@@ -289,7 +329,11 @@ class SkewCorrector(_FrameTransformer):
     def _check_params(self):
         if self.method not in SKEW_METHODS:
             raise ValueError(f"method must be one of {SKEW_METHODS}, got {self.method!r}")
-        if not isinstance(self.threshold, Real) or isinstance(self.threshold, bool) or self.threshold < 0:
+        if (
+            not isinstance(self.threshold, Real)
+            or isinstance(self.threshold, bool)
+            or self.threshold < 0
+        ):
             raise ValueError(f"threshold must be a non-negative number, got {self.threshold!r}")
         return _string_list(self.exclude, "exclude")
 
@@ -385,6 +429,7 @@ _STEP_FACTORIES = {
     "sums": SumColumns,
     "differences": DifferenceColumns,
     "skew": lambda section: SkewCorrector(**section),
+    "products": ProductColumns,  # after skew: products of the corrected columns fit better
     "rare": lambda section: GroupRareCategories(**section),
 }
 
@@ -404,6 +449,7 @@ def make_feature_steps(spec):
                                      "weights": [1, 0.5]}},
          "differences": {"HouseAge": ["YrSold", "YearBuilt"]},           # DifferenceColumns
          "skew": {"method": "box-cox", "threshold": 0.75, "exclude": []},  # SkewCorrector
+         "products": {"QualityLivArea": ["OverallQual", "GrLivArea"]},   # ProductColumns
          "rare": {"min_frequency": 10, "columns": [...], "other": "Rare"}}  # GroupRareCategories
 
     In TOML that is a ``[features]`` table with one sub-table per key. Each step gets a deep
@@ -414,7 +460,9 @@ def make_feature_steps(spec):
         raise ValueError(f"feature spec must be a dict, got {spec!r}")
     unknown = [key for key in spec if key not in _STEP_FACTORIES]
     if unknown:
-        raise ValueError(f"unknown feature spec keys {unknown}; expected some of {list(_STEP_FACTORIES)}")
+        raise ValueError(
+            f"unknown feature spec keys {unknown}; expected some of {list(_STEP_FACTORIES)}"
+        )
     steps = []
     for key, factory in _STEP_FACTORIES.items():
         if key not in spec:

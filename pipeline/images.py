@@ -31,13 +31,16 @@ PIXELS = SIDE * SIDE
 LABEL = "label"
 LABELS_FILE = "test_labels.csv"
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type the MNIST files use
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
+LAYOUT_FILES = {
+    "digit-recognizer": ("train.csv", "test.csv"),
+    "fashion-mnist-csv": ("fashion-mnist_train.csv", "fashion-mnist_test.csv"),
+    "fashion-mnist-idx": (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ),
 }
-LAYOUTS = ("digit-recognizer", "fashion-mnist-csv", "fashion-mnist-idx")
 
 
 @dataclass(frozen=True)
@@ -53,24 +56,19 @@ def load_image_competition(data_dir: Path, layout: str) -> ImageData:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir} (run `make data`)")
+    if layout not in LAYOUT_FILES:
+        raise UserError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUT_FILES)}")
+    paths = [_require(data_dir, name, layout) for name in LAYOUT_FILES[layout]]
     if layout == "digit-recognizer":
-        X_train, y_train = read_image_csv(_require(data_dir, "train.csv", layout), labelled=True)
-        X_test, _ = read_image_csv(_require(data_dir, "test.csv", layout), labelled=False)
-        test_ids = np.arange(1, len(X_test) + 1)
-        y_test = _read_test_labels(data_dir / LABELS_FILE, test_ids)
+        X_train, y_train = read_image_csv(paths[0], labelled=True)
+        X_test, _ = read_image_csv(paths[1], labelled=False)
+        y_test = _read_test_labels(data_dir / LABELS_FILE, np.arange(1, len(X_test) + 1))
     elif layout == "fashion-mnist-csv":
-        X_train, y_train = read_image_csv(
-            _require(data_dir, "fashion-mnist_train.csv", layout), labelled=True
-        )
-        X_test, y_test = read_image_csv(
-            _require(data_dir, "fashion-mnist_test.csv", layout), labelled=True
-        )
-    elif layout == "fashion-mnist-idx":
-        paths = {key: _require(data_dir, name, layout) for key, name in IDX_FILES.items()}
-        X_train, y_train = _read_idx_pair(paths["train_images"], paths["train_labels"])
-        X_test, y_test = _read_idx_pair(paths["test_images"], paths["test_labels"])
+        X_train, y_train = read_image_csv(paths[0], labelled=True)
+        X_test, y_test = read_image_csv(paths[1], labelled=True)
     else:
-        raise UserError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+        X_train, y_train = _read_idx_pair(paths[0], paths[1])
+        X_test, y_test = _read_idx_pair(paths[2], paths[3])
     return ImageData(X_train, y_train, X_test, np.arange(1, len(X_test) + 1), y_test)
 
 
@@ -134,7 +132,8 @@ def _whole_numbers(frame: pd.DataFrame, path: Path, what: str, low: int, high: i
         if bad.any():
             row, col = np.argwhere(bad)[0]
             cell = frame.iat[row, col]
-            problem = "missing value" if pd.isna(cell) else f"{cell!r} is not a whole number"
+            shown = repr(cell) if isinstance(cell, str) else str(cell)
+            problem = "missing value" if pd.isna(cell) else f"{shown} is not a whole number"
             raise UserError(f"{path}, line {row + 2}, column {frame.columns[col]}: {problem}")
         values = numbers.astype(np.int64)
     outside = (values < low) | (values > high)
@@ -241,7 +240,7 @@ def bundled_digits(seed: int = 0, test_fraction: float = 0.2) -> ImageData:
 
 
 def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) weights of 1-D linear interpolation with pixel centres aligned (align_corners=False)."""
+    """(dst, src) weights of 1-D linear interpolation with align_corners=False."""
     position = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
     lower = np.floor(position).astype(int)
     upper = np.minimum(lower + 1, src - 1)

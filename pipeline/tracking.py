@@ -32,7 +32,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def _artifact_root(uri: str) -> str | None:
+def artifact_root(uri: str) -> str | None:
     # Keep artifacts beside a SQLite store instead of in whatever folder the run started from.
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
@@ -44,7 +44,7 @@ def _experiment_id(name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_root(tracking_uri()))
+    return client.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
 
 
 def git_commit() -> str:

@@ -425,7 +425,8 @@ def _work(job: _Job, on_trial: Callable[[Any], None] | None = None) -> int:
             scores.append(score)
             trial.report(sum(scores) / len(scores), k)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"fold {k}: running {metric.name} {scores[-1]:.5f} is worse than the median")
+                raise optuna.TrialPruned(f"fold {k}: running {metric.name} {sum(scores) / len(scores):.5f} "
+                                         "is worse than the median of earlier trials")
 
         def on_epoch(k: int, log: dict) -> None:
             loss = log.get("train_loss")
@@ -612,10 +613,11 @@ def tune(
     elif tuned_for != metric.name:
         raise UserError(f"study {name} in {where} was tuned for {tuned_for}, not {metric.name}: use another --storage")
 
-    finished_before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    for number in fail_dead_trials(study):
+    adopted = fail_dead_trials(study)
+    for number in adopted:
         say(f"trial {number} was left RUNNING by a worker that is gone: marked FAIL")
-    if is_rdb := _is_url(url):
+    is_rdb = _is_url(url)
+    if is_rdb:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)
@@ -631,7 +633,7 @@ def tune(
 
     workers = max(1, min(jobs, remaining))
     say(f"running up to {remaining} trials with {workers} worker process{'es' if workers > 1 else ''}"
-        + (f", timeout {timeout:g} s" if timeout else "") + (" (RDB storage with heartbeats)" if is_rdb else ""))
+        + (f", timeout {timeout:.0f} s" if timeout else "") + (" (RDB storage with heartbeats)" if is_rdb else ""))
     deadline = started + timeout if timeout else None
     jobs_spec = [
         _Job(comp=comp, data_dir=Path(data_dir).resolve(), model=model, storage=url, study=name,
@@ -646,20 +648,23 @@ def tune(
         "git_commit": tracking.git_commit(),
         "optuna.study": name,
         "optuna.storage": where,
+        "tune.process": worker_id(),
     }
     with tracking.run(comp.name, f"tune-{model}", tags=tags) as parent:
         tracking.log_params({**comp.as_params(), "model.name": model, "task": task, "metric": metric.name,
                              "direction": direction, "optuna.study": name, "optuna.storage": where,
                              "trials": n_trials, "jobs": workers, "timeout": timeout, "seed": seed})
         say(f"mlflow run {parent.info.run_id} in {tracking.tracking_uri()}: one child run per trial")
-        children = _ChildRuns(parent.info.experiment_id, parent.info.run_id, name, metric.name, finished_before)
+        _close_dead_parent_runs(parent.info.experiment_id)
+        children = _ChildRuns(parent.info.experiment_id, parent.info.run_id, name, metric.name, adopted)
         try:
             if workers == 1:
+                children.pids.add(os.getpid())
                 _work(jobs_spec[0], on_trial=children.log)
             else:
                 _run_workers(jobs_spec, study, children)
         finally:
-            fail_dead_trials(study)
+            fail_dead_trials(study)  # a worker that died leaves no RUNNING trial behind
             children.sweep(study)
         counts = _counts(study)
         outcome = _outcome(study, where, metric.name, counts, children.finished, time.time() - started)
@@ -670,17 +675,29 @@ def tune(
 
 
 class _ChildRuns:
-    """Writes one MLflow child run per finished trial, from the parent process only."""
+    """Writes one MLflow child run per trial this invocation finished, from the parent process only.
 
-    def __init__(self, experiment_id: str, parent_run_id: str, study: str, metric: str, skip: set[int]):
+    "This invocation's" trials: those run by its own worker processes, and those it failed at
+    start because their worker was gone; not those of workers on other machines sharing the study.
+    """
+
+    def __init__(self, experiment_id: str, parent_run_id: str, study: str, metric: str, adopted: list[int]):
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.study, self.metric = study, metric
-        self.logged = set(skip)
+        self.adopted = set(adopted)
+        self.pids: set[int] = set()
+        self.logged: set[int] = set()
         self.finished = 0
+
+    def _ours(self, trial) -> bool:
+        if trial.number in self.adopted:
+            return True
+        host, _, rest = str(trial.user_attrs.get("worker", "")).partition(":")
+        return host == socket.gethostname() and rest.split(":")[0] in {str(pid) for pid in self.pids}
 
     def sweep(self, study) -> None:
         for trial in study.get_trials(deepcopy=False):
-            if trial.state.is_finished():
+            if trial.state.is_finished() and self._ours(trial):
                 self.log(trial)
 
     def log(self, trial) -> None:
@@ -723,12 +740,25 @@ class _ChildRuns:
                               end_time=end)
 
 
+def _close_dead_parent_runs(experiment_id: str) -> None:
+    """A tune process killed with -9 left its MLflow parent run RUNNING: end it KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for run in client.search_runs([experiment_id], "tags.stage = 'tune' and attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        process = run.data.tags.get("tune.process")
+        if process and not worker_alive(process):
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+
 def _run_workers(jobs: list[_Job], study, children: _ChildRuns) -> None:
     """J spawned worker processes; the parent logs their trials to MLflow as they finish."""
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(job,), name=f"tune-worker-{job.index}") for job in jobs]
     for process in processes:
         process.start()
+        children.pids.add(process.pid)
     try:
         while any(p.is_alive() for p in processes):
             time.sleep(POLL_SECONDS)

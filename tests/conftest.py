@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +58,25 @@ def _isolate(mp: pytest.MonkeyPatch, folder: Path, template: Path, cache: Path) 
     mp.setenv("KAGGLE_CLI", str(folder / "no-kaggle-client-here"))
     shutil.copyfile(template, folder / "mlflow.db")
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    # mlflow.set_tracking_uri (tracking.run calls it) outlives a test and beats the variable
+    # for MlflowClient(): point it here now, and forget it afterwards (_forget_tracking_uri).
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def _forget_tracking_uri() -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # also unsets MLFLOW_TRACKING_URI; monkeypatch restores it after
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch, mlflow_template, shared_cache) -> Path:
+def workdir(tmp_path, monkeypatch, mlflow_template, shared_cache):
     """A fresh working folder: cwd, its own MLflow store, an empty HOME, no Kaggle credentials."""
     _isolate(monkeypatch, tmp_path, mlflow_template, shared_cache)
-    return tmp_path
+    yield tmp_path
+    _forget_tracking_uri()
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +86,7 @@ def module_workdir(tmp_path_factory, mlflow_template, shared_cache):
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, folder, mlflow_template, shared_cache)
         yield folder, mp
+        _forget_tracking_uri()
 
 
 def mlflow_runs(experiment: str | None = None) -> list:
@@ -166,10 +178,6 @@ def write_competition(folder: Path, train: pd.DataFrame, test: pd.DataFrame, *, 
     pd.DataFrame({id_column: test[id_column], target: placeholder}).to_csv(
         folder / "sample_submission.csv", index=False)
     return folder
-
-
-def config_text(name: str, *, target: str, id_column: str, folds: int = 2, extra: str = "") -> str:
-    return f'name = "{name}"\ntarget = "{target}"\nid = "{id_column}"\n{extra}\n[cv]\nfolds = {folds}\nseed = 0\n'
 
 
 def fast_house_prices_config(folder: Path, folds: int = 2) -> Path:
@@ -290,6 +298,3 @@ def kaggle_credentials(monkeypatch) -> tuple[str, str]:
     monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
     return FAKE_USERNAME, FAKE_KEY
 
-
-def dedent(text: str) -> str:
-    return textwrap.dedent(text).lstrip()

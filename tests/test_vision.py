@@ -219,8 +219,21 @@ def test_same_seed_gives_identical_weights(digits):
 
 def test_string_labels_and_mirror_tta(digits):
     X, y, X_test, _ = digits
-    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    names = np.array(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
     clf = ImageClassifier(arch="softmax_regression", epochs=1, tta=True).fit(X, names[y])
     assert set(clf.predict(X_test)) <= set(names)
     with pytest.raises(ValueError, match="not seen in training"):
         clf.fit(X, names[y], X_val=X_test, y_val=np.full(len(X_test), "ten"))
+
+
+def test_arch_params_reach_the_factory_and_resize_every_batch(digits):
+    X, y, X_test, _ = digits
+    tiny = {"resize": 40, "growth_rate": 4, "block_convs": (1, 1)}
+    clf = ImageClassifier(arch="densenet", epochs=1, arch_params=tiny).fit(X[:64], y[:64])
+    seen = []
+    clf.model_.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    clf.predict(X_test[:3])
+    assert seen == [(3, 1, 40, 40)]
+    assert clf.model_[4].layers[0][2].out_channels == 4  # growth_rate

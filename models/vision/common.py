@@ -1,4 +1,4 @@
-"""Pieces the vision architectures share: the book's initialisation, shape arithmetic, search space."""
+"""What the vision architectures share: the book's initialisation, shapes, search space."""
 
 from __future__ import annotations
 

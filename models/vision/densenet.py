@@ -1,4 +1,4 @@
-"""DenseNet (d2l 8.7): each convolution sees the concatenation of all earlier outputs in its block."""
+"""DenseNet (d2l 8.7): each convolution sees all earlier outputs of its block, concatenated."""
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ def densenet(
     growth_rate: int = 32,
     block_convs: tuple[int, ...] = (4, 4, 4, 4),
 ) -> nn.Module:
-    """DenseNet: dense blocks joined by transition layers (1×1 conv halving channels, 2×2 avg-pool).
+    """DenseNet: dense blocks joined by transitions (1×1 conv halving channels, 2×2 avg-pool).
 
     ``resize=96`` is the book's network (7×7 stride-2 stem and a max-pool); ``resize=None`` uses a
     3×3 stem without downsampling, so on 28×28 the blocks run at 28, 14, 7 and 3 pixels.

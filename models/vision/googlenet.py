@@ -12,7 +12,7 @@ def space(trial):
 
 
 class Inception(nn.Module):
-    """1×1, 1×1→3×3, 1×1→5×5 and 3×3-max-pool→1×1 paths, concatenated along channels."""
+    """Paths 1×1, 1×1→3×3, 1×1→5×5 and 3×3 max-pool→1×1, concatenated along channels."""
 
     def __init__(
         self, in_channels: int, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int

@@ -25,7 +25,8 @@ def nin_block(in_channels: int, out_channels: int, kernel: int, stride: int, pad
 def nin(
     num_classes: int = 10, in_channels: int = 1, resize: int | None = None, dropout: float = 0.5
 ) -> nn.Module:
-    """NiN: ``resize=None`` is native 28×28 (5×5 stride-1 stem, half width); ``resize=224`` the book's."""
+    """NiN: ``resize=None`` is native 28×28 (5×5 stride-1 stem, half the width);
+    ``resize=224`` is the book's network."""
     if resize is None:
         (c1, c2, c3), stem = (48, 128, 192), (5, 1, 2)
     else:

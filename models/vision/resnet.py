@@ -13,7 +13,7 @@ def space(trial):
 
 
 class Residual(nn.Module):
-    """Two 3×3 conv-BN layers plus the input; a strided 1×1 conv matches shapes when they change."""
+    """Two 3×3 conv-BN layers plus the input; a 1×1 conv matches the shape where it changes."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()

@@ -1,0 +1,153 @@
+"""Torch tabular models as scikit-learn estimators, and the tabular entries of the registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.validation import NotFittedError
+
+from models import registry
+from models.tabular import TorchClassifier, TorchRegressor, _mlp
+
+
+def linear_data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    y = 3.0 * X[:, 0] - 2.0 * X[:, 1] + 0.5 * X[:, 2] + 100.0 + rng.normal(scale=0.1, size=n)
+    return X, y
+
+
+def blobs(n_per_class=60, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+    X = np.concatenate([c + rng.normal(size=(n_per_class, 2)) for c in centres]).astype(np.float32)
+    y = np.repeat(np.array(["north", "east", "west"], dtype=object), n_per_class)
+    order = rng.permutation(len(y))
+    return X[order], y[order]
+
+
+FAST = {"epochs": 40, "batch_size": 32, "lr": 0.03}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is several times faster on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("hidden", [(), (16,)])
+def test_same_seed_same_predictions(hidden):
+    X, y = linear_data(n=128)
+    a = TorchRegressor(hidden=hidden, dropout=0.1, seed=3, **FAST).fit(X, y).predict(X)
+    b = TorchRegressor(hidden=hidden, dropout=0.1, seed=3, **FAST).fit(X, y).predict(X)
+    np.testing.assert_array_equal(a, b)
+    c = TorchRegressor(hidden=hidden, dropout=0.1, seed=4, **FAST).fit(X, y).predict(X)
+    assert not np.array_equal(a, c)
+
+
+def test_linear_regressor_recovers_a_linear_target():
+    X, y = linear_data()
+    X_test, y_test = linear_data(n=100, seed=1)
+    model = TorchRegressor(hidden=(), epochs=60, batch_size=32, lr=0.05).fit(X, y)
+    assert r2_score(y_test, model.predict(X_test)) > 0.99
+    # the target is standardised inside: the offset of 100 comes back
+    assert abs(model.predict(X_test).mean() - y_test.mean()) < 0.5
+    weight = model.net_[0].weight.detach().numpy()[0] * model.y_std_
+    np.testing.assert_allclose(weight, [3.0, -2.0, 0.5], atol=0.15)
+
+
+def test_mlp_regressor_fits_well():
+    X, y = linear_data()
+    X_test, y_test = linear_data(n=100, seed=1)
+    model = TorchRegressor(hidden=(32,), **FAST).fit(X, y)
+    assert r2_score(y_test, model.predict(X_test)) > 0.95
+
+
+def test_classifier_beats_chance_and_keeps_the_labels():
+    X, y = blobs()
+    X_test, y_test = blobs(seed=1)
+    model = TorchClassifier(hidden=(16,), **FAST).fit(X, y)
+    assert set(model.classes_) == {"north", "east", "west"}
+    predicted = model.predict(X_test)
+    assert set(predicted) <= set(model.classes_)
+    assert accuracy_score(y_test, predicted) > 0.9  # chance is 1/3
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert (model.classes_[proba.argmax(axis=1)] == predicted).all()
+
+
+def test_history_has_one_entry_per_epoch_and_the_loss_falls():
+    X, y = linear_data(n=128)
+    seen = []
+    model = TorchRegressor(hidden=(), epochs=15, batch_size=32, lr=0.03).fit(X, y, on_epoch=seen.append)
+    assert [log["epoch"] for log in model.history_] == list(range(15))
+    assert seen == model.history_
+    losses = [log["train_loss"] for log in model.history_]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_clone_gives_an_unfitted_copy_with_the_same_params():
+    model = TorchRegressor(hidden=(8, 4), dropout=0.2, lr=0.01, epochs=3, seed=9)
+    model.fit(*linear_data(n=64))
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    assert not hasattr(copy, "net_")
+    with pytest.raises(NotFittedError):
+        copy.predict(np.zeros((2, 3), dtype=np.float32))
+    assert clone(TorchClassifier(hidden=(5,))).get_params()["hidden"] == (5,)
+
+
+def test_xavier_init():
+    torch.manual_seed(0)
+    net = _mlp(300, 1, hidden=(200, 100), dropout=0.0)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(300, 200), (200, 100), (100, 1)]
+    for layer in linears:
+        fan_in, fan_out = layer.in_features, layer.out_features
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        weight = layer.weight.detach().numpy()
+        assert np.abs(weight).max() <= bound
+        assert (layer.bias.detach().numpy() == 0).all()
+        if weight.size > 1000:  # uniform on [-bound, bound]: variance bound^2 / 3
+            assert weight.var() == pytest.approx(bound**2 / 3, rel=0.1)
+
+
+def test_registry_builds_the_tabular_models_with_their_defaults():
+    linear = registry.create("linear", "tabular")
+    assert isinstance(linear, TorchRegressor) and linear.hidden == () and linear.lr == 0.03
+    mlp = registry.create("mlp", "tabular", epochs=7)
+    assert isinstance(mlp, TorchRegressor) and mlp.hidden == (256,) and mlp.epochs == 7
+    assert isinstance(registry.create("mlp_classifier", "tabular"), TorchClassifier)
+    tabular = registry.list_models(kind="tabular")
+    assert {"ridge", "linear", "mlp", "logistic"} <= {e.name for e in tabular}
+    for entry in tabular:
+        estimator = entry.build()
+        assert clone(estimator).get_params() == estimator.get_params(), entry.name
+    assert {e.name for e in registry.list_models(kind="tabular", task="binary")} >= {"logistic", "mlp_classifier"}
+    with pytest.raises(KeyError, match="unknown model"):
+        registry.get("no_such_model", "tabular")
+
+
+def test_registering_a_name_twice_is_refused():
+    registry.get("ridge", "tabular")  # the built-ins are loaded
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("ridge")(lambda **params: None)
+
+
+def test_search_spaces_suggest_buildable_params():
+    import optuna
+
+    for name in ("linear", "mlp", "ridge"):
+        entry = registry.get(name, "tabular")
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        params = entry.space(study.ask())
+        estimator = entry.build(**params)
+        assert estimator.get_params()[next(iter(params))] == params[next(iter(params))]
