@@ -21,13 +21,14 @@ PARAMS ?=
 STORAGE ?=
 DASHBOARD_PORT ?= 8080
 BUDGET ?=
+BENCH_ARGS ?=
 
 COMMON = --competition $(COMPETITION) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
 PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 
-.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune
+.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,3 +76,6 @@ dashboard: $(VENV)/.installed ## serve optuna-dashboard for the tuning studies o
 
 bench-tune: $(VENV)/.installed ## CV before/after tuning, trials/min and the JOBS=2 speed-up (BUDGET=<minutes>, default 15)
 	$(PY) bench/bench_tune.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(BUDGET),--budget-minutes $(BUDGET))
+
+bench-images: $(VENV)/.installed ## image trainer vs a d2l-style loop: examples/s, ratio, accuracy (BENCH_ARGS="--model lenet ...")
+	$(PY) bench/bench_images.py $(BENCH_ARGS)

@@ -69,8 +69,10 @@ def make_prepare(
     options = AUGMENTATIONS[augment] if augment else None
     generators: dict[torch.device, torch.Generator] = {}
 
+    scale, shift = 1 / (255 * std), -mean / std
+
     def prepare(batch: torch.Tensor, train: bool) -> torch.Tensor:
-        x = (batch.float() - 255 * mean) / (255 * std)
+        x = batch.float().mul_(scale).add_(shift)  # one new tensor, normalised in place
         if train and options is not None:
             if batch.device not in generators:
                 generators[batch.device] = torch.Generator(batch.device).manual_seed(seed)

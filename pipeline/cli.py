@@ -48,6 +48,7 @@ def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", dest="id_column", help="id column (for a competition without a config file)")
     parser.add_argument("--task", choices=config.TASKS, help="override the task")
     parser.add_argument("--metric", help="override the metric")
+    parser.add_argument("--layout", help="override the file layout (image competitions: see pipeline/images.py)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +112,7 @@ def _load_competition(args) -> config.Competition:
         id_column=args.id_column,
         task=args.task,
         metric=args.metric,
+        layout=args.layout,
     )
 
 
@@ -136,7 +138,13 @@ def _filled_data_dir(args, comp: config.Competition) -> Path:
     data_dir, is_default = _data_dir(args, comp)
     from pipeline import ingest
 
-    if is_default and not ingest.has_files(comp, data_dir):
+    if comp.kind == "image":
+        from pipeline import vision
+
+        present = vision.has_files(comp, data_dir)
+    else:
+        present = ingest.has_files(comp, data_dir)
+    if is_default and not present:
         print(f"data: {data_dir} is empty, filling it first")
         ingest.fill(comp, data_dir)
     return data_dir
@@ -145,9 +153,12 @@ def _filled_data_dir(args, comp: config.Competition) -> Path:
 def _stage_train(args, output: Path | None) -> None:
     comp = _load_competition(args)
     data_dir = _filled_data_dir(args, comp)
-    from pipeline import train
+    if comp.kind == "image":
+        from pipeline import vision as stage
+    else:
+        from pipeline import train as stage
 
-    train.run(
+    stage.run(
         comp,
         data_dir,
         model=args.model,
@@ -182,9 +193,12 @@ def _stage_models(args) -> None:
     for entry in registry.list_models(kind=args.kind):
         size = ""
         if entry.kind == "vision":
+            import torch
+
             from models.vision import parameter_count
 
-            size = f"{parameter_count(entry.build()):>12,d} params"
+            with torch.device("meta"):  # shapes only: no memory, no initialisation
+                size = f"{parameter_count(entry.build()):>12,d} params"
         print(f"{entry.name:<22} {entry.kind:<8} {','.join(sorted(entry.tasks)):<20} {size:<20} {entry.description}")
 
 

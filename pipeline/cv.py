@@ -9,12 +9,12 @@ refit on all rows builds that one ``Pipeline`` (ensemble included), which is wha
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -102,8 +102,8 @@ def final_model(estimator):
     return pipe.named_steps["model"]
 
 
-def _fit_model(model, X, y, on_epoch: Callable[[dict], None] | None):
-    if on_epoch is not None and "on_epoch" in inspect.signature(model.fit).parameters:
+def _fit_model(model, X, y, on_epoch: Callable[[dict], None]):
+    if "on_epoch" in inspect.signature(model.fit).parameters:
         return model.fit(X, y, on_epoch=on_epoch)
     return model.fit(X, y)
 
@@ -157,12 +157,18 @@ def cross_validate_many(
     on_fold: FoldCallback | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool | None = None,
+    scored_rows: np.ndarray | None = None,
 ) -> dict[str, CVResult]:
     """Shuffled, seeded k-fold for several models sharing each fold's fitted features.
 
     ``on_fold(k, score)`` and ``on_epoch(k, log)`` (for a single model) see each score as it
-    comes, and may raise to stop early, as an Optuna pruner does.
+    comes, and may raise to stop early, as an Optuna pruner does. ``progress``: tqdm bars for
+    folds and epochs; ``None`` shows them only in a terminal, so CI logs stay quiet.
+    ``scored_rows`` (a boolean mask) limits the rows the scores are computed on; every row is
+    still predicted out of fold.
     """
+    scored = np.ones(len(X), dtype=bool) if scored_rows is None else np.asarray(scored_rows, dtype=bool)
+    hidden = not sys.stderr.isatty() if progress is None else not progress
     forward, inverse = TARGET_TRANSFORMS.get(comp.target_transform, (None, None))
     folds = list(splitter(comp, task).split(X, y))
     fold_of_row = np.empty(len(X), dtype=int)
@@ -170,7 +176,7 @@ def cross_validate_many(
     scores: dict[str, list[float]] = {name: [] for name in models}
     histories: dict[str, list] = {name: [] for name in models}
     y_true = y.to_numpy()
-    for k, (train_idx, valid_idx) in enumerate(tqdm(folds, desc="folds", disable=not progress, leave=False)):
+    for k, (train_idx, valid_idx) in enumerate(tqdm(folds, desc="folds", disable=hidden, leave=False)):
         fold_of_row[valid_idx] = k
         X_fit, y_fit = drop_outliers(comp, X.iloc[train_idx], y.iloc[train_idx])
         features = build_features(comp)
@@ -179,8 +185,15 @@ def cross_validate_many(
         target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
         for name, params in models.items():
             model = create_model(name, params)
-            hook = (lambda log, k=k: on_epoch(k, log)) if on_epoch else None
-            _fit_model(model, train_matrix, target, hook)
+            with tqdm(desc=f"{name} fold {k} epochs", unit="epoch", disable=hidden, leave=False) as bar:
+
+                def hook(log, k=k, bar=bar):
+                    bar.update(1)
+                    bar.set_postfix(train_loss=f"{log['train_loss']:.4f}")
+                    if on_epoch:
+                        on_epoch(k, log)
+
+                _fit_model(model, train_matrix, target, hook)
             predictions = predict(model, valid_matrix, metric)
             if inverse:
                 predictions = inverse(predictions)
@@ -190,12 +203,14 @@ def cross_validate_many(
             numeric = np.issubdtype(np.asarray(predictions).dtype, np.number)  # labels may be text
             if numeric and not np.isfinite(np.asarray(predictions, dtype=float)).all():
                 raise UserError(f"model {name!r} produced NaN or infinite out-of-fold predictions")
-            scores[name].append(metric.score(y_true[valid_idx], predictions))
+            counted = scored[valid_idx]
+            scores[name].append(metric.score(y_true[valid_idx][counted], predictions[counted]))
             histories[name].append(getattr(model, "history_", []))
             if on_fold:
                 on_fold(k, scores[name][-1])
     return {
-        name: CVResult(oof[name], scores[name], metric.score(y_true, oof[name]), fold_of_row, histories[name])
+        name: CVResult(oof[name], scores[name], metric.score(y_true[scored], oof[name][scored]), fold_of_row,
+                       histories[name])
         for name in models
     }
 

@@ -195,7 +195,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         shape = "×".join(map(str, dims))
         state = "truncated" if found < expected else "longer than its header says"
         raise UserError(f"{path} is {state}: {shape} needs {expected} bytes of data, found {found}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()  # writable, as torch wants
 
 
 def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -57,11 +57,18 @@ def _run(args: list[str], what: str) -> None:
 
 
 def download(competition: str, dest: Path) -> list[str]:
-    """Download and unzip every file of ``competition`` into ``dest``; returns the file names."""
+    """Download and unzip every file of ``competition`` into ``dest``; returns the file names.
+
+    An ``owner/name`` slug is a Kaggle dataset (Fashion-MNIST is one), not a competition.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         staging = Path(tmp)
-        _run(["competitions", "download", "-c", competition, "-p", str(staging), "-q"], "Kaggle download")
+        if "/" in competition:
+            command = ["datasets", "download", competition, "-p", str(staging), "-q"]
+        else:
+            command = ["competitions", "download", "-c", competition, "-p", str(staging), "-q"]
+        _run(command, "Kaggle download")
         for archive in staging.glob("*.zip"):
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(staging)

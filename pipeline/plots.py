@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import matplotlib
 
-matplotlib.use("Agg")
+if not os.environ.get("MPLBACKEND"):  # a Jupyter kernel sets its inline backend there: keep it
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+
+def _plain_log_ticks(axis, low: float, high: float) -> None:
+    """Log-axis labels written 200,000, at 1, 2 and 5 times powers of ten over two decades or less
+    (powers of ten alone up to four), instead of matplotlib's crowded minor labels; wider axes
+    keep matplotlib's 10^k labels."""
+    if not 0 < low or high > 1e4 * low:
+        return
+    narrow = high <= 100 * low
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, title: str):
@@ -18,6 +35,8 @@ def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, ti
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_ticks(ax.xaxis, low, high)
+        _plain_log_ticks(ax.yaxis, low, high)
     ax.set_xlabel("actual")
     ax.set_ylabel("out-of-fold prediction")
     ax.set_title(title)
@@ -34,6 +53,7 @@ def residuals(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, title: str):
     ax.axhline(0.0, color="black", linewidth=1)
     if log:
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, float(np.min(y_pred)), float(np.max(y_pred)))
     ax.set_xlabel("out-of-fold prediction")
     ax.set_ylabel("log(predicted / actual)" if log else "predicted - actual")
     ax.set_title(title)
@@ -50,6 +70,55 @@ def model_comparison(scores: dict[str, float], metric: str):
     ax.set_xlabel(f"cross-validated {metric}")
     ax.set_xlim(0, max(scores.values()) * 1.2)
     ax.invert_yaxis()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, classes, *, title: str):
+    """Counts of (actual, predicted) pairs, each row shaded by its share of that class."""
+    classes = np.asarray(classes)
+    index = {c: i for i, c in enumerate(classes.tolist())}
+    counts = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(counts, ([index[c] for c in np.asarray(actual).tolist()],
+                       [index[c] for c in np.asarray(predicted).tolist()]), 1)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.45 * len(classes)
+    figure, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), [str(c) for c in classes])
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the actual class")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def misclassified_grid(images: np.ndarray, actual: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+                       *, n: int = 32, title: str, columns: int = 8):
+    """The ``n`` wrong predictions made with the highest confidence, most confident first."""
+    images = np.asarray(images)
+    images = images.reshape(len(images), *images.shape[-2:]) if images.ndim == 4 else images
+    wrong = np.flatnonzero(np.asarray(actual) != np.asarray(predicted))
+    worst = wrong[np.argsort(-np.asarray(confidence)[wrong], kind="stable")][:n]
+    rows = max(1, math.ceil(len(worst) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.55 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst, strict=False):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"{actual[i]}→{predicted[i]} {confidence[i]:.0%}", fontsize=7)
+    if not len(worst):
+        axes.flat[0].text(0, 0.5, "no mistakes", fontsize=10)
+    figure.suptitle(f"{title} ({len(wrong)} wrong; actual→predicted, confidence)", fontsize=9)
     figure.tight_layout()
     plt.close(figure)
     return figure

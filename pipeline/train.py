@@ -142,21 +142,24 @@ def _combine(comp: Competition, results: dict[str, cv.CVResult], members: dict[s
              fit_rows: np.ndarray):
     """Blend or stack the base models' OOF predictions; pick the method that cross-fits better.
 
-    Like the base models, the weights never learn from the outlier rows; scores include them.
+    Like the base models, the weights never learn from the outlier rows, and the method is chosen
+    by its score without them; the reported scores include them.
     """
     forward, inverse = cv.TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v, lambda v: v))
     names = list(results)
     predictions = np.column_stack([forward(results[name].oof) for name in names])
     target, folds = forward(y.to_numpy()), results[names[0]].folds
     methods = list(ensembles.METHODS) if comp.ensemble.method == "best" else [comp.ensemble.method]
-    candidates = {}
+    candidates, selection = {}, {}  # selection: scored without the outlier rows, as the weights are fit
     for method in methods:
         oof = inverse(ensembles.cross_fit(predictions, target, folds, method, fit_rows))
         fold_scores = [metric.score(y.to_numpy()[folds == k], oof[folds == k]) for k in np.unique(folds)]
         candidates[method] = cv.CVResult(oof, fold_scores, metric.score(y.to_numpy(), oof), folds)
-        say(f"  ensemble {method}: cv {metric.name} {candidates[method].score:.5f}")
+        selection[method] = metric.score(y.to_numpy()[fit_rows], oof[fit_rows])
+        say(f"  ensemble {method}: cv {metric.name} {candidates[method].score:.5f}"
+            + (f" ({selection[method]:.5f} without outlier rows)" if not fit_rows.all() else ""))
     better = max if metric.greater_is_better else min
-    method = better(candidates, key=lambda m: candidates[m].score)
+    method = better(candidates, key=selection.get)
     weights, intercept = ensembles.METHODS[method](predictions[fit_rows], target[fit_rows])
     say(f"  ensemble uses {method}: " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)))
     tracking.log_params({"ensemble.method_used": method, "ensemble.intercept": round(intercept, 6)})

@@ -68,16 +68,16 @@ class Server:
         self.port, self.log = port, log
         self.base = f"http://127.0.0.1:{port}"
 
-    def get(self, path: str, **query) -> bytes:
-        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    def get(self, endpoint: str, **query) -> bytes:
+        url = f"{self.base}{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         with urllib.request.urlopen(url, timeout=30) as response:
             return response.read()
 
-    def get_json(self, path: str, **query) -> dict:
-        return json.loads(self.get(path, **query))
+    def get_json(self, endpoint: str, **query) -> dict:
+        return json.loads(self.get(endpoint, **query))
 
-    def post_json(self, path: str, body: dict) -> dict:
-        request = urllib.request.Request(f"{self.base}{path}", data=json.dumps(body).encode(),
+    def post_json(self, endpoint: str, body: dict) -> dict:
+        request = urllib.request.Request(f"{self.base}{endpoint}", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
