@@ -14,13 +14,21 @@ from sklearn.ensemble import (
 )
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression, Ridge
-from sklearn.svm import SVR
 from sklearn.preprocessing import LabelEncoder
+from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from models.registry import register
-from models.training import EpochCallback, TrainConfig, as_tensor, fit, pick_device, predict, seed_everything
+from models.training import (
+    EpochCallback,
+    TrainConfig,
+    as_tensor,
+    fit,
+    pick_device,
+    predict,
+    seed_everything,
+)
 
 
 def _mlp(n_in: int, n_out: int, hidden: Sequence[int], dropout: float) -> nn.Sequential:

@@ -7,14 +7,13 @@ test houses, so never mix its files with Kaggle's.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.files import write_frames
 
 BUNDLED_AMES = Path(__file__).resolve().parents[1] / "data" / "bundled" / "ames.csv.gz"
 TARGET = "SalePrice"
@@ -44,11 +43,5 @@ def write_bundled_house_prices(dest: Path, *, seed: int = 0) -> dict[str, int]:
         "test_labels.csv": test[["Id", TARGET]],
     }
 
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
-        for name, frame in files.items():
-            frame.to_csv(Path(tmp) / name, index=False, lineterminator="\n")
-        for name in files:
-            os.replace(Path(tmp) / name, dest / name)
+    write_frames(dest, files)
     return {"train": len(train), "test": len(test)}

@@ -16,8 +16,6 @@ file or column, a wrong pixel count, a value outside 0..255, text, a truncated I
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.files import write_frames
+from pipeline.validate import read_csv
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -86,14 +86,7 @@ def _require(data_dir: Path, name: str, layout: str) -> Path:
 
 def read_image_csv(path: Path, *, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 images (N, 28, 28) and, when the file has a ``label`` column, int64 labels."""
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not a readable CSV file: {str(err).splitlines()[0]}") from None
-    if frame.empty:
-        raise UserError(f"{path} has a header but no rows")
+    frame = read_csv(path)
     if labelled and LABEL not in frame.columns:
         raise UserError(
             f"{path} has no '{LABEL}' column (it starts {', '.join(map(str, frame.columns[:3]))})"
@@ -269,11 +262,5 @@ def write_bundled_digits(dest: Path, *, seed: int = 0) -> dict[str, int]:
         "sample_submission.csv": pd.DataFrame({"ImageId": data.test_ids, "Label": 0}),
         LABELS_FILE: pd.DataFrame({"ImageId": data.test_ids, "Label": data.y_test}),
     }
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
-        for name, frame in files.items():
-            frame.to_csv(Path(tmp) / name, index=False, lineterminator="\n")
-        for name in files:
-            os.replace(Path(tmp) / name, dest / name)
+    write_frames(dest, files)
     return {"train": len(data.X_train), "test": len(data.X_test)}

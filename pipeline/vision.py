@@ -469,7 +469,9 @@ def _log_model(clf, model: str, params: dict, *, in_channels: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
-        torch.save(clf.state_dict(), weights)
+        state = clf.state_dict()
+        state["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}  # loads on any machine
+        torch.save(state, weights)
         mlflow.log_artifact(str(weights))
     described = {"arch": model, "params": params, "classes": clf.classes_.tolist(), "in_channels": in_channels}
     tracking.log_json(described, "model.json")

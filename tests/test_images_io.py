@@ -122,7 +122,7 @@ def test_bad_train_csv_is_a_one_line_user_error(tmp_path, case):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("", "is empty"), (",".join(f"pixel{i}" for i in range(784)) + "\n", "no rows")],
+    [("", "empty file"), (",".join(f"pixel{i}" for i in range(784)) + "\n", "no rows")],
 )
 def test_empty_test_csv_is_a_user_error(tmp_path, content, message):
     write_digit_recognizer(tmp_path)
