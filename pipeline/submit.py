@@ -29,6 +29,12 @@ def build(
     return pd.DataFrame({id_column: sample[id_column].to_numpy(), target: values})
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,7 @@ def write_atomic(frame: pd.DataFrame, path: Path) -> None:
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             frame.to_csv(handle, index=False)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a submission is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
