@@ -3,7 +3,7 @@
 from torch import nn
 
 from models.registry import register
-from models.vision.common import flat_size, training_space, xavier_init
+from models.vision.common import dense_head, flat_size, training_space, xavier_init
 
 
 def space(trial):
@@ -37,10 +37,5 @@ def alexnet(
         nn.MaxPool2d(kernel_size=3, stride=2),
         nn.Flatten(),
     )  # fmt: skip
-    classifier = nn.Sequential(
-        nn.Linear(flat_size(features, in_channels, resize or 28), hidden), nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-        nn.Linear(hidden, num_classes),
-    )  # fmt: skip
+    classifier = dense_head(flat_size(features, in_channels, resize or 28), hidden, num_classes, dropout)
     return xavier_init(nn.Sequential(features, classifier))

@@ -26,6 +26,15 @@ def flat_size(features: nn.Module, in_channels: int, size: int) -> int:
         return features(torch.zeros(1, in_channels, size, size)).numel()
 
 
+def dense_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """AlexNet's and VGG's classifier: two dropout-regularised hidden layers, then the logits."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )  # fmt: skip
+
+
 def training_space(
     trial: Any,
     *,

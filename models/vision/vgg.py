@@ -3,7 +3,7 @@
 from torch import nn
 
 from models.registry import register
-from models.vision.common import flat_size, training_space, xavier_init
+from models.vision.common import dense_head, flat_size, training_space, xavier_init
 
 VGG11_BLOCKS = (1, 1, 2, 2, 2)  # convolutions per block; each block doubles the width, up to 8×
 
@@ -45,10 +45,5 @@ def vgg11(
         channels_in = channels
     features = nn.Sequential(*blocks, nn.Flatten())
     hidden = 512 if resize is None else 4096
-    classifier = nn.Sequential(
-        nn.Linear(flat_size(features, in_channels, resize or 28), hidden), nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-        nn.Linear(hidden, num_classes),
-    )  # fmt: skip
+    classifier = dense_head(flat_size(features, in_channels, resize or 28), hidden, num_classes, dropout)
     return xavier_init(nn.Sequential(features, classifier))
