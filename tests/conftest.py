@@ -298,3 +298,14 @@ def kaggle_credentials(monkeypatch) -> tuple[str, str]:
     monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
     return FAKE_USERNAME, FAKE_KEY
 
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is several times faster on a shared machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -21,13 +21,7 @@ from pipeline import config, tune, vision
 FAST = ["-p", "epochs=4"]  # the config's LeNet-BN recipe, shortened
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is several times faster on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- tiny synthetic image folders ----------------------------------------------------------------

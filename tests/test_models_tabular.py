@@ -32,13 +32,7 @@ def blobs(n_per_class=60, seed=0):
 FAST = {"epochs": 40, "batch_size": 32, "lr": 0.03}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is several times faster on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("hidden", [(), (16,)])
