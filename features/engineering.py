@@ -302,6 +302,41 @@ class ProductColumns(_PairColumns):
         return first * second
 
 
+class SlopesByCategory(_PairColumns):
+    """Append one column per level of a category: ``{name: (number, category)}`` gives
+    ``name_<level> = number`` on that level's rows and 0 elsewhere, so a linear model fits a
+    slope per level (price per square foot by neighbourhood). Levels are those seen at fit;
+    rows of other levels, or with no level, get 0 in every column. Learned: ``levels_``.
+    """
+
+    _spec_key = "slopes"
+
+    def __init__(self, slopes):
+        self.slopes = slopes
+
+    def fit(self, X, y=None):
+        super().fit(X, y)
+        self.levels_ = {
+            name: sorted(X[category].dropna().astype(str).unique())
+            for name, (_, category) in self.definitions_.items()
+        }
+        self._check_no_overwrite(X, self._new_columns())
+        return self
+
+    def _new_columns(self):
+        return [f"{name}_{level}" for name, levels in self.levels_.items() for level in levels]
+
+    def transform(self, X):
+        check_is_fitted(self)
+        X = self._check_frame(X, reset=False)
+        columns = {}
+        for name, (number, category) in self.definitions_.items():
+            labels = X[category].astype(str).where(X[category].notna())
+            for level in self.levels_[name]:
+                columns[f"{name}_{level}"] = X[number].where(labels == level, 0.0)
+        return pd.concat([X, pd.DataFrame(columns, index=X.index)], axis=1)
+
+
 class SkewCorrector(_FrameTransformer):
     """Power-transform the numeric, non-binary columns whose |skewness| at fit exceeds ``threshold``.
 
@@ -430,6 +465,7 @@ _STEP_FACTORIES = {
     "differences": DifferenceColumns,
     "skew": lambda section: SkewCorrector(**section),
     "products": ProductColumns,  # after skew: products of the corrected columns fit better
+    "slopes": SlopesByCategory,  # after skew, likewise (a slope on log area, not on area)
     "rare": lambda section: GroupRareCategories(**section),
 }
 
@@ -450,6 +486,7 @@ def make_feature_steps(spec):
          "differences": {"HouseAge": ["YrSold", "YearBuilt"]},           # DifferenceColumns
          "skew": {"method": "box-cox", "threshold": 0.75, "exclude": []},  # SkewCorrector
          "products": {"QualityLivArea": ["OverallQual", "GrLivArea"]},   # ProductColumns
+         "slopes": {"LivAreaBy": ["GrLivArea", "Neighborhood"]},         # SlopesByCategory
          "rare": {"min_frequency": 10, "columns": [...], "other": "Rare"}}  # GroupRareCategories
 
     In TOML that is a ``[features]`` table with one sub-table per key. Each step gets a deep

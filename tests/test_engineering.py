@@ -17,6 +17,7 @@ from features.engineering import (
     GroupRareCategories,
     OrdinalEncodeScale,
     SkewCorrector,
+    SlopesByCategory,
     SumColumns,
     make_feature_steps,
 )
@@ -287,6 +288,25 @@ def test_group_rare_categories_rejects_a_bad_min_frequency(min_frequency):
         GroupRareCategories(min_frequency=min_frequency).fit(rare_frame())
 
 
+def test_slopes_by_category_gives_one_column_per_level_seen_at_fit():
+    fit_frame = pd.DataFrame({"Area": [1.0, 2.0, 3.0, 4.0], "Town": text("A", "B", "A", None)})
+    step = SlopesByCategory({"AreaIn": ["Area", "Town"]}).fit(fit_frame)
+    assert list(step.get_feature_names_out()) == ["Area", "Town", "AreaIn_A", "AreaIn_B"]
+    # a row of a level unseen at fit, and one with no level, get 0 everywhere; NaN stays NaN
+    out = step.transform(pd.DataFrame({"Area": [5.0, 6.0, 7.0, np.nan], "Town": text("A", "C", None, "B")}))
+    np.testing.assert_array_equal(out["AreaIn_A"], [5.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(out["AreaIn_B"], [0.0, 0.0, 0.0, np.nan])
+    assert_untouched(fit_frame, step.transform(fit_frame), ["Area", "Town"])
+
+
+def test_slopes_by_category_refuses_to_overwrite_and_needs_pairs():
+    frame = pd.DataFrame({"Area": [1.0, 2.0], "Town": text("A", "B"), "AreaIn_A": [0.0, 0.0]})
+    with pytest.raises(ValueError, match="overwrite"):
+        SlopesByCategory({"AreaIn": ["Area", "Town"]}).fit(frame)
+    with pytest.raises(ValueError, match="two columns"):
+        SlopesByCategory({"AreaIn": ["Area"]}).fit(frame)
+
+
 # Shared estimator behaviour
 
 
@@ -323,6 +343,7 @@ HOUSE_SPEC = {
     "sums": {"TotalSF": ["TotalBsmtSF", "1stFlrSF", "2ndFlrSF"]},
     "differences": {"HouseAge": ["YrSold", "YearBuilt"]},
     "skew": {"method": "box-cox", "threshold": 0.75},
+    "slopes": {"TotalSFIn": ["TotalSF", "Neighborhood"]},
     "rare": {"min_frequency": 3},
 }
 
@@ -374,7 +395,8 @@ def test_steps_compose_in_a_pipeline_fit_on_train_only():
     out = pipeline.transform(test)
 
     assert list(out.columns) == list(pipeline.get_feature_names_out())
-    assert list(out.columns[-2:]) == ["TotalSF", "HouseAge"]
+    slopes = [f"TotalSFIn_{level}" for level in sorted(train["Neighborhood"].unique())]
+    assert list(out.columns[-len(slopes) - 2:]) == ["TotalSF", "HouseAge", *slopes]
     assert (skew.lambdas_, rare.frequent_categories_) == learned
     assert set(rare.frequent_categories_["Neighborhood"]) == {"NAmes", "CollgCr"}
     assert clone(pipeline).fit(test).named_steps["skew"].lambdas_ != skew.lambdas_
@@ -386,13 +408,14 @@ def test_steps_compose_in_a_pipeline_fit_on_train_only():
 def test_make_feature_steps_uses_a_fixed_order():
     reversed_spec = dict(reversed(list(HOUSE_SPEC.items())))
     steps = make_feature_steps(reversed_spec)
-    assert [name for name, _ in steps] == ["fill_none", "ordinal", "sums", "differences", "skew", "rare"]
+    assert [name for name, _ in steps] == ["fill_none", "ordinal", "sums", "differences", "skew", "slopes", "rare"]
     assert [type(step) for _, step in steps] == [
         FillMissingAsNone,
         OrdinalEncodeScale,
         SumColumns,
         DifferenceColumns,
         SkewCorrector,
+        SlopesByCategory,
         GroupRareCategories,
     ]
 
@@ -459,7 +482,9 @@ def test_house_prices_features_run_on_a_frame_with_some_of_the_columns():
     pipeline = Pipeline(make_feature_steps(config.load("house-prices").features)).set_output(transform="pandas")
     out = pipeline.fit(train).transform(test)
 
-    assert list(out.columns) == [*train.columns, "TotalSF", "HouseAge"]
+    # No GrLivArea or MSZoning here: of the slopes, only TotalSF by neighbourhood is made.
+    slopes = [f"TotalSFIn_{level}" for level in sorted(train["Neighborhood"].unique())]
+    assert list(out.columns) == [*train.columns, "TotalSF", "HouseAge", *slopes]
     assert list(out.columns) == list(pipeline.get_feature_names_out())
     for column in ["KitchenQual", "PoolQC", "BsmtExposure"]:
         assert pd.api.types.is_numeric_dtype(out[column])
