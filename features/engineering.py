@@ -21,6 +21,8 @@ from scipy import special, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from features.tabular import category_label
+
 __all__ = [
     "QUALITY_SCALE",
     "DifferenceColumns",
@@ -305,7 +307,8 @@ class ProductColumns(_PairColumns):
 class SlopesByCategory(_PairColumns):
     """Append one column per level of a category: ``{name: (number, category)}`` gives
     ``name_<level> = number`` on that level's rows and 0 elsewhere, so a linear model fits a
-    slope per level (price per square foot by neighbourhood). Levels are those seen at fit;
+    slope per level (price per square foot by neighbourhood). Levels are those seen at fit,
+    named as the preprocessor names categories (20 and 20.0 are one level);
     rows of other levels, or with no level, get 0 in every column. Learned: ``levels_``.
     """
 
@@ -317,7 +320,7 @@ class SlopesByCategory(_PairColumns):
     def fit(self, X, y=None):
         super().fit(X, y)
         self.levels_ = {
-            name: sorted(X[category].dropna().astype(str).unique())
+            name: sorted(X[category].dropna().map(category_label).unique())
             for name, (_, category) in self.definitions_.items()
         }
         self._check_no_overwrite(X, self._new_columns())
@@ -331,7 +334,7 @@ class SlopesByCategory(_PairColumns):
         X = self._check_frame(X, reset=False)
         columns = {}
         for name, (number, category) in self.definitions_.items():
-            labels = X[category].astype(str).where(X[category].notna())
+            labels = X[category].map(category_label, na_action="ignore")
             for level in self.levels_[name]:
                 columns[f"{name}_{level}"] = X[number].where(labels == level, 0.0)
         return pd.concat([X, pd.DataFrame(columns, index=X.index)], axis=1)

@@ -40,7 +40,7 @@ def infer_column_types(
     return numeric_cols, categorical_cols
 
 
-def _category_label(value: object) -> str:
+def category_label(value: object) -> str:
     # 20 and 20.0 are one category: a single NaN turns a column of integer codes into floats.
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -51,7 +51,7 @@ def _as_category_text(frame: pd.DataFrame) -> np.ndarray:
     # One representation for every categorical dtype (str, object, numbers forced to categories),
     # with NaN as its own category rather than an imputed guess.
     return (
-        frame.astype(object).where(frame.notna(), MISSING_CATEGORY).map(_category_label).to_numpy()
+        frame.astype(object).where(frame.notna(), MISSING_CATEGORY).map(category_label).to_numpy()
     )
 
 

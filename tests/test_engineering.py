@@ -299,6 +299,14 @@ def test_slopes_by_category_gives_one_column_per_level_seen_at_fit():
     assert_untouched(fit_frame, step.transform(fit_frame), ["Area", "Town"])
 
 
+def test_slopes_by_category_takes_number_codes_as_one_level_whatever_their_dtype():
+    # MSSubClass reads as int in one file and as float in another where a NaN turns up
+    step = SlopesByCategory({"AreaIn": ["Area", "Class"]}).fit(pd.DataFrame({"Area": [1.0, 2.0], "Class": [20, 60]}))
+    out = step.transform(pd.DataFrame({"Area": [3.0, 4.0], "Class": [20.0, np.nan]}))
+    np.testing.assert_array_equal(out["AreaIn_20"], [3.0, 0.0])
+    np.testing.assert_array_equal(out["AreaIn_60"], [0.0, 0.0])
+
+
 def test_slopes_by_category_refuses_to_overwrite_and_needs_pairs():
     frame = pd.DataFrame({"Area": [1.0, 2.0], "Town": text("A", "B"), "AreaIn_A": [0.0, 0.0]})
     with pytest.raises(ValueError, match="overwrite"):
