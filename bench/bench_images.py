@@ -10,20 +10,26 @@ schedule, bf16 and channels-last on CUDA. The reference is the loop of d2l's ``t
 ``DataLoader`` over a ``TensorDataset`` of float images, ``.to(device)`` per batch, per-batch
 ``loss.item()``/``float()`` metrics, the same optimizer at a constant learning rate.
 Throughput counts training steps only; both evaluate on the test images after training.
+Every run is a fresh process, so that no loop inherits another's allocator state or warm caches.
+On a CPU a third line runs the reference with the glibc setting our trainer makes
+(``models.training.keep_freed_memory_on_cpu``), to show what the loop itself is worth.
 On a CPU shared with other work, ``--threads 1 --repeats 3`` gives steadier numbers: two
 intra-op threads stall whenever another process holds one of the cores.
 
 On a CPU both loops spend most of each step in the same convolution, pooling and activation
-kernels, so ours wins only what is outside them (channels-last convolutions, the fused AdamW
-update, no DataLoader, fixed batch shapes, no per-step host syncs): 1.3x to 1.55x for LeNet on a
-2-core EPYC, depending on the run. ``torch.compile`` adds nothing there (inductor keeps the
-oneDNN convolutions that dominate). The device-resident design pays off on a GPU:
-``bench/gpu_check.sh`` measures it there.
+kernels (oneDNN's convolutions alone take 11 of our 18 ms per LeNet step at batch 256), so ours
+wins only what is outside them: memory reused rather than page-faulted back every step,
+channels-last convolutions, the fused AdamW update, no DataLoader, no per-step host syncs. For
+LeNet on this repo's 2-core EPYC that is 1.35x to 1.45x. ``torch.compile`` adds nothing there
+(inductor keeps the oneDNN convolutions that dominate). The device-resident design pays off on a
+GPU: ``bench/gpu_check.sh`` measures it there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import registry  # noqa: E402
 from models.image import ImageClassifier  # noqa: E402
-from models.training import TrainConfig, make_optimizer, pick_device, seed_everything  # noqa: E402
+from models.training import (  # noqa: E402
+    TrainConfig,
+    keep_freed_memory_on_cpu,
+    make_optimizer,
+    pick_device,
+    seed_everything,
+)
 from models.vision import parameter_count  # noqa: E402
 from pipeline.images import bundled_digits  # noqa: E402
 
@@ -131,6 +143,29 @@ def warm_up(device: torch.device) -> None:
     optimizer.step()
 
 
+LOOPS = {
+    "ours": "ours ({schedule}, ImageClassifier)",
+    "reference": "reference (d2l loop, constant lr)",
+    "reference+allocator": "reference, with our CPU allocator setting",
+}
+RESULT_PREFIX = "bench-result: "
+
+
+def run_one(args) -> dict[str, float]:
+    """One loop, timed, in this (fresh) process."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    X_train, y_train, X_test, y_test = load(args.data, args.seed)
+    warm_up(pick_device(args.device))
+    if args.loop == "reference+allocator":
+        keep_freed_memory_on_cpu()  # ours sets it inside fit(); the plain reference never does
+    run = run_ours if args.loop == "ours" else run_reference
+    started = time.perf_counter()
+    result = run(args, X_train, y_train, X_test, y_test)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet_bn")
@@ -149,13 +184,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs; best counts")
     parser.add_argument("--threads", type=int, help="CPU threads for both loops (torch's default)")
+    parser.add_argument("--loop", choices=list(LOOPS), help=argparse.SUPPRESS)  # one child run
     args = parser.parse_args()
 
+    if args.loop:
+        print(RESULT_PREFIX + json.dumps(run_one(args)))
+        return
+
+    device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    X_train, y_train, X_test, y_test = load(args.data, args.seed)
-    device = pick_device(args.device)
-    warm_up(device)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -164,32 +202,41 @@ def main() -> None:
     params = parameter_count(registry.create(args.model, kind="vision", num_classes=10))
     print(f"device: {device} ({name}), torch {torch.__version__}")
     print(
-        f"data: {args.data}, {len(X_train)} train / {len(X_test)} test images; model {args.model} "
-        f"({params:,} parameters), {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.optimizer} lr {args.lr:g}, augment {args.augment}"
+        f"data: {args.data}, {args.epochs} epochs; model {args.model} ({params:,} parameters), "
+        f"batch {args.batch_size}, {args.optimizer} lr {args.lr:g}, augment {args.augment}"
     )
-    # On a shared machine background load swings throughput; with --repeats the two loops
+    loops = dict(LOOPS)
+    if device.type != "cpu":
+        del loops["reference+allocator"]  # the allocator setting is for CPU memory only
+    # Each run is a fresh process, so no loop inherits another's allocator state, caches or
+    # warm-up. On a shared machine background load swings throughput; with --repeats the loops
     # alternate and each keeps its fastest run (training is seeded, so accuracy never changes).
     results: dict[str, dict[str, float]] = {}
     for _ in range(args.repeats):
-        for label, run in (("ours", run_ours), ("reference", run_reference)):
-            started = time.perf_counter()
-            result = run(args, X_train, y_train, X_test, y_test)
-            result["seconds"] = time.perf_counter() - started
-            best = results.get(label)
+        for loop in loops:
+            command = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--loop", loop]
+            child = subprocess.run(command, capture_output=True, text=True)
+            if child.returncode != 0:
+                sys.exit(f"the {loop} run failed (exit {child.returncode}):\n{child.stderr[-3000:]}")
+            result = json.loads(child.stdout.rsplit(RESULT_PREFIX, 1)[1])
+            best = results.get(loop)
             if best is None or result["examples_per_sec"] > best["examples_per_sec"]:
-                results[label] = result
-    print(f"{'':<36}{'examples/s':>12}{'test acc':>10}{'wall s':>9}")
-    for label, title in (
-        ("ours", f"ours ({args.schedule}, ImageClassifier)"),
-        ("reference", "reference (d2l loop, constant lr)"),
-    ):
-        r = results[label]
+                results[loop] = result
+    print(f"{'':<44}{'examples/s':>12}{'test acc':>10}{'wall s':>9}")
+    for loop, title in loops.items():
+        r = results[loop]
         print(
-            f"{title:<36}{r['examples_per_sec']:>12,.0f}{r['accuracy']:>10.4f}{r['seconds']:>9.1f}"
+            f"{title.format(schedule=args.schedule):<44}"
+            f"{r['examples_per_sec']:>12,.0f}{r['accuracy']:>10.4f}{r['seconds']:>9.1f}"
         )
-    ratio = results["ours"]["examples_per_sec"] / results["reference"]["examples_per_sec"]
-    print(f"throughput ratio ours / reference: {ratio:.2f}x")
+    ours = results["ours"]["examples_per_sec"]
+    print(f"throughput ratio ours / reference: {ours / results['reference']['examples_per_sec']:.2f}x")
+    if "reference+allocator" in results:
+        same_allocator = ours / results["reference+allocator"]["examples_per_sec"]
+        print(f"  against the reference with our allocator setting: {same_allocator:.2f}x")
+    if args.augment != "none":
+        print(f"  ours also augments every batch ({args.augment}), the reference does not: "
+              "--augment none compares equal work")
 
 
 if __name__ == "__main__":
