@@ -20,7 +20,7 @@ On a CPU both loops spend most of each step in the same convolution, pooling and
 kernels (oneDNN's convolutions alone take 11 of our 18 ms per LeNet step at batch 256), so ours
 wins only what is outside them: memory reused rather than page-faulted back every step,
 channels-last convolutions, the fused AdamW update, no DataLoader, no per-step host syncs. For
-LeNet on this repo's 2-core EPYC that is 1.35x to 1.45x. ``torch.compile`` adds nothing there
+LeNet on this repo's 2-core EPYC that is 1.3x to 1.45x. ``torch.compile`` adds nothing there
 (inductor keeps the oneDNN convolutions that dominate). The device-resident design pays off on a
 GPU: ``bench/gpu_check.sh`` measures it there.
 """
