@@ -62,8 +62,10 @@ ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
 test: $(VENV)/.installed ## run the test suite
 	$(PY) -m pytest
 
-lint: $(VENV)/.installed ## ruff lint
+lint: $(VENV)/.installed ## ruff, the package's shape (imports, cycles, sizes) and no config field reaching code
 	$(PY) -m ruff check .
+	$(PY) bench/check_shape.py
+	$(PY) bench/check_config_sinks.py
 
 bench: $(VENV)/.installed ## CV log-RMSE and wall time of `make submit` on the bundled and the real Kaggle files
 	$(PY) bench/house_prices.py

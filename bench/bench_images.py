@@ -51,7 +51,7 @@ from models.training import (  # noqa: E402
     seed_everything,
 )
 from models.vision import parameter_count  # noqa: E402
-from pipeline.images import bundled_digits  # noqa: E402
+from pipeline.data.bundled import bundled_digits  # noqa: E402
 
 
 def synthetic_fashion(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0):

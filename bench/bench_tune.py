@@ -9,7 +9,7 @@ equal share of ``--budget-minutes``:
    trials, enqueued in order) in a fresh study: trials/minute, and the speed-up over one worker
    for the same work. Wall times are whole `tune` invocations, start-up included.
 
-Finally ``train.run(comp, data_dir, tuned=True)`` cross-validates the config's default model (the
+Finally ``stages.run(comp, data_dir, tuned=True)`` cross-validates the config's default model (the
 ensemble, when the config has one) with every member's tuned params, and once with the defaults.
 
 The studies go to a fresh folder ``.optuna/bench-<time>/`` (never your own studies); MLflow runs
@@ -29,13 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import config, cv, ingest, train, tune  # noqa: E402
+from pipeline import config, stages, studies, tasks, tune  # noqa: E402
+from pipeline.params import ENSEMBLE  # noqa: E402
 
 FALLBACK_MODELS = ("ridge", "gbm")
 
 
 def default_models(comp: config.Competition) -> list[str]:
-    if comp.model.name == cv.ENSEMBLE and comp.ensemble.models:
+    if comp.model.name == ENSEMBLE and comp.ensemble.models:
         return list(comp.ensemble.models)
     return list(FALLBACK_MODELS)
 
@@ -43,20 +44,18 @@ def default_models(comp: config.Competition) -> list[str]:
 def default_cv(comp, data_dir: Path, model: str) -> tuple[float, float]:
     """CV score of the config's params for ``model``, and the seconds it took."""
     started = time.perf_counter()
-    data = ingest.load_tabular(comp, data_dir)
-    task, metric = train.resolve_task(comp, data)
-    X, y = data.train.drop(columns=[comp.target, comp.id]), data.train[comp.target]
-    result = cv.cross_validate(comp, X, y, task=task, metric=metric, model=model,
-                               params=tune.config_params_of(comp, task, model), progress=False,
-                               scored_rows=~cv.outlier_mask(comp, X, y))  # scored as the studies are
+    task = tasks.for_competition(comp)
+    data = task.load(data_dir)
+    plan = task.plan(data, model=model, tuned=False)  # the config's params for the model
+    result = task.cross_validate(data, plan, for_tuning=True)  # without the outlier rows, as the studies score
     return result.score, time.perf_counter() - started
 
 
 def replay(storage: str, source: str, comp, model: str, direction: str) -> int:
     """A fresh study in ``storage`` with the finished trials of ``source`` enqueued, in order."""
-    name = tune.study_name(comp, model)
-    done = tune._load_study(source, name)
-    target = tune._load_study(storage, name, create=True, direction=direction)
+    name = studies.study_name(comp, model)
+    done = studies.load_study(source, name)
+    target = studies.load_study(storage, name, create=True, direction=direction)
     trials = [t for t in done.trials if t.state.name in ("COMPLETE", "PRUNED")]
     for trial in trials:
         target.enqueue_trial(trial.params)
@@ -79,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or default_models(comp)
     work = (args.work or Path(".optuna") / time.strftime("bench-%Y%m%d-%H%M%S")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data = ingest.load_tabular(comp, args.data_dir)
-    task, metric = train.resolve_task(comp, data)
+    task = tasks.for_competition(comp)
+    data = task.load(args.data_dir)
+    plan = task.plan(data, tuned=False)  # the config's model (its ensemble, when it has one)
+    metric = plan.metric
     direction = "maximize" if metric.greater_is_better else "minimize"
     share = 60.0 * args.budget_minutes / len(models)
     print(f"bench-tune: {comp.name} ({args.data_dir}, {len(data.train)} rows, {comp.cv.folds} folds), "
@@ -113,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
           f"whole invocations including start-up)")
 
     os.environ["OPTUNA_STORAGE"] = one
-    default_model = cv.model_choice(comp, task, None)[0]
+    default_model = plan.model
     print(f"\n== {default_model} (the config's model) with the tuned params", flush=True)
-    tuned_run = train.run(comp, args.data_dir, tuned=True)
+    tuned_run = stages.run(comp, args.data_dir, tuned=True)
     print(f"\n== {default_model} with the config's params", flush=True)
-    default_run = train.run(comp, args.data_dir, tuned=False)
+    default_run = stages.run(comp, args.data_dir, tuned=False)
     print(f"\n{default_model}: cv {metric.name} {default_run.cv_score:.5f} default -> {tuned_run.cv_score:.5f} tuned")
     print(f"(OPTUNA_STORAGE={one} make submit uses these tuned params)")
     return 0

@@ -17,13 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import config, ingest, train
+from pipeline import config, stages
+from pipeline.data import sources
 
 
 def bench(comp: config.Competition, data_dir: Path, workdir: Path, label: str) -> None:
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        outcome = train.run(comp, data_dir, output=workdir / f"submission-{label}.csv", tuned=False)
+        outcome = stages.run(comp, data_dir, output=workdir / f"submission-{label}.csv", tuned=False)
     wall = time.perf_counter() - started
     print(f"\n{label}: {data_dir}")
     print(f"  {'model':<14} {'cv all rows':>12} {'cv w/o outliers':>16}")
@@ -49,7 +50,7 @@ def main() -> int:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
         bundled = workdir / "bundled"
         with contextlib.redirect_stdout(io.StringIO()):
-            ingest.fill(comp, bundled, prefer_bundled=True)
+            sources.fill(comp, bundled, prefer_bundled=True)
         bench(comp, bundled, workdir, "bundled Ames")
         if (args.data_dir / comp.train_file).is_file():
             bench(comp, args.data_dir, workdir, "Kaggle files")

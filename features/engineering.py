@@ -31,6 +31,7 @@ __all__ = [
     "OrdinalEncodeScale",
     "ProductColumns",
     "SkewCorrector",
+    "SlopesByCategory",
     "SumColumns",
     "make_feature_steps",
 ]

@@ -12,11 +12,18 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import config
+import torch
+
+from models import registry
+from models.vision import parameter_count
+from pipeline import config, stages, studies, tracking, tune
+from pipeline.console import say
+from pipeline.data import sources
 from pipeline.errors import UserError
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -105,62 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_competition(args) -> config.Competition:
-    return config.load(
-        args.competition,
-        config_file=args.config,
-        target=args.target,
-        id_column=args.id_column,
-        task=args.task,
-        metric=args.metric,
-        layout=args.layout,
-    )
+    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout")}
+    return config.load(args.competition, config_file=args.config, target=args.target, id_column=args.id_column,
+                       **overrides)
 
 
-def _data_dir(args, comp: config.Competition) -> tuple[Path, bool]:
-    """The data folder, and whether it is the default one (which may be filled on demand)."""
+def _data_dir(args) -> Path | None:
+    """The data folder given (``--data-dir`` or ``$DATA_DIR``); None: the default one."""
     if args.data_dir is not None:
-        return args.data_dir, False
-    if os.environ.get("DATA_DIR"):
-        return Path(os.environ["DATA_DIR"]), False
-    return Path("data") / comp.name, True
+        return args.data_dir
+    return Path(os.environ["DATA_DIR"]) if os.environ.get("DATA_DIR") else None
 
 
 def _stage_data(args) -> None:
     comp = _load_competition(args)
-    data_dir, _ = _data_dir(args, comp)
-    from pipeline import ingest
-
-    source = ingest.fill(comp, data_dir, prefer_bundled=args.bundled)
-    print(f"data: {source} in {data_dir}")
-
-
-def _filled_data_dir(args, comp: config.Competition) -> Path:
-    data_dir, is_default = _data_dir(args, comp)
-    from pipeline import ingest
-
-    if comp.kind == "image":
-        from pipeline import vision
-
-        present = vision.has_files(comp, data_dir)
-    else:
-        present = ingest.has_files(comp, data_dir)
-    if is_default and not present:
-        print(f"data: {data_dir} is empty, filling it first")
-        ingest.fill(comp, data_dir)
-    return data_dir
+    data_dir = _data_dir(args) or Path("data") / comp.name
+    source = sources.fill(comp, data_dir, prefer_bundled=args.bundled)
+    say(f"data: {source} in {data_dir}")
 
 
 def _stage_train(args, output: Path | None) -> None:
     comp = _load_competition(args)
-    data_dir = _filled_data_dir(args, comp)
-    if comp.kind == "image":
-        from pipeline import vision as stage
-    else:
-        from pipeline import train as stage
-
-    stage.run(
+    stages.run(
         comp,
-        data_dir,
+        stages.filled_data_dir(comp, _data_dir(args)),
         model=args.model,
         params=dict(args.params),
         output=output,
@@ -172,73 +147,55 @@ def _stage_train(args, output: Path | None) -> None:
 
 def _stage_tune(args) -> None:
     comp = _load_competition(args)
-    data_dir = _filled_data_dir(args, comp)
-    from pipeline import tune
-
-    tune.tune(comp, data_dir, model=args.model, n_trials=args.trials, timeout=args.timeout, jobs=args.jobs,
-              storage=args.storage, seed=args.seed)
+    tune.tune(comp, stages.filled_data_dir(comp, _data_dir(args)), model=args.model, n_trials=args.trials,
+              timeout=args.timeout, jobs=args.jobs, storage=args.storage, seed=args.seed)
 
 
 def _stage_dashboard(args) -> None:
-    from pipeline import tune
-
     command = tune.dashboard_command(args.storage, args.port)
-    print(f"optuna-dashboard on http://127.0.0.1:{args.port} for {tune.describe_storage(command[1])}", flush=True)
+    say(f"optuna-dashboard on http://127.0.0.1:{args.port} for {studies.describe_storage(command[1])}")
     os.execv(command[0], command)
 
 
 def _stage_models(args) -> None:
-    from models import registry
-
     for entry in registry.list_models(kind=args.kind):
-        size = ""
-        if entry.kind == "vision":
-            import torch
-
-            from models.vision import parameter_count
-
-            with torch.device("meta"):  # shapes only: no memory, no initialisation
-                size = f"{parameter_count(entry.build()):>12,d} params"
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            built = entry.build()
+        size = f"{parameter_count(built):>12,d} params" if isinstance(built, torch.nn.Module) else ""
         print(f"{entry.name:<22} {entry.kind:<8} {','.join(sorted(entry.tasks)):<20} {size:<20} {entry.description}")
 
 
 def _stage_ui(args) -> None:
-    from pipeline import tracking
+    command = tracking.ui_command(args.port, args.workers)
+    say(f"MLflow UI on http://127.0.0.1:{args.port} for {tracking.tracking_uri()}")
+    os.execv(command[0], command)
 
-    uri = tracking.tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        raise UserError(f"MLFLOW_TRACKING_URI is a tracking server already: browse {uri}")
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(args.port),
-               "--backend-store-uri", uri, "--workers", str(args.workers)]
-    root = tracking.artifact_root(uri)
-    if root is not None:  # artifacts of experiments the server itself creates: beside the store too
-        command += ["--artifacts-destination", root]
-    # MLflow 3's job runner (GenAI judges, trace roll-ups; unused here) adds a dozen processes.
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
-    os.execv(sys.executable, command)
+
+STAGES = {
+    "data": _stage_data,
+    "train": lambda args: _stage_train(args, None),
+    "submit": lambda args: _stage_train(args, args.output),
+    "tune": _stage_tune,
+    "dashboard": _stage_dashboard,
+    "models": _stage_models,
+    "ui": _stage_ui,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.stage == "data":
-            _stage_data(args)
-        elif args.stage in ("train", "submit"):
-            _stage_train(args, args.output if args.stage == "submit" else None)
-        elif args.stage == "tune":
-            _stage_tune(args)
-        elif args.stage == "dashboard":
-            _stage_dashboard(args)
-        elif args.stage == "models":
-            _stage_models(args)
-        elif args.stage == "ui":
-            _stage_ui(args)
+        STAGES[args.stage](args)
     except UserError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except tracking.Terminated:
+        if args.debug:
+            raise
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         if args.debug:
             raise

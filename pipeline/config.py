@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from features.engineering import make_feature_steps
+from features.rules import RowRule
 from pipeline.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "competitions"
@@ -57,7 +59,9 @@ class Competition:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
-    outliers: str | None = None  # pandas query: rows dropped from training folds only
+    # Rows dropped from training folds only: a rule (features.rules), given as text or as
+    # [[outliers]] tables of column, op, value; kept as its canonical text.
+    outliers: str | None = None
     features: dict[str, Any] = field(default_factory=dict)
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -112,6 +116,11 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UserError(f"{source}: {key!r} is required and must be a string")
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    if top.get("outliers") is not None:  # kept as the rule's canonical text: a string, whichever form
+        try:
+            top["outliers"] = str(RowRule.parse(top["outliers"]))
+        except ValueError as exc:
+            raise UserError(f"{source}: outliers: {exc}") from None
     try:
         comp = Competition(
             **top,
@@ -124,11 +133,12 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
         )
     except TypeError as exc:
         raise UserError(f"{source}: {exc}") from None
-    validate(comp, source)
+    check(comp, source)
     return comp
 
 
-def validate(comp: Competition, source: str) -> None:
+def check(comp: Competition, source: str) -> None:
+    """Every field's value, before any work: a wrong config is one line naming the field."""
     if comp.task is not None and comp.task not in TASKS:
         raise UserError(f"{source}: task {comp.task!r} is not one of {', '.join(TASKS)}")
     if comp.target_transform not in TARGET_TRANSFORMS:
@@ -142,8 +152,6 @@ def validate(comp: Competition, source: str) -> None:
     if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
         raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")
     if comp.features:  # a wrong [features] table is a config error, found before any work starts
-        from features.engineering import make_feature_steps
-
         try:
             make_feature_steps(comp.features)
         except ValueError as exc:

@@ -83,3 +83,13 @@ def download(competition: str, dest: Path) -> list[str]:
 
 def upload(path: Path, competition: str, message: str) -> None:
     _run(["competitions", "submit", "-c", competition, "-f", str(path), "-m", message], "Kaggle upload")
+
+
+def check_upload(competition: str | None, name: str) -> None:
+    """Before any work: an upload that cannot happen is refused up front."""
+    if not competition:
+        raise UserError(f"competition {name!r} has no Kaggle id to upload to")
+    if "/" in competition:
+        raise UserError(f"{competition} is a Kaggle dataset, not a competition: there is nothing to upload to")
+    if not has_credentials():
+        raise UserError("no Kaggle credentials found: set KAGGLE_USERNAME/KAGGLE_KEY to upload")

@@ -1,31 +1,58 @@
-"""The one MLflow wrapper: where runs go, how they end, and the artifact helpers.
+"""The one MLflow wrapper (the only module under pipeline/ that imports mlflow): where runs go,
+how they end, the artifact helpers, and the runs that tuning writes in one go.
 
-Runs end FINISHED, FAILED on an exception, or KILLED on Ctrl-C or SIGTERM; never left RUNNING.
+Runs end FINISHED, FAILED on an exception, or KILLED on Ctrl-C or SIGTERM; never left RUNNING:
+every run carries a ``process`` tag (``processes.identity()``), and a new top-level run first
+closes, as KILLED, the RUNNING runs of its experiment whose process is gone (``kill -9``, a crash).
+
+Several processes may start together on a new SQLite store (``make submit`` twice, tuning
+workers): MLflow's first schema migration and experiment creation are not safe to race, so each
+process does its first access to a SQLite store, and every get-or-create of an experiment, under
+an exclusive ``flock`` on the store's folder. A server (``http://``) needs no local lock; there a
+lost race to create an experiment is settled by reading the winner's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import joblib
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from pipeline import processes
+from pipeline.errors import UserError
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
-# MLflow params hold at most this many characters each.
-_PARAM_LIMIT = 6000
+# MLflow params hold at most this many characters each (MAX_PARAM_VAL_LENGTH): longer ones are
+# cut here, rather than by MLflow with a warning for each.
+PARAM_LIMIT = 6000
+# The tag naming the process that runs a run; tune parent runs before it had "tune.process".
+PROCESS_TAG = "process"
+_OLD_PROCESS_TAGS = ("tune.process",)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM inside a top-level ``run``: the run is closed KILLED and this goes on up.
+
+    A KeyboardInterrupt, so that whatever stops cleanly on Ctrl-C stops on SIGTERM too; the CLI
+    tells them apart to exit 143 rather than 130.
+    """
 
 
 def tracking_uri() -> str:
@@ -34,17 +61,77 @@ def tracking_uri() -> str:
 
 def artifact_root(uri: str) -> str | None:
     # Keep artifacts beside a SQLite store instead of in whatever folder the run started from.
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return None
+    path = _sqlite_path(uri)
+    return (path.parent / "mlartifacts").resolve().as_uri() if path is not None else None
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock, among processes on this machine, on the folder of a SQLite store.
+
+    The folder, not a file beside the database: no lock file is left behind, and SQLite's own
+    POSIX locks on the database file are untouched (closing any descriptor of that file would
+    drop them). Other stores need none; a file system without ``flock`` goes unlocked.
+    """
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    # Seconds of imports that the first store access does, outside the lock: not one after another.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    folder = path.resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+_ready: set[str] = set()
+
+
+def _client() -> MlflowClient:
+    """A client of ``tracking_uri()``, whose store this process first opened under the lock."""
+    uri = tracking_uri()
+    if uri not in _ready:
+        with _store_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates a new store
+        _ready.add(uri)
+    return MlflowClient(uri)
 
 
 def _experiment_id(name: str) -> str:
-    client = MlflowClient()
-    found = client.get_experiment_by_name(name)
-    if found is not None:
+    """The id of experiment ``name``, created (or restored, if deleted) when needed."""
+    uri = tracking_uri()
+    with _store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return client.create_experiment(name, artifact_location=artifact_root(uri))
+            except MlflowException:
+                found = client.get_experiment_by_name(name)  # another process created it first
+                if found is None:
+                    raise
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        _ready.add(uri)
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
 
 
 def git_commit() -> str:
@@ -58,8 +145,28 @@ def git_commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so the run is closed as KILLED."""
+def close_dead_runs(experiment_id: str) -> list[str]:
+    """End KILLED every RUNNING run of the experiment whose process (its ``process`` tag, or the
+    older ``tune.process``) is gone from this host. Returns their run ids."""
+    client = _client()
+    closed, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000,
+                                  page_token=token)
+        for found in page:
+            tags = found.data.tags
+            owner = next((tags[k] for k in (PROCESS_TAG, *_OLD_PROCESS_TAGS) if k in tags), None)
+            if owner and not processes.is_alive(owner):
+                client.set_terminated(found.info.run_id, status="KILLED")
+                closed.append(found.info.run_id)
+        token = page.token
+        if not token:
+            return closed
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while closing: no more waiting
+    raise Terminated()
 
 
 @contextmanager
@@ -70,49 +177,132 @@ def run(
     tags: Mapping[str, str] = {},
     nested: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start a run (or a child run) and close it with a status that tells what happened."""
-    mlflow.set_tracking_uri(tracking_uri())
+    """Start a run (or a child run of the active one) and close it with a status that tells what
+    happened: FINISHED; FAILED on an exception; KILLED on KeyboardInterrupt, re-raised, or on
+    SIGTERM (top-level runs in the main thread), raised as ``Terminated``."""
     experiment_id = _experiment_id(experiment)
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=dict(tags))
-    previous = None
+    installed, previous = False, None
     if not nested:
-        def terminate(signum, frame):
-            raise _Terminated()
-
+        close_dead_runs(experiment_id)
         try:
-            previous = signal.signal(signal.SIGTERM, terminate)
+            previous, installed = signal.signal(signal.SIGTERM, _terminate), True
         except ValueError:  # not the main thread
-            previous = None
+            pass
     try:
-        yield active
-    except (KeyboardInterrupt, _Terminated):
-        mlflow.end_run("KILLED")
-        raise KeyboardInterrupt from None
-    except BaseException:
-        mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested,
+                                  tags={**tags, PROCESS_TAG: processes.identity()})
+        try:
+            yield active
+        except KeyboardInterrupt:  # Terminated included
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException:
+            mlflow.end_run("FAILED")
+            raise
+        else:
+            mlflow.end_run("FINISHED")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def active_run_id() -> str:
+    return _active().info.run_id
+
+
+def active_experiment_id() -> str:
+    return _active().info.experiment_id
+
+
+def _active() -> mlflow.ActiveRun:
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("no MLflow run is active: call this inside tracking.run(...)")
+    return active
+
+
+def record_run(
+    experiment_id: str,
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+    metrics: Sequence[tuple[str, float, int]],
+    start_ms: int,
+    end_ms: int,
+    status: str,
+) -> str:
+    """A run that is over, written in one go (one child run per Optuna trial): its tags (give
+    ``mlflow.parentRunId`` for a child run), params (cut to PARAM_LIMIT characters), metrics as
+    (key, value, step) all timed ``end_ms``, and its end ``status`` (FINISHED, FAILED or KILLED).
+    Returns the run id."""
+    client = _client()
+    created = client.create_run(experiment_id, start_time=start_ms, run_name=run_name,
+                                tags={PROCESS_TAG: processes.identity(), **tags})
+    run_id = created.info.run_id
+    try:  # the client sends them in as many batches as MLflow's limits ask
+        client.log_batch(run_id, params=[Param(str(k), str(v)[:PARAM_LIMIT]) for k, v in params.items()],
+                         metrics=[Metric(key, float(value), end_ms, int(step)) for key, value, step in metrics])
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED", end_time=end_ms)
+        raise
+    client.set_terminated(run_id, status=status, end_time=end_ms)
+    return run_id
+
+
+def ui_command(port: int, workers: int) -> list[str]:
+    """The argv of the MLflow server that ``python -m pipeline ui`` execs, on 127.0.0.1:``port``
+    over ``tracking_uri()``, with artifacts beside a SQLite store.
+
+    Also sets, unless already set, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false in this process's
+    environment (MLflow 3's job runner, unused here, adds a dozen processes), which the exec'd
+    server inherits; and creates or migrates a SQLite store under the store lock first, so that the
+    server never races a starting ``submit`` to do it.
+    """
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"MLFLOW_TRACKING_URI is a tracking server already: browse {uri}")
+    if _sqlite_path(uri) is not None:
+        _client()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", uri, "--workers", str(workers)]
+    root = artifact_root(uri)
+    if root is not None:  # artifacts of experiments the server itself creates: beside the store too
+        command += ["--artifacts-destination", root]
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return command
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    mlflow.log_params({k: str(v)[:_PARAM_LIMIT] for k, v in params.items()})
+    mlflow.log_params({k: str(v)[:PARAM_LIMIT] for k, v in params.items()})
+
+
+def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
 
 
 def log_curves(prefix: str, history: list[dict[str, float]]) -> None:
-    """Per-epoch curves as step metrics, sent in one batch (one round trip, not one per point)."""
-    run_id = mlflow.active_run().info.run_id
+    """Per-epoch curves as step metrics, sent in batches (one round trip, not one per point)."""
     metrics = [
         Metric(key=f"{prefix}{key}", value=float(value), timestamp=0, step=int(log["epoch"]))
         for log in history
         for key, value in log.items()
         if key != "epoch"
     ]
-    for start in range(0, len(metrics), 1000):
-        MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
+    MlflowClient().log_batch(active_run_id(), metrics=metrics)  # the client splits it at MLflow's limits
+
+
+def log_artifact(path: str | os.PathLike) -> None:
+    """A file (or a folder's files) into the active run's artifacts, under its own name."""
+    mlflow.log_artifact(str(path))
+
+
+def log_text(text: str, name: str) -> None:
+    mlflow.log_text(text, name)
+
+
+def log_json(obj: Any, name: str) -> None:
+    mlflow.log_text(json.dumps(obj, indent=2, default=str), name)
 
 
 def log_frame(frame, name: str) -> None:
@@ -133,9 +323,11 @@ def log_pickle(obj: Any, name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
-def log_json(obj: Any, name: str) -> None:
-    mlflow.log_text(json.dumps(obj, indent=2, default=str), name)
-
-
-def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+@contextmanager
+def child_run(suffix: str, *, tags: Mapping[str, str] = {}) -> Iterator[mlflow.ActiveRun]:
+    """A child run of the active run, named ``<parent's name>-<suffix>``, carrying the parent's tags."""
+    parent = mlflow.get_run(active_run_id())
+    inherited = {k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.")}
+    experiment = mlflow.get_experiment(parent.info.experiment_id).name
+    with run(experiment, f"{parent.info.run_name}-{suffix}", tags={**inherited, **tags}, nested=True) as child:
+        yield child

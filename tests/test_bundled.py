@@ -7,8 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from pipeline import bundled
-from pipeline.bundled import write_bundled_house_prices
+from pipeline.data import bundled
+from pipeline.data.bundled import write_bundled_house_prices
 from pipeline.errors import UserError
 
 FILES = ["sample_submission.csv", "test.csv", "test_labels.csv", "train.csv"]

@@ -254,7 +254,7 @@ def kaggle_data(workdir, fake_kaggle, kaggle_credentials):
     return workdir / "d", fast_house_prices_config(workdir)
 
 
-def test_upload_without_credentials_keeps_the_submission(kaggle_data, fake_kaggle, monkeypatch, workdir):
+def test_upload_without_credentials_stops_before_any_work(kaggle_data, fake_kaggle, monkeypatch, workdir):
     data_dir, cfg = kaggle_data
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
@@ -263,8 +263,8 @@ def test_upload_without_credentials_keeps_the_submission(kaggle_data, fake_kaggl
     assert result.code != 0
     assert len(result.err_lines) == 1
     assert "credentials" in result.err and "Traceback" not in result.err
-    submission = pd.read_csv(workdir / "sub.csv")
-    assert set(submission["Id"]) == set(pd.read_csv(data_dir / "test.csv")["Id"])
+    assert not (workdir / "sub.csv").exists() and "cv " not in result.out  # nothing trained
+    assert mlflow_runs() == []
     assert [c for c in fake_kaggle.calls if c[:2] == ["competitions", "submit"]] == []
 
 

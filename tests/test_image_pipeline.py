@@ -16,7 +16,10 @@ from conftest import artifact_names, mlflow_runs, run_cli
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline import config, tune, vision
+from pipeline import config, studies, tune
+from pipeline.tasks import image as vision
+from pipeline.tune import pruners
+from pipeline.tune.pruners import SchedulePruner, schedule_step
 
 FAST = ["-p", "epochs=4"]  # the config's LeNet-BN recipe, shortened
 
@@ -305,11 +308,11 @@ def test_fashion_mnist_is_a_kaggle_dataset_downloaded_and_never_uploaded(workdir
 
 def test_tune_an_image_model_reports_every_epoch_and_submit_uses_the_best(workdir, monkeypatch):
     monkeypatch.setenv("OPTUNA_STORAGE", str(workdir / "journal.log"))
-    monkeypatch.setattr(tune, "PRUNER_STARTUP_TRIALS", 2)
+    monkeypatch.setattr(pruners, "PRUNER_STARTUP_TRIALS", 2)
     data = write_digit_folder(workdir / "tiny", n_train=60, n_test=10)
     comp = config.load("tiny-digits", config_file=write_config(workdir, "holdout = 0.25", model="lenet_bn"))
     outcome = tune.tune(comp, data, model="lenet", n_trials=5)
-    study = optuna.load_study(study_name="tiny-digits/lenet", storage=tune._open_storage(tune.storage_url(), create=False))
+    study = optuna.load_study(study_name="tiny-digits/lenet", storage=studies.open_storage(studies.storage_url(), create=False))
     trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(trials) == 5 == outcome.counts["COMPLETE"] + outcome.counts["PRUNED"]
     assert trials[0].params == {"lr": 1e-2, "weight_decay": 5e-4, "epochs": 15, "batch_size": 128,
@@ -317,7 +320,7 @@ def test_tune_an_image_model_reports_every_epoch_and_submit_uses_the_best(workdi
     for trial in trials:
         assert set(trial.params) == {"lr", "weight_decay", "epochs", "batch_size", "label_smoothing", "schedule"}
         epochs = trial.params["epochs"]
-        expected = [tune.schedule_step(0, e, epochs) for e in range(epochs)]
+        expected = [schedule_step(0, e, epochs) for e in range(epochs)]
         if trial.state == TrialState.COMPLETE:  # one validation accuracy per epoch
             assert sorted(trial.intermediate_values) == expected
             assert trial.value == pytest.approx(trial.intermediate_values[100])
@@ -332,7 +335,7 @@ def test_tune_an_image_model_reports_every_epoch_and_submit_uses_the_best(workdi
     history = client.get_metric_history(best.info.run_id, "val_accuracy")
     assert len(history) == study.best_trial.params["epochs"]
 
-    assert tune.best_params(comp, "lenet") == outcome.best_params
+    assert studies.best_params(comp, "lenet") == outcome.best_params
     result = run_cli("train", "--config", workdir / "tiny-digits.toml", "--data-dir", data, "--model", "lenet")
     assert result.code == 0 and "best trial of its Optuna study" in result.out
     assert float(run_of(result.out).data.params["params.lr"]) == pytest.approx(outcome.best_params["lr"])
@@ -361,12 +364,12 @@ def test_schedule_pruner_compares_at_the_same_point_of_each_schedule():
     complete = [{25: 0.5, 50: 0.7, 75: 0.8, 100: 0.9},
                 {s: 0.3 + s / 250 for s in range(10, 101, 10)},
                 {s: 0.2 + s / 200 for s in range(10, 101, 10)}]
-    pruner = tune.SchedulePruner(n_startup_trials=3, warmup_steps=25)
+    pruner = SchedulePruner(n_startup_trials=3, warmup_steps=25)
     study = FakeStudy(complete)
     assert not pruner.prune(study, Frozen({20: 0.0}))  # warm-up: not judged yet
     # At 60%: the others stood at 0.7 (50%), 0.54 and 0.5 (60%): median 0.54.
     assert pruner.prune(study, Frozen({30: 0.9, 60: 0.53}))
     assert not pruner.prune(study, Frozen({30: 0.1, 60: 0.55}))
-    assert not tune.SchedulePruner(n_startup_trials=4).prune(study, Frozen({60: 0.0}))  # too few complete trials
-    assert [tune.schedule_step(0, e, 3) for e in range(3)] == [33, 67, 100]
-    assert tune.schedule_step(2, 0, 4) == 225
+    assert not SchedulePruner(n_startup_trials=4).prune(study, Frozen({60: 0.0}))  # too few complete trials
+    assert [schedule_step(0, e, 3) for e in range(3)] == [33, 67, 100]
+    assert schedule_step(2, 0, 4) == 225

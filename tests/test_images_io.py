@@ -6,13 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.data.bundled import write_bundled_digits
+from pipeline.data.images import load_image_competition, read_idx
 from pipeline.errors import UserError
-from pipeline.images import (
-    load_image_competition,
-    read_idx,
-    write_bundled_digits,
-    write_submission,
-)
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8)
@@ -82,11 +78,6 @@ def test_idx_files_already_gunzipped_are_found(tmp_path):
         path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
         path.unlink()
     assert load_image_competition(tmp_path, "fashion-mnist-idx").X_train.shape == (5, 28, 28)
-
-
-def test_submission_is_image_id_and_label_counting_from_one(tmp_path):
-    write_submission(tmp_path / "submission.csv", np.arange(1, 4), np.array([7, 2, 1]))
-    assert (tmp_path / "submission.csv").read_text() == "ImageId,Label\n1,7\n2,2\n3,1\n"
 
 
 # --- bad files: one helpful line each -------------------------------------------------------

@@ -11,7 +11,8 @@ from conftest import mlflow_runs, run_cli, tiny_house_prices
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from models import registry
-from pipeline import submit
+from pipeline import submission as submit
+from pipeline.data.files import write_csv_atomic
 from pipeline.errors import UserError
 
 # --- build and finalize -----------------------------------------------------------------------
@@ -56,9 +57,9 @@ def test_finalize_refuses_bad_predictions_and_keeps_the_old_file(tmp_path, bad):
 def test_write_atomic_writes_the_frame_and_leaves_no_temp_files(tmp_path):
     frame = pd.DataFrame({"Id": [1, 2], "SalePrice": [1.5, 2.5]})
     path = tmp_path / "nested" / "submission.csv"
-    submit.write_atomic(frame, path)
+    write_csv_atomic(frame, path)
     pd.testing.assert_frame_equal(pd.read_csv(path), frame)
-    submit.write_atomic(frame.assign(SalePrice=[7.0, 8.0]), path)  # replaces
+    write_csv_atomic(frame.assign(SalePrice=[7.0, 8.0]), path)  # replaces
     assert pd.read_csv(path)["SalePrice"].tolist() == [7.0, 8.0]
     assert [p.name for p in path.parent.iterdir()] == ["submission.csv"]
 
@@ -83,7 +84,7 @@ def test_a_failure_mid_write_keeps_the_old_file(tmp_path, error):
     values[-1] = _Explodes(error)
     frame = pd.DataFrame({"Id": np.arange(n), "SalePrice": values})
     with pytest.raises(type(error)):
-        submit.write_atomic(frame, path)
+        write_csv_atomic(frame, path)
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
 

@@ -1,4 +1,5 @@
-"""`make tune`: real Optuna storages, real worker processes, real MLflow, on a tiny ridge problem.
+"""`make tune` (pipeline.tune, pipeline.studies): real Optuna storages, real worker processes, real
+MLflow, on a tiny ridge problem.
 
 The synthetic competition has 20 informative features, 90 training rows and little noise, so
 ridge's default alpha (10) shrinks far too much and a tuned alpha (~0.03) is several times better.
@@ -15,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -23,7 +25,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline import cli, config, train, tune
+from models import registry
+from pipeline import cli, config, metrics, processes, stages, studies, tune
+from pipeline.tasks import Plan, for_competition
+from pipeline.tune import pruners, workers
+from pipeline.tune.objective import Objective
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = 3
@@ -32,12 +38,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Runs the real CLI with each CV slowed down by a second, so that a signal lands mid-trial.
 SLOW_CLI = """
 import sys, time
-from pipeline import cv
-real = cv.cross_validate
+from pipeline.tasks.tabular import TabularTask
+real = TabularTask.cross_validate
 def slow(*args, **kwargs):
     time.sleep(1.0)
     return real(*args, **kwargs)
-cv.cross_validate = slow
+TabularTask.cross_validate = slow
 from pipeline.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -86,7 +92,7 @@ def tune_args(competition, *extra: str) -> list[str]:
 
 
 def load(storage: str, name: str = "synth/ridge") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=tune._open_storage(tune.storage_url(storage), create=False))
+    return optuna.load_study(study_name=name, storage=studies.open_storage(studies.storage_url(storage), create=False))
 
 
 def mlflow_run_id(output: str) -> str:
@@ -105,7 +111,7 @@ def wait_for_trial_in_flight(proc: subprocess.Popen, journal: Path, timeout: flo
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
-        study = tune._load_study(str(journal), "synth/ridge") if journal.is_file() else None
+        study = studies.load_study(str(journal), "synth/ridge") if journal.is_file() else None
         if study is not None:
             trials = study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state == TrialState.RUNNING and "model_params" in t.user_attrs
@@ -215,7 +221,7 @@ def test_two_worker_processes_share_a_postgresql_study(tune_dir, capfd):
     out, err = capfd.readouterr()
     assert code == 0, err
     assert "heartbeats" in out and "kp:kp@" not in out  # an RDB storage, its password not printed
-    storage = tune._open_storage(url, create=False)
+    storage = studies.open_storage(url, create=False)
     try:
         check_parallel_study(optuna.load_study(study_name=f"{name}/ridge", storage=storage), n_trials)
     finally:
@@ -264,9 +270,9 @@ def test_study_logs_a_parent_run_with_children_best_params_and_plots(tuned):
 def test_tuned_params_beat_the_defaults(tuned, competition, monkeypatch):
     comp, outcome, _, journal = tuned
     monkeypatch.setenv("OPTUNA_STORAGE", str(journal))
-    assert tune.best_params(comp, "ridge") == outcome.best_params
-    tuned_run = train.run(comp, competition[1], model="ridge", tuned=True)
-    default_run = train.run(comp, competition[1], model="ridge", tuned=False)
+    assert studies.best_params(comp, "ridge") == outcome.best_params
+    tuned_run = stages.run(comp, competition[1], model="ridge", tuned=True)
+    default_run = stages.run(comp, competition[1], model="ridge", tuned=False)
     assert tuned_run.params == outcome.best_params and default_run.params == {}
     assert tuned_run.cv_score == pytest.approx(outcome.best_value)
     assert tuned_run.cv_score < 0.5 * default_run.cv_score
@@ -293,15 +299,15 @@ def test_submit_uses_the_study_unless_told_default(tuned, competition, monkeypat
 
 def test_best_params_without_a_study_is_none_and_creates_nothing(competition, tune_dir, tmp_path):
     comp = config.load("synth", config_file=competition[0])
-    assert tune.best_params(comp, "ridge") is None
-    assert tune.best_params(comp, "ridge", storage=f"sqlite:///{tmp_path / 'none.db'}") is None
+    assert studies.best_params(comp, "ridge") is None
+    assert studies.best_params(comp, "ridge", storage=f"sqlite:///{tmp_path / 'none.db'}") is None
     assert not (tune_dir / ".optuna").exists() and not (tmp_path / "none.db").exists()
 
 
 def test_best_params_return_derived_model_params_verbatim(competition, tune_dir):
     comp = config.load("synth", config_file=competition[0])
     storage = str(tune_dir / "journal.log")
-    study = tune._load_study(storage, "synth/mlp", create=True, direction="minimize")
+    study = studies.load_study(storage, "synth/mlp", create=True, direction="minimize")
     study.add_trial(optuna.trial.create_trial(
         params={"width": 64, "depth": 2},
         distributions={"width": optuna.distributions.CategoricalDistribution([64, 128]),
@@ -309,24 +315,24 @@ def test_best_params_return_derived_model_params_verbatim(competition, tune_dir)
         value=0.2,
         user_attrs={"model_params": {"hidden": [64, 64], "lr": 0.01}},
     ))
-    assert tune.best_params(comp, "mlp", storage=storage) == {"hidden": (64, 64), "lr": 0.01}
-    assert tune.best_params(comp, "ridge", storage=storage) is None
+    assert studies.best_params(comp, "mlp", storage=storage) == {"hidden": (64, 64), "lr": 0.01}
+    assert studies.best_params(comp, "ridge", storage=storage) is None
 
 
 def test_trials_of_dead_workers_fail_and_live_ones_stay_running(tune_dir):
-    study = tune._load_study(str(tune_dir / "journal.log"), "synth/ridge", create=True, direction="minimize")
+    study = studies.load_study(str(tune_dir / "journal.log"), "synth/ridge", create=True, direction="minimize")
     zombie = subprocess.Popen(["true"])  # exits at once; not waited for, so a zombie
     gone = subprocess.Popen(["true"])
     gone.wait()
     time.sleep(0.3)
     host = socket.gethostname()
-    workers = [f"{host}:{zombie.pid}:?", f"{host}:{gone.pid}:?", tune.worker_id(), f"elsewhere:{gone.pid}:?"]
+    owners = [f"{host}:{zombie.pid}:?", f"{host}:{gone.pid}:?", processes.identity(), f"elsewhere:{gone.pid}:?"]
     trials = []
-    for worker in workers:
+    for worker in owners:
         trial = study.ask()
         trial.set_user_attr("worker", worker)
         trials.append(trial.number)
-    assert tune.fail_dead_trials(study) == trials[:2]
+    assert workers.fail_dead_trials(study) == trials[:2]
     states = [study.trials[n].state for n in trials]
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
     zombie.wait()
@@ -347,8 +353,116 @@ def test_an_ensemble_is_tuned_through_its_members_with_their_config_params(compe
     ensemble.write_text(toml.read_text().replace('name = "ridge"', 'name = "ensemble"')
                         + '[ensemble]\nmodels = ["ridge", "gbm"]\n[ensemble.params.ridge]\nfit_intercept = false\n')
     comp = config.load("synth", config_file=ensemble)
-    assert tune.config_params_of(comp, "regression", "ridge") == {"fit_intercept": False}
-    assert tune.config_params_of(comp, "regression", "gbm") == {}
+    task = for_competition(comp)
+    loaded = task.load(data)
+    # A member's study starts from what the ensemble fits it with: its [ensemble.params.<member>].
+    ridge = registry.get("ridge", "tabular").defaults
+    assert Objective(task, loaded, "ridge").first_trial() == {**ridge, "fit_intercept": False}
+    assert Objective(task, loaded, "gbm").first_trial() == registry.get("gbm", "tabular").defaults
     assert cli.main(["tune", "--config", str(ensemble), "--data-dir", str(data)]) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert "MODEL=<one of ridge gbm>" in err and err.count("\n") == 1
+
+
+# --- the objective, the pruners and the storage, without a competition -----------------------
+
+
+class FakeTask:
+    """Just what the objective asks of a task: a ridge plan and a CV that replays given epoch logs."""
+
+    registry_kind = "tabular"
+
+    def __init__(self, progress_unit: str, epochs: list[dict], fold_scores: tuple[float, ...] = (1.0, 2.0)):
+        self.progress_unit, self.epochs, self.fold_scores = progress_unit, epochs, fold_scores
+        self.plans: list[dict | None] = []
+
+    def plan(self, data, *, model=None, cli_params=None, tuned=True, study_params=None):
+        assert not tuned and data == "data"
+        self.plans.append(study_params)
+        return Plan("regression", metrics.get("rmse"), model or "ridge", {"ridge": {"alpha": 10.0, **(study_params or {})}})
+
+    def untuned_params(self, plan):
+        return {"fit_intercept": False}
+
+    def cross_validate(self, data, plan, *, on_fold=None, on_epoch=None, for_tuning=False, progress=False):
+        assert for_tuning
+        for fold, score in enumerate(self.fold_scores):
+            for log in self.epochs:
+                if on_epoch:
+                    on_epoch(fold, log, len(self.epochs))
+            if on_fold:
+                on_fold(fold, score)
+        return SimpleNamespace(score=sum(self.fold_scores) / len(self.fold_scores), fold_scores=list(self.fold_scores))
+
+
+def run_one_trial(task: FakeTask) -> optuna.trial.FrozenTrial:
+    objective = Objective(task, "data", "ridge")
+    study = optuna.create_study(direction=objective.direction, pruner=objective.pruner())
+    study.optimize(objective, n_trials=1)
+    return study.trials[0]
+
+
+def test_objective_reports_each_fold_running_mean_under_the_fold_pruner():
+    task = FakeTask("fold", [{"epoch": 0, "train_loss": 1.0}])
+    trial = run_one_trial(task)
+    assert trial.state == TrialState.COMPLETE and trial.value == 1.5
+    assert trial.intermediate_values == {0: 1.0, 1: 1.5}
+    assert trial.user_attrs["fold_scores"] == [1.0, 2.0] and "steps" not in trial.user_attrs
+    assert trial.user_attrs["model_params"] == {"alpha": trial.params["alpha"]}
+    assert task.plans == [None, {"alpha": trial.params["alpha"]}]  # the base plan, then the trial's
+    assert isinstance(Objective(task, "data", "ridge").pruner(), optuna.pruners.PercentilePruner)
+    assert Objective(task, "data", "ridge").first_trial() == {"alpha": 10.0, "fit_intercept": False}
+
+
+def test_objective_reports_each_epoch_at_its_schedule_step_under_the_schedule_pruner():
+    logs = [{"epoch": e, "train_loss": 1.0, "val_rmse": 0.5 - 0.1 * e} for e in range(4)]
+    trial = run_one_trial(FakeTask("epoch", logs))
+    assert trial.state == TrialState.COMPLETE
+    steps = [pruners.schedule_step(fold, e, 4) for fold in range(2) for e in range(4)]
+    assert trial.intermediate_values == {step: pytest.approx(logs[i % 4]["val_rmse"]) for i, step in enumerate(steps)}
+    assert trial.user_attrs["steps"] == "schedule"
+    assert isinstance(Objective(FakeTask("epoch", []), "data", "ridge").pruner(), pruners.SchedulePruner)
+
+
+@pytest.mark.parametrize("unit", ["fold", "epoch"])
+def test_a_non_finite_training_loss_prunes_at_once(unit):
+    logs = [{"epoch": 0, "train_loss": 1.0, "val_rmse": 0.5}, {"epoch": 1, "train_loss": float("nan"), "val_rmse": 9.0}]
+    trial = run_one_trial(FakeTask(unit, logs))
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["diverged"] == "fold 0, epoch 2 of 2"
+    assert "PRUNED   training diverged (fold 0, epoch 2 of 2) alpha=" in workers.describe(trial, "rmse")
+
+
+def test_an_objective_needs_a_known_progress_unit():
+    with pytest.raises(ValueError, match="progress unit"):
+        Objective(FakeTask("batch", []), "data", "ridge")
+
+
+def test_schedule_pruner_compares_with_each_complete_trial_at_the_same_point_of_its_schedule():
+    assert [pruners.schedule_step(0, e, 3) for e in range(3)] == [33, 67, 100]
+    assert pruners.schedule_step(2, 0, 4) == 225
+    study = optuna.create_study(direction="maximize")
+    for values in ({50: 0.5, 100: 0.9}, {34: 0.6, 100: 0.8}, {25: 0.4, 100: 0.7}):
+        study.add_trial(optuna.trial.create_trial(value=values[100], intermediate_values=values))
+
+    def running(values: dict[int, float]) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(state=TrialState.RUNNING, intermediate_values=values)
+
+    pruner = pruners.SchedulePruner(n_startup_trials=3, warmup_steps=25)
+    assert pruner.prune(study, running({60: 0.45}))  # below the median (0.5) of 0.5, 0.6, 0.4
+    assert not pruner.prune(study, running({60: 0.55}))
+    assert not pruner.prune(study, running({20: 0.0}))  # still warming up
+    assert not pruners.SchedulePruner(n_startup_trials=4).prune(study, running({60: 0.0}))  # too few complete
+    assert pruners.fold_pruner()._n_warmup_steps == 1
+
+
+def test_storage_urls_and_descriptions(tune_dir, monkeypatch):
+    assert studies.storage_url() == str(tune_dir / ".optuna" / "journal.log")
+    monkeypatch.setenv("OPTUNA_STORAGE", "studies.log")
+    assert studies.storage_url() == str(tune_dir / "studies.log")
+    assert studies.storage_url("postgresql://kp:secret@db/kp") == "postgresql://kp:secret@db/kp"
+    assert studies.describe_storage(str(tune_dir / "studies.log")) == "studies.log"
+    assert studies.describe_storage("postgresql://kp:secret@db/kp") == "postgresql://kp:***@db/kp"
+    assert studies.describe_storage("a b://user:secret@host") == "a b://..."  # not a SQLAlchemy URL
+    comp = SimpleNamespace(name="synth")
+    assert studies.study_name(comp, "ridge") == "synth/ridge"

@@ -142,7 +142,7 @@ def test_ui_serves_the_run_with_params_metrics_and_tags(server, tracked):
     params = {p["key"]: p["value"] for p in served["data"]["params"]}
     tags = {t["key"]: t["value"] for t in served["data"]["tags"]}
     assert metrics["cv_log_rmse"] == pytest.approx(run.data.metrics["cv_log_rmse"])
-    assert {"fold0_log_rmse", "fold1_log_rmse", "local_test_score"} <= set(metrics)
+    assert {"fold0_log_rmse", "fold1_log_rmse", "local_test_log_rmse"} <= set(metrics)
     assert 0.05 < metrics["cv_log_rmse"] < 0.3
     assert params["model.name"] == "ridge" and params["cv.folds"] == "2"
     assert tags["stage"] == "submit" and tags["data_source"] == "bundled:ames"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from conftest import mlflow_runs, run_cli, snapshot, tiny_house_prices
 
-from pipeline import validate
+from pipeline import submission
+from pipeline.data import tabular as validate
 from pipeline.errors import UserError
 
 OLD_SUBMISSION = b"Id,SalePrice\n1,123456.0\n"
@@ -220,7 +221,7 @@ def test_read_csv_rejects_unreadable_bytes(tmp_path):
 def test_check_submission_rejects_what_kaggle_would():
     sample = pd.DataFrame({"Id": [1, 2, 3], "SalePrice": [0.5, 0.5, 0.5]})
     good = pd.DataFrame({"Id": [3, 1, 2], "SalePrice": [1.0, 2.0, 3.0]})
-    validate.check_submission(good, sample, id_column="Id", positive=True)
+    submission.check_submission(good, sample, id_column="Id", positive=True)
     bad = {
         "header": good.rename(columns={"SalePrice": "price"}),
         "rows": good.iloc[:2],
@@ -231,8 +232,8 @@ def test_check_submission_rejects_what_kaggle_would():
     }
     for what, frame in bad.items():
         with pytest.raises(UserError):
-            validate.check_submission(frame, sample, id_column="Id", positive=True)
+            submission.check_submission(frame, sample, id_column="Id", positive=True)
         if what != "non-positive":
             with pytest.raises(UserError):
-                validate.check_submission(frame, sample, id_column="Id", positive=False)
-    validate.check_submission(bad["non-positive"], sample, id_column="Id", positive=False)
+                submission.check_submission(frame, sample, id_column="Id", positive=False)
+    submission.check_submission(bad["non-positive"], sample, id_column="Id", positive=False)

@@ -15,7 +15,7 @@ from models import registry
 from models.image import ImageClassifier
 from models.training import TrainConfig, fit
 from models.vision import parameter_count
-from pipeline.images import bundled_digits
+from pipeline.data.bundled import bundled_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 VISION_MODELS = [entry.name for entry in registry.list_models(kind="vision")]

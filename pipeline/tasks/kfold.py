@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,49 +20,17 @@ from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
 from features.engineering import make_feature_steps
+from features.rules import RowRule
 from features.tabular import TabularPreprocessor
 from models import registry
 from models.ensemble import WeightedEnsemble
 from pipeline.config import Competition
 from pipeline.errors import UserError
 from pipeline.metrics import Metric
+from pipeline.submission import check_finite
+from pipeline.tasks.base import CVResult, EpochCallback, FoldCallback
 
-DEFAULT_MODELS = {"regression": "ridge", "binary": "hist_gbm_classifier", "multiclass": "hist_gbm_classifier"}
-ENSEMBLE = "ensemble"
 TARGET_TRANSFORMS = {"log": (np.log, np.exp)}
-
-FoldCallback = Callable[[int, float], None]
-EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-def _entry(name: str, task: str):
-    try:
-        entry = registry.get(name, "tabular")
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from None
-    if task not in entry.tasks:
-        raise UserError(f"model {name!r} does not do {task} (it does {', '.join(sorted(entry.tasks))})")
-    return entry
-
-
-def model_choice(comp: Competition, task: str, model: str | None) -> tuple[str, dict]:
-    """The model to run (the command line's, else the config's, else the task's default) and its config params."""
-    name = model or comp.model.name or DEFAULT_MODELS[task]
-    if name == ENSEMBLE:
-        if not comp.ensemble.models:
-            raise UserError(f"{comp.name}: model 'ensemble' needs [ensemble] models in the config")
-        if task != "regression":
-            raise UserError("ensembles are built for regression tasks")
-        for base in comp.ensemble.models:
-            _entry(base, task)
-        return name, {}
-    _entry(name, task)
-    return name, dict(comp.model.params) if name == comp.model.name else {}
-
-
-def base_params(comp: Competition, name: str) -> dict:
-    """A base model's params as the config gives them ([ensemble.params.<name>])."""
-    return dict(comp.ensemble.params.get(name, {}))
 
 
 def create_model(name: str, params: dict):
@@ -97,11 +64,6 @@ def build_ensemble(comp: Competition, params: dict[str, dict], weights: dict[str
     return WeightedEnsemble(members, [weights[name] for name in weights], intercept)
 
 
-def final_model(estimator):
-    pipe = estimator.regressor_ if isinstance(estimator, TransformedTargetRegressor) else estimator
-    return pipe.named_steps["model"]
-
-
 def _fit_model(model, X, y, on_epoch: Callable[[dict], None]):
     if "on_epoch" in inspect.signature(model.fit).parameters:
         return model.fit(X, y, on_epoch=on_epoch)
@@ -116,7 +78,7 @@ def predict(model, X, metric: Metric) -> np.ndarray:
 
 
 def drop_outliers(comp: Competition, X: pd.DataFrame, y: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
-    """Rows matching the config's ``outliers`` query leave the training rows; scoring keeps them."""
+    """Rows matching the config's ``outliers`` rule leave the training rows; scoring keeps them."""
     keep = ~outlier_mask(comp, X, y)
     return X[keep], y[keep]
 
@@ -125,19 +87,9 @@ def outlier_mask(comp: Competition, X: pd.DataFrame, y: pd.Series) -> np.ndarray
     if not comp.outliers:
         return np.zeros(len(X), dtype=bool)
     try:
-        flagged = X.assign(**{comp.target: y.to_numpy()}).eval(comp.outliers)
-    except Exception as exc:  # pandas raises many types for a bad expression
-        raise UserError(f"outliers query {comp.outliers!r} failed: {exc}") from None
-    return np.asarray(flagged, dtype=bool)
-
-
-@dataclass
-class CVResult:
-    oof: np.ndarray
-    fold_scores: list[float]
-    score: float
-    folds: np.ndarray  # the fold of each row
-    histories: list[list[dict]] = field(default_factory=list)
+        return RowRule.parse(comp.outliers).mask(X.assign(**{comp.target: y.to_numpy()}))
+    except ValueError as exc:
+        raise UserError(f"{comp.name}: outliers: {exc}") from None
 
 
 def splitter(comp: Competition, task: str):
@@ -161,7 +113,7 @@ def cross_validate_many(
 ) -> dict[str, CVResult]:
     """Shuffled, seeded k-fold for several models sharing each fold's fitted features.
 
-    ``on_fold(k, score)`` and ``on_epoch(k, log)`` (for a single model) see each score as it
+    ``on_fold(k, score)`` and ``on_epoch(k, log, epochs)`` (for a single model) see each score as it
     comes, and may raise to stop early, as an Optuna pruner does. ``progress``: tqdm bars for
     folds and epochs; ``None`` shows them only in a terminal, so CI logs stay quiet.
     ``scored_rows`` (a boolean mask) limits the rows the scores are computed on; every row is
@@ -185,13 +137,14 @@ def cross_validate_many(
         target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
         for name, params in models.items():
             model = create_model(name, params)
+            epochs = getattr(model, "epochs", 0)
             with tqdm(desc=f"{name} fold {k} epochs", unit="epoch", disable=hidden, leave=False) as bar:
 
-                def hook(log, k=k, bar=bar):
+                def hook(log, k=k, bar=bar, epochs=epochs):
                     bar.update(1)
                     bar.set_postfix(train_loss=f"{log['train_loss']:.4f}")
                     if on_epoch:
-                        on_epoch(k, log)
+                        on_epoch(k, log, epochs)
 
                 _fit_model(model, train_matrix, target, hook)
             predictions = predict(model, valid_matrix, metric)
@@ -200,9 +153,7 @@ def cross_validate_many(
             if name not in oof:
                 oof[name] = np.zeros((len(X), *predictions.shape[1:]), dtype=predictions.dtype)
             oof[name][valid_idx] = predictions
-            numeric = np.issubdtype(np.asarray(predictions).dtype, np.number)  # labels may be text
-            if numeric and not np.isfinite(np.asarray(predictions, dtype=float)).all():
-                raise UserError(f"model {name!r} produced NaN or infinite out-of-fold predictions")
+            check_finite(predictions, name, "out-of-fold")
             counted = scored[valid_idx]
             scores[name].append(metric.score(y_true[valid_idx][counted], predictions[counted]))
             histories[name].append(getattr(model, "history_", []))
@@ -213,10 +164,6 @@ def cross_validate_many(
                        histories[name])
         for name in models
     }
-
-
-def cross_validate(comp: Competition, X: pd.DataFrame, y: pd.Series, *, model: str, params: dict, **options) -> CVResult:
-    return cross_validate_many(comp, X, y, models={model: params}, **options)[model]
 
 
 def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model):

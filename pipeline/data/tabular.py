@@ -1,15 +1,18 @@
-"""Checks that run before any work begins, and the check of a submission before it is written.
+"""Tabular competition files: read train, test and sample submission, checked before any work.
 
 Every failure is a :class:`UserError` naming the file, the column and the value at fault.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.config import Competition
+from pipeline.data.files import source_of
 from pipeline.errors import UserError
 
 # A text column is taken for a numeric one with junk in it when at least this share parses.
@@ -118,20 +121,41 @@ def check_frames(
         raise UserError(f"{sample_name}: its ids differ from the ids in {test_name}")
 
 
-def check_submission(
-    submission: pd.DataFrame, sample: pd.DataFrame, *, id_column: str, positive: bool
-) -> None:
-    """The submission must look exactly like the sample: header, ids once each, finite values."""
-    if list(submission.columns) != list(sample.columns):
-        raise UserError(f"submission header {list(submission.columns)} differs from the sample's {list(sample.columns)}")
-    if len(submission) != len(sample):
-        raise UserError(f"submission has {len(submission)} rows, the sample {len(sample)}")
-    ids = submission[id_column]
-    if ids.duplicated().any() or set(ids) != set(sample[id_column]):
-        raise UserError("submission ids are not exactly the sample's ids, each once")
-    values = submission.drop(columns=[id_column])
-    numeric = values.select_dtypes("number")
-    if values.isna().any().any() or not np.isfinite(numeric.to_numpy(dtype=float)).all():
-        raise UserError("submission holds NaN or infinite predictions")
-    if positive and (numeric.to_numpy() <= 0).any():
-        raise UserError("submission holds non-positive predictions where prices must be positive")
+
+LABELS_FILE = "test_labels.csv"  # bundled data only: the held-back answers
+
+
+def has_files(comp: Competition, data_dir: Path) -> bool:
+    return all((Path(data_dir) / name).is_file() for name in (comp.train_file, comp.test_file))
+
+
+@dataclass
+class TabularData:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    sample: pd.DataFrame
+    source: str
+    test_labels: pd.DataFrame | None = None  # bundled data only: the held-back answers
+
+
+def load(comp: Competition, data_dir: Path) -> TabularData:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data folder not found: {data_dir} (run `make data`)")
+    files = (comp.train_file, comp.test_file, comp.sample_submission_file)
+    train, test, sample = (read_csv(data_dir / name) for name in files)
+    check_frames(
+        train,
+        test,
+        sample,
+        target=comp.target,
+        id_column=comp.id,
+        files=files,
+        categorical=comp.categorical,
+        positive_target=comp.target_transform == "log",
+    )
+    source = source_of(data_dir)
+    labels = None
+    if source.startswith("bundled:") and (data_dir / LABELS_FILE).is_file():
+        labels = read_csv(data_dir / LABELS_FILE)
+    return TabularData(train=train, test=test, sample=sample, source=source, test_labels=labels)

@@ -1,4 +1,4 @@
-"""Image competition files: read and check them, write submissions and the bundled digits.
+"""Image competition files: read and check them, in any of the known layouts.
 
 Layouts (``load_image_competition``):
 
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config import Competition
+from pipeline.data.files import source_of
+from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
-from pipeline.files import write_frames
-from pipeline.validate import read_csv
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -152,12 +153,6 @@ def _read_test_labels(path: Path, test_ids: np.ndarray) -> np.ndarray | None:
     return _whole_numbers(frame[["Label"]], path, "label", 0, 9)[:, 0]
 
 
-def write_submission(path: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
-    """Kaggle digit-recognizer submission: ``ImageId,Label``."""
-    frame = pd.DataFrame({"ImageId": np.asarray(test_ids), "Label": np.asarray(labels)})
-    frame.to_csv(path, index=False, lineterminator="\n")
-
-
 # --- IDX ------------------------------------------------------------------------------------
 
 
@@ -206,61 +201,49 @@ def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np
     return images, labels.astype(np.int64)
 
 
-# --- Bundled digits -------------------------------------------------------------------------
+# --- A competition's files: its layout, or the other layout of the same dataset -------------
 
 
-def bundled_digits(seed: int = 0, test_fraction: float = 0.2) -> ImageData:
-    """scikit-learn's 1797 8×8 digits as MNIST-like 28×28 images, split by a seeded shuffle.
-
-    Each digit is upsampled bilinearly to 20×20 and centred in a 28×28 frame (MNIST's own
-    20×20-in-28×28 layout), its 0..16 intensities scaled to 0..255.
-    """
-    from sklearn.datasets import load_digits  # ships with scikit-learn: no download
-
-    digits = load_digits()
-    small = digits.images / 16.0 * 255.0
-    resize = _bilinear_matrix(8, 20)
-    large = np.einsum("ij,njk,lk->nil", resize, small, resize)
-    images = np.zeros((len(large), SIDE, SIDE), dtype=np.uint8)
-    images[:, 4:24, 4:24] = np.clip(np.round(large), 0, 255)
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_test = round(len(images) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
-    labels = digits.target.astype(np.int64)
-    return ImageData(
-        images[train], labels[train], images[test], np.arange(1, n_test + 1), labels[test]
+def _layout_present(data_dir: Path, layout: str) -> bool:
+    return all(
+        (data_dir / name).is_file() or (name.endswith(".gz") and (data_dir / name[:-3]).is_file())
+        for name in LAYOUT_FILES[layout]
     )
 
 
-def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) weights of 1-D linear interpolation with align_corners=False."""
-    position = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
-    lower = np.floor(position).astype(int)
-    upper = np.minimum(lower + 1, src - 1)
-    weight = position - lower
-    matrix = np.zeros((dst, src))
-    np.add.at(matrix, (np.arange(dst), lower), 1 - weight)
-    np.add.at(matrix, (np.arange(dst), upper), weight)
-    return matrix
+def resolve_layout(comp: Competition, data_dir: Path) -> str:
+    """The config's layout, or the other layout of the same dataset when only its files are here."""
+    if comp.layout is None:
+        raise UserError(f"{comp.name}: an image competition needs a layout ({', '.join(LAYOUT_FILES)})")
+    if comp.layout not in LAYOUT_FILES:
+        raise UserError(f"{comp.name}: unknown image layout {comp.layout!r}; use one of {', '.join(LAYOUT_FILES)}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir() or _layout_present(data_dir, comp.layout):
+        return comp.layout
+    family = comp.layout.rsplit("-", 1)[0]
+    for other in LAYOUT_FILES:
+        if other != comp.layout and other.rsplit("-", 1)[0] == family and _layout_present(data_dir, other):
+            return other
+    return comp.layout  # reading it names the missing file
 
 
-def write_bundled_digits(dest: Path, *, seed: int = 0) -> dict[str, int]:
-    """Write ``bundled_digits(seed)`` into ``dest`` as Kaggle digit-recognizer files.
+def has_files(comp: Competition, data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a complete set of the competition's files (any of its layouts)."""
+    return Path(data_dir).is_dir() and _layout_present(Path(data_dir), resolve_layout(comp, data_dir))
 
-    train.csv (label, pixel0..pixel783), test.csv (pixels), sample_submission.csv (ImageId,
-    Label 0) and test_labels.csv (the held-back labels, for a local score). Files are written in
-    a temporary folder next to ``dest`` and moved into place one by one, so none is ever half
-    written. Returns the image counts of train and test.
-    """
-    data = bundled_digits(seed)
-    pixel_names = [f"pixel{i}" for i in range(PIXELS)]
-    train = pd.DataFrame(data.X_train.reshape(-1, PIXELS), columns=pixel_names)
-    train.insert(0, LABEL, data.y_train)
-    files = {
-        "train.csv": train,
-        "test.csv": pd.DataFrame(data.X_test.reshape(-1, PIXELS), columns=pixel_names),
-        "sample_submission.csv": pd.DataFrame({"ImageId": data.test_ids, "Label": 0}),
-        LABELS_FILE: pd.DataFrame({"ImageId": data.test_ids, "Label": data.y_test}),
-    }
-    write_frames(dest, files)
-    return {"train": len(data.X_train), "test": len(data.X_test)}
+
+@dataclass
+class Images:
+    data: ImageData
+    layout: str
+    source: str
+    sample: pd.DataFrame | None  # sample_submission.csv when the folder has one
+
+
+def load(comp: Competition, data_dir: Path) -> Images:
+    data_dir = Path(data_dir)
+    layout = resolve_layout(comp, data_dir)
+    data = load_image_competition(data_dir, layout)
+    sample_path = data_dir / comp.sample_submission_file
+    sample = read_csv(sample_path) if sample_path.is_file() else None
+    return Images(data, layout, source_of(data_dir), sample)

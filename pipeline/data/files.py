@@ -1,0 +1,49 @@
+"""Writing files so that readers never see a half-written one, and a failed run clobbers nothing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+SOURCE_FILE = "SOURCE"  # in a data folder: where its files came from
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            frame.to_csv(handle, index=False)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a submission is not
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_frames(dest: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """Write each frame as ``dest/<name>`` CSV: all into a temporary folder first, then renamed."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        for name, frame in frames.items():
+            frame.to_csv(Path(tmp) / name, index=False, lineterminator="\n")
+        for name in frames:
+            os.replace(Path(tmp) / name, dest / name)
+
+
+def source_of(data_dir: Path) -> str:
+    """``kaggle:<slug>``, ``bundled:<name>``, or ``local:<folder>`` for files the user put there."""
+    marker = data_dir / SOURCE_FILE
+    return marker.read_text().strip() if marker.is_file() else f"local:{data_dir}"

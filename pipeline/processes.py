@@ -1,0 +1,85 @@
+"""Which process is this, and is another one still alive: ``host:pid:start`` identities.
+
+A pid alone is reused by the kernel; its start time (in clock ticks since boot, from
+``/proc/<pid>/stat``) tells a reused pid apart. Tuning workers record one on every trial, and
+MLflow runs on their tags, so that whatever a dead process left RUNNING can be closed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def _is_zombie(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] == "Z"
+
+
+_identities: dict[int, str] = {}
+
+
+def identity() -> str:
+    """``host:pid:start`` of this process."""
+    pid = os.getpid()
+    if pid not in _identities:
+        _identities[pid] = f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+    return _identities[pid]
+
+
+def is_alive(process: str) -> bool:
+    """False only when ``process`` ran on this host and is gone (or a zombie, or its pid reused)."""
+    try:
+        host, pid_text, start = process.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True  # another machine: nothing here can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if _is_zombie(pid):
+        return False
+    now = _start_time(pid)
+    return start == "?" or now is None or now == start
+
+
+def pid_of(process: str) -> int | None:
+    """The pid of a ``host:pid:start`` identity on this host, else None."""
+    host, _, rest = process.partition(":")
+    if host != socket.gethostname():
+        return None
+    try:
+        return int(rest.split(":")[0])
+    except ValueError:
+        return None
+
+
+def die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (``kill -9`` included)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

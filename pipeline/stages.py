@@ -1,0 +1,97 @@
+"""The train and submit stages: one loop over a :class:`~pipeline.tasks.Task`, whatever its kind.
+
+Check the upload can happen -> load and check the files -> plan the model and its params ->
+cross-validate (one MLflow run) -> refit on every training row -> predict the test set ->
+check and write the submission atomically -> score it on held-back labels where there are any
+-> upload.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import kaggle_api, tracking
+from pipeline.config import Competition
+from pipeline.console import say
+from pipeline.data import sources
+from pipeline.tasks import for_competition
+
+
+@dataclass
+class Outcome:
+    model: str
+    params: dict
+    metric: str
+    cv_score: float
+    fold_scores: list[float]
+    run_id: str
+    scores: dict[str, float] = field(default_factory=dict)  # every model's CV score, an ensemble's too
+    scores_without_outliers: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] | None = None
+    submission: Path | None = None
+    local_score: float | None = None
+
+
+def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
+    """``data_dir``, or the default ``data/<competition>``, filled first when it has no files."""
+    if data_dir is not None:
+        return Path(data_dir)
+    default = Path("data") / comp.name
+    if not for_competition(comp).has_files(default):
+        say(f"data: {default} is empty, filling it first")
+        sources.fill(comp, default)
+    return default
+
+
+def run(
+    comp: Competition,
+    data_dir: Path,
+    *,
+    model: str | None = None,
+    params: dict | None = None,
+    output: Path | None = None,
+    upload_message: str | None = None,
+    progress: bool | None = None,
+    tuned: bool = True,
+) -> Outcome:
+    """Cross-validate, refit on all rows and, when ``output`` is given, write the submission.
+
+    With ``tuned``, a model's parameters start from its Optuna study's best trial, when one exists.
+    """
+    started = time.perf_counter()
+    uploading = upload_message is not None and output is not None
+    if uploading:
+        kaggle_api.check_upload(comp.kaggle, comp.name)
+    task = for_competition(comp)
+    data = task.load(data_dir)
+    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned)
+    for line in task.describe(data, plan):
+        say(line)
+
+    stage = "submit" if output else "train"
+    tags = {"competition": comp.name, "data_source": data.source, "git_commit": tracking.git_commit(),
+            "model": plan.model, "stage": stage, **task.tags(data, plan)}
+    with tracking.run(comp.name, f"{stage}-{plan.model}", tags=tags) as active:
+        tracking.log_params({**comp.as_params(), **task.run_params(data, plan)})
+        result = task.validate(data, plan, progress=progress)
+        fitted = task.refit(data, plan, result, progress=progress)
+        outcome = Outcome(plan.model, plan.params, plan.metric.name, result.score, result.fold_scores,
+                          active.info.run_id, result.scores, result.scores_without_outliers, result.weights)
+        predictions = task.predict(fitted, data, plan)
+        if output is not None:
+            rows = task.submission(data, plan, predictions, Path(output))
+            outcome.submission = Path(output)
+            tracking.log_artifact(output)
+            say(f"submission: {output} ({rows} rows)")
+        outcome.local_score = task.local_score(data, plan, predictions)
+        if outcome.local_score is not None:
+            tracking.log_metrics({f"local_test_{plan.metric.name}": outcome.local_score})
+        tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
+        say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
+
+    if uploading:
+        kaggle_api.upload(Path(output), comp.kaggle, upload_message)
+        say(f"uploaded {output} to {comp.kaggle}")
+    return outcome

@@ -1,0 +1,111 @@
+"""What every kind of task gives the stages: the :class:`Task` protocol, a :class:`Plan` and a :class:`CVResult`.
+
+The stages (``pipeline.stages``, ``pipeline.tune``) ask a task and never branch on its kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.metrics import Metric
+
+FoldCallback = Callable[[int, float], None]  # (fold, its score)
+EpochCallback = Callable[[int, dict, int], None]  # (fold, that epoch's log, the fit's planned epochs)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run fits: the task and metric, the model and each model's resolved parameters."""
+
+    task: str  # regression, binary or multiclass
+    metric: Metric
+    model: str  # a registered name, or "ensemble"
+    members: dict[str, dict]  # {model: params}, or {member: params, ...} for an ensemble
+
+    @property
+    def params(self) -> dict:
+        return self.members.get(self.model, {})
+
+
+@dataclass
+class CVResult:
+    oof: np.ndarray  # out-of-fold predictions (probabilities where the metric needs them)
+    fold_scores: list[float]
+    score: float
+    folds: np.ndarray  # the fold that held each row out; -1: never held out
+    histories: list[list[dict]] = field(default_factory=list)
+    seconds: float = 0.0
+    final: Any = None  # the unfitted model the refit trains (an ensemble with its weights)
+    scores: dict[str, float] = field(default_factory=dict)  # every model's score, an ensemble's members too
+    scores_without_outliers: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] | None = None
+
+
+class CompetitionFiles(Protocol):
+    def has_files(self, comp: Any, data_dir: Path) -> bool: ...
+
+    def load(self, comp: Any, data_dir: Path) -> Any: ...
+
+
+class FileTask:
+    """A task whose files are read by one ``pipeline.data`` module (``files``)."""
+
+    files: CompetitionFiles
+
+    def __init__(self, comp: Any):
+        self.comp = comp
+
+    def has_files(self, data_dir: Path) -> bool:
+        return self.files.has_files(self.comp, data_dir)
+
+    def load(self, data_dir: Path) -> Any:
+        return self.files.load(self.comp, data_dir)
+
+
+class Task(Protocol):
+    """One kind of competition (tabular, image): everything the stages need to know about it."""
+
+    registry_kind: str  # the kind of its models in ``models.registry``
+    progress_unit: str  # how tuning reports a trial: "fold" (running mean) or "epoch" (held-out score)
+
+    def has_files(self, data_dir: Path) -> bool: ...
+
+    def load(self, data_dir: Path) -> Any:
+        """The competition's files, read and checked; ``.source`` says where they came from."""
+
+    def plan(self, data: Any, *, model: str | None = None, cli_params: dict | None = None,
+             tuned: bool = True, study_params: dict | None = None) -> Plan: ...
+
+    def untuned_params(self, plan: Plan) -> dict:
+        """What ``submit`` fits when nothing is tuned: the first trial of a study."""
+
+    def describe(self, data: Any, plan: Plan) -> list[str]:
+        """Lines printed before any work."""
+
+    def tags(self, data: Any, plan: Plan) -> dict[str, str]: ...
+
+    def run_params(self, data: Any, plan: Plan) -> dict[str, Any]: ...
+
+    def cross_validate(self, data: Any, plan: Plan, *, on_fold: FoldCallback | None = None,
+                       on_epoch: EpochCallback | None = None, for_tuning: bool = False,
+                       progress: bool | None = False) -> CVResult:
+        """Out-of-fold scores, nothing logged: what tuning optimises."""
+
+    def validate(self, data: Any, plan: Plan, *, progress: bool | None) -> CVResult:
+        """``cross_validate``, printed and logged to the active run."""
+
+    def refit(self, data: Any, plan: Plan, result: CVResult, *, progress: bool | None) -> Any:
+        """The final model, fit on every training row and logged."""
+
+    def predict(self, fitted: Any, data: Any, plan: Plan) -> Any: ...
+
+    def submission(self, data: Any, plan: Plan, predictions: Any, path: Path) -> int:
+        """Check and write the submission; returns its row count."""
+
+    def local_score(self, data: Any, plan: Plan, predictions: Any) -> float | None:
+        """The score on held-back test labels, where the data has them (bundled data)."""

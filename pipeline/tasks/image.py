@@ -1,0 +1,348 @@
+"""Image competitions (``kind = "image"`` in the config).
+
+``python -m pipeline submit --competition digit-recognizer`` runs this task: the images are read
+by ``pipeline.data.images`` (uint8 28×28), a registered vision model is trained by
+``models.image.ImageClassifier``, and everything goes to one MLflow run, as for tabular
+competitions.
+
+Layout
+    The config's ``layout`` names the files (``pipeline/images.py``). When its files are not in
+    the data folder but those of the other Fashion-MNIST layout are (CSV ``fashion-mnist_*.csv``
+    or IDX ``*-ubyte[.gz]``), that layout is used and the run says so; ``--layout`` picks one
+    explicitly (it is still the only one read).
+
+Validation
+    ``[cv] holdout = f`` holds out a stratified, seeded fraction ``f`` of the training images
+    once; otherwise ``[cv] folds`` stratified folds. Every epoch of every fit is scored on its
+    held-out images (accuracy and loss, logged as MLflow step metrics), and the validation score
+    is the accuracy over all held-out images (``cv_accuracy``).
+
+Refit
+    The model that predicts the test images is then trained again, from scratch, on every
+    training image with the same parameters: the held-out images are data too, and the epoch
+    count and schedule were fixed in advance. With ``early_stopping_patience`` the refit instead
+    trains for the epoch count that validation found best (the median over folds), since it has
+    no held-out images to stop on.
+
+Artifacts
+    ``confusion_matrix.png`` and ``misclassified.png`` (the held-out images the model got wrong
+    with the highest confidence), the same two for the test images when their labels are known
+    (``*_test.png``), ``model.pt`` (the refit model's ``state_dict()``: weights, classes and
+    pixel statistics, readable with ``torch.load(weights_only=True)``), ``model.json`` (the
+    architecture and parameters to rebuild it with), the held-out predictions and the
+    submission. See :func:`load_logged_model`.
+
+CPU threads
+    torch runs each op on one thread per core. These nets' ops are small, and on a CPU that is
+    busy with other work the threads wait for each other: on a loaded 2-core machine
+    ``OMP_NUM_THREADS=1 make submit COMPETITION=digit-recognizer`` took 34 s where the default
+    took 102 s (``OMP_WAIT_POLICY=PASSIVE`` recovers part of it). On an idle machine or a GPU
+    the defaults are right.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from models.image import ImageClassifier
+from models.training import pick_device
+from pipeline import params, plots, submission, tracking
+from pipeline.config import Competition
+from pipeline.console import say
+from pipeline.data import images as files
+from pipeline.data.images import Images
+from pipeline.errors import UserError
+from pipeline.metrics import get as get_metric
+from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
+
+DEFAULT_MODEL = "lenet_bn"
+TARGET_COLUMN = "Label"  # the submission's prediction column when there is no sample to copy
+WORST_SHOWN = 32  # images in a misclassified grid
+CHOICES = {  # ImageClassifier parameters with a fixed set of values
+    "optimizer": ("adamw", "adam", "sgd"),
+    "schedule": ("onecycle", "cosine", "constant"),
+    "augment": (False, None, True, "shift", "fashion"),
+}
+
+
+def classifier_params(values: dict) -> dict:
+    """``values`` checked against ``ImageClassifier``'s keyword arguments."""
+    allowed = set(inspect.signature(ImageClassifier).parameters) - {"arch"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        hint = " (the model is --model)" if "arch" in unknown else ""
+        raise UserError(f"unknown image model parameter {unknown[0]!r}{hint}; known: {', '.join(sorted(allowed))}")
+    for key, choices in CHOICES.items():
+        if key in values and values[key] not in choices:
+            raise UserError(f"image model parameter {key}={values[key]!r}: use one of "
+                            + ", ".join(repr(c) for c in choices))
+    for key in ("epochs", "batch_size"):
+        if key in values and (not isinstance(values[key], int) or values[key] < 1):
+            raise UserError(f"image model parameter {key}={values[key]!r}: must be a positive whole number")
+    for key in ("lr",):
+        if key in values and (not isinstance(values[key], int | float) or values[key] <= 0):
+            raise UserError(f"image model parameter {key}={values[key]!r}: must be a positive number")
+    return dict(values)
+
+
+def classifier_defaults() -> dict:
+    """``ImageClassifier``'s own parameter defaults (the architecture aside)."""
+    return {k: p.default for k, p in inspect.signature(ImageClassifier).parameters.items() if k != "arch"}
+
+
+def make_classifier(model: str, values: dict) -> ImageClassifier:
+    return ImageClassifier(arch=model, **classifier_params(values))
+
+
+def splits(comp: Competition, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) row indices: one stratified holdout, or stratified k folds."""
+    counts = np.bincount(y)
+    rarest = int(counts[counts > 0].min())
+    rows = np.arange(len(y))
+    if comp.cv.holdout is not None:
+        held = round(comp.cv.holdout * len(y))
+        if held < len(np.unique(y)) or len(y) - held < len(np.unique(y)):
+            raise UserError(f"[cv] holdout = {comp.cv.holdout} of {len(y)} images leaves too few to hold out "
+                            "one image of every class")
+        stratify = y if rarest >= 2 else None
+        train, held_out = train_test_split(rows, test_size=held, random_state=comp.cv.seed, stratify=stratify)
+        return [(np.sort(train), np.sort(held_out))]
+    if rarest < comp.cv.folds:
+        raise UserError(f"[cv] folds = {comp.cv.folds}, but a class has only {rarest} training images")
+    return list(StratifiedKFold(comp.cv.folds, shuffle=True, random_state=comp.cv.seed).split(rows, y))
+
+
+def refit_params(values: dict, result: CVResult) -> dict:
+    """The refit's params: as validated, but with early stopping the best epoch count instead."""
+    if values.get("early_stopping_patience") is None:
+        return values
+    best = [int(np.argmin([log["val_loss"] for log in history])) + 1 for history in result.histories if history]
+    return {**values, "epochs": int(np.median(best)) if best else values.get("epochs", 15),
+            "early_stopping_patience": None}
+
+
+class ImageTask(FileTask):
+    files = files
+    registry_kind = "vision"
+    progress_unit = "epoch"
+
+    def load(self, data_dir: Path) -> Images:
+        self._metric()  # a wrong task or metric is refused before the files are read
+        return super().load(data_dir)
+
+    def _metric(self):
+        comp = self.comp
+        if comp.task not in (None, "multiclass"):
+            raise UserError(f"{comp.name}: image competitions are multiclass, not {comp.task}")
+        metric = get_metric(comp.metric or "accuracy")
+        if metric.name != "accuracy":
+            raise UserError(f"{comp.name}: image competitions are scored by accuracy, not {metric.name}")
+        return metric
+
+    def plan(self, data: Images, *, model: str | None = None, cli_params: dict | None = None,
+             tuned: bool = True, study_params: dict | None = None) -> Plan:
+        name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
+        values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params))
+        return Plan("multiclass", self._metric(), name, {name: values})
+
+    def untuned_params(self, plan: Plan) -> dict:
+        return {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
+
+    def _scheme(self) -> str:
+        return f"holdout {self.comp.cv.holdout:g}" if self.comp.cv.holdout is not None else f"{self.comp.cv.folds}-fold"
+
+    def _device(self, plan: Plan) -> torch.device:
+        return pick_device(make_classifier(plan.model, plan.params).device)
+
+    def describe(self, data: Images, plan: Plan) -> list[str]:
+        note = "" if data.layout == self.comp.layout else f" (the files present; the config names {self.comp.layout})"
+        return [f"data: {data.source}, layout {data.layout}{note}: {len(data.data.X_train)} train images, "
+                f"{len(data.data.X_test)} test images",
+                f"model: {plan.model} {plan.params or ''}".rstrip()
+                + f", validation: {self._scheme()}, device: {self._device(plan)}"]
+
+    def tags(self, data: Images, plan: Plan) -> dict[str, str]:
+        device = self._device(plan)
+        tags = {"device": str(device), "layout": data.layout}
+        if device.type == "cuda":
+            tags["device_name"] = torch.cuda.get_device_name(device)
+        return tags
+
+    def run_params(self, data: Images, plan: Plan) -> dict:
+        final = make_classifier(plan.model, plan.params)
+        return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "layout": data.layout,
+                "validation": self._scheme(),
+                **{f"params.{k}": v for k, v in final.get_params().items() if k != "arch"}}
+
+    def cross_validate(self, data: Images, plan: Plan, *, on_fold: FoldCallback | None = None,
+                       on_epoch: EpochCallback | None = None, for_tuning: bool = False,
+                       progress: bool | None = False) -> CVResult:
+        """Train on each split's training rows, scoring every epoch on its held-out rows.
+
+        ``on_epoch(fold, log, epochs)`` sees each epoch's log (``train_loss``, ``val_accuracy``,
+        ``lr``, ``examples_per_sec``, ...) and may raise to stop, as an Optuna pruner does.
+        """
+        X, y = data.data.X_train, data.data.y_train
+        started = time.perf_counter()
+        classes = np.unique(y)
+        proba = np.full((len(y), len(classes)), np.nan, dtype=np.float32)
+        fold_of_row = np.full(len(y), -1)
+        scores, histories = [], []
+        for k, (train_idx, held_idx) in enumerate(splits(self.comp, y)):
+            clf = make_classifier(plan.model, plan.params)
+            hook = (lambda log, k=k, epochs=clf.epochs: on_epoch(k, log, epochs)) if on_epoch else None
+            clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook)
+            fold_proba = clf.predict_proba(X[held_idx])
+            if not np.isfinite(fold_proba).all():
+                raise UserError(f"model {plan.model!r} produced NaN predictions (training diverged: lower lr?)")
+            # Classes missing from a fold's training rows get probability 0.
+            proba[held_idx] = 0.0
+            proba[np.ix_(held_idx, np.searchsorted(classes, clf.classes_))] = fold_proba
+            fold_of_row[held_idx] = k
+            scores.append(float((classes[fold_proba.argmax(axis=1)] == y[held_idx]).mean()))
+            histories.append(clf.history_)
+            if on_fold:
+                on_fold(k, scores[-1])
+        held = fold_of_row >= 0
+        score = float((classes[proba[held].argmax(axis=1)] == y[held]).mean())
+        return CVResult(proba, scores, score, fold_of_row, histories, time.perf_counter() - started,
+                        scores={plan.model: score})
+
+    def validate(self, data: Images, plan: Plan, *, progress: bool | None) -> CVResult:
+        show = sys.stdout.isatty() if progress is None else progress
+        holdout = self.comp.cv.holdout is not None
+        metric = plan.metric
+
+        def on_epoch(k: int, entry: dict, epochs: int) -> None:
+            _log_epoch("" if holdout else f"fold{k}_", entry, epochs, "holdout" if holdout else f"fold {k}", show)
+
+        result = self.cross_validate(data, plan, on_epoch=on_epoch)
+        many = len(result.fold_scores) > 1
+        tracking.log_metrics({f"cv_{metric.name}": result.score, "validation_seconds": result.seconds,
+                              **({f"fold{k}_{metric.name}": s for k, s in enumerate(result.fold_scores)}
+                                 if many else {})})
+        held = np.flatnonzero(result.folds >= 0)
+        say(f"validation {metric.name}: {result.score:.5f}" + (
+            f" (folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})" if many else
+            f" on {len(held)} held-out images") + f" in {result.seconds:.1f} s")
+        _log_held_out(data, result)
+        return result
+
+    def refit(self, data: Images, plan: Plan, result: CVResult, *, progress: bool | None) -> ImageClassifier:
+        images = data.data
+        values = refit_params(plan.params, result)
+        final = make_classifier(plan.model, values)
+        started = time.perf_counter()
+        show = sys.stdout.isatty() if progress is None else progress
+        final.fit(images.X_train, images.y_train,
+                  on_epoch=lambda entry: _log_epoch("refit_", entry, final.epochs, "refit", show))
+        seconds = time.perf_counter() - started
+        tracking.log_metrics({"refit_seconds": seconds})
+        say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s")
+        _log_model(final, plan.model, values, in_channels=1 if images.X_train.ndim == 3 else images.X_train.shape[1])
+        return final
+
+    def predict(self, fitted: ImageClassifier, data: Images, plan: Plan) -> pd.DataFrame:
+        """One row per test image: its predicted class, and the probability of each class."""
+        proba = fitted.predict_proba(data.data.X_test)
+        if not np.isfinite(proba).all():
+            raise UserError(f"model {plan.model!r} produced NaN or infinite test predictions")
+        frame = pd.DataFrame(proba, columns=[str(c) for c in fitted.classes_])
+        frame.insert(0, "predicted", fitted.classes_[proba.argmax(axis=1)])
+        return frame
+
+    def submission(self, data: Images, plan: Plan, predictions: pd.DataFrame, path: Path) -> int:
+        comp = self.comp
+        ids = pd.Series(data.data.test_ids, name=comp.id)
+        sample = data.sample
+        if sample is None:
+            sample = pd.DataFrame({comp.id: ids.to_numpy(), TARGET_COLUMN: 0})
+            say(f"no {comp.sample_submission_file} in the data folder: writing {comp.id},{TARGET_COLUMN}")
+        elif comp.id not in sample.columns:
+            raise UserError(f"{comp.sample_submission_file} has no {comp.id!r} column "
+                            f"(it has {', '.join(sample.columns)})")
+        elif set(sample[comp.id]) != set(ids) or len(sample) != len(ids):
+            raise UserError(f"{comp.sample_submission_file} lists {len(sample)} ids, not {comp.id} 1..{len(ids)} "
+                            "of the test images")
+        frame = submission.finalize(sample, ids, predictions["predicted"].to_numpy(), id_column=comp.id,
+                                    positive=False, labels=True, path=path)
+        return len(frame)
+
+    def local_score(self, data: Images, plan: Plan, predictions: pd.DataFrame) -> float | None:
+        images = data.data
+        if images.y_test is None:
+            return None
+        predicted = predictions["predicted"].to_numpy()
+        score = float((predicted == images.y_test).mean())
+        where = "held-back labels of " + data.source if data.layout == "digit-recognizer" \
+            else "the dataset's labelled test set"
+        say(f"local test {plan.metric.name}: {score:.5f} ({where})")
+        proba = predictions.drop(columns="predicted").to_numpy()
+        classes = predictions.columns[1:].astype(int).to_numpy()
+        _log_figures(images.X_test, images.y_test, proba, classes, "test",
+                     f"test images: {plan.metric.name} {score:.4f}")
+        return score
+
+
+def _log_epoch(prefix: str, entry: dict, epochs: int, stage: str, show: bool) -> None:
+    """One epoch as MLflow step metrics (live), printed when ``show``."""
+    tracking.log_curves(prefix, [entry])
+    if show:
+        parts = [f"loss {entry['train_loss']:.4f}"]
+        if "val_accuracy" in entry:
+            parts.append(f"val accuracy {entry['val_accuracy']:.4f}")
+        parts += [f"lr {entry['lr']:.2e}", f"{entry['examples_per_sec']:,.0f} images/s"]
+        say(f"  {stage} epoch {entry['epoch'] + 1}/{epochs}: " + ", ".join(parts))
+
+
+def _log_held_out(data: Images, result: CVResult) -> None:
+    images = data.data
+    held = np.flatnonzero(result.folds >= 0)
+    classes = np.unique(images.y_train)
+    proba = result.oof[held]
+    tracking.log_frame(pd.DataFrame({"row": held, "fold": result.folds[held], "actual": images.y_train[held],
+                                     "predicted": classes[proba.argmax(axis=1)], "confidence": proba.max(axis=1)}),
+                       "validation_predictions.csv")
+    _log_figures(images.X_train[held], images.y_train[held], proba, classes, "",
+                 f"held-out images: accuracy {result.score:.4f}")
+
+
+def _log_figures(images: np.ndarray, actual: np.ndarray, proba: np.ndarray, classes: np.ndarray,
+                 suffix: str, title: str) -> None:
+    predicted = classes[proba.argmax(axis=1)]
+    end = f"_{suffix}" if suffix else ""
+    tracking.log_figure(plots.confusion_matrix(actual, predicted, classes, title=title), f"confusion_matrix{end}.png")
+    tracking.log_figure(plots.misclassified_grid(images, actual, predicted, proba.max(axis=1), n=WORST_SHOWN,
+                                                 title=f"{title}: the most confident mistakes"),
+                        f"misclassified{end}.png")
+
+
+def _log_model(clf: ImageClassifier, model: str, values: dict, *, in_channels: int) -> None:
+    """``model.pt`` (the state_dict) and ``model.json`` (how to rebuild it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.pt"
+        state = clf.state_dict()
+        state["model"] = {k: v.detach().cpu() for k, v in state["model"].items()}  # loads on any machine
+        torch.save(state, weights)
+        tracking.log_artifact(weights)
+    described = {"arch": model, "params": values, "classes": clf.classes_.tolist(), "in_channels": in_channels}
+    tracking.log_json(described, "model.json")
+
+
+def load_logged_model(folder: Path, device: str = "cpu") -> ImageClassifier:
+    """The ``ImageClassifier`` from a run's downloaded ``model.pt`` and ``model.json``."""
+    folder = Path(folder)
+    described = json.loads((folder / "model.json").read_text())
+    clf = make_classifier(described["arch"], {**described["params"], "device": device})
+    state = torch.load(folder / "model.pt", weights_only=True, map_location=device)
+    return clf.load_state_dict(state, in_channels=described.get("in_channels", 1))

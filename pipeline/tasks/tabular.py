@@ -1,0 +1,211 @@
+"""Tabular competitions: train.csv, test.csv and sample_submission.csv.
+
+k-fold cross-validation with the config's features fit inside each training fold
+(``pipeline.tasks.kfold``); an ensemble's members share each fold's features, and their weights
+are cross-fitted on the members' out-of-fold predictions. An ensemble writes one MLflow child run
+per member. The refit is one ``Pipeline(features, model)`` on every training row, logged as
+``pipeline.joblib``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.rules import RowRule
+from models import ensemble as ensembles
+from models.training import pick_device
+from pipeline import params, plots, submission, tracking
+from pipeline.config import Competition
+from pipeline.console import say
+from pipeline.data import tabular as files
+from pipeline.data.tabular import TabularData
+from pipeline.errors import UserError
+from pipeline.metrics import Metric, infer_metric, infer_task
+from pipeline.metrics import get as get_metric
+from pipeline.tasks import kfold
+from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
+
+DEFAULT_MODELS = {"regression": "ridge", "binary": "hist_gbm_classifier", "multiclass": "hist_gbm_classifier"}
+
+
+class TabularTask(FileTask):
+    files = files
+    registry_kind = "tabular"
+    progress_unit = "fold"
+
+    def load(self, data_dir: Path) -> TabularData:
+        data = super().load(data_dir)
+        if self.comp.outliers is not None:
+            try:
+                RowRule.parse(self.comp.outliers).check_columns(data.train.columns)
+            except ValueError as exc:
+                raise UserError(f"{self.comp.name}: outliers: {exc} ({self.comp.train_file})") from None
+        return data
+
+    def _task_and_metric(self, data: TabularData) -> tuple[str, Metric]:
+        comp = self.comp
+        task = comp.task or infer_task(data.train[comp.target])
+        sample_targets = [c for c in data.sample.columns if c != comp.id]
+        sample_column = data.sample[sample_targets[0]] if sample_targets else None
+        return task, get_metric(comp.metric or infer_metric(task, sample_column))
+
+    def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,
+             tuned: bool = True, study_params: dict | None = None) -> Plan:
+        task, metric = self._task_and_metric(data)
+        name = params.choose_model(self.comp, self.registry_kind, task, DEFAULT_MODELS[task], model)
+        members = params.members(self.comp, name, tuned=tuned, study=study_params, cli=cli_params)
+        return Plan(task, metric, name, members)
+
+    def untuned_params(self, plan: Plan) -> dict:
+        return params.config_params(self.comp, plan.model)
+
+    def describe(self, data: TabularData, plan: Plan) -> list[str]:
+        model = plan.model + (f" of {', '.join(plan.members)}" if plan.model == params.ENSEMBLE
+                              else f" {plan.params or ''}".rstrip())
+        return [f"data: {data.source} ({len(data.train)} train rows, {len(data.test)} test rows)",
+                f"task: {plan.task}, metric: {plan.metric.name}, model: {model}"]
+
+    def tags(self, data: TabularData, plan: Plan) -> dict[str, str]:
+        return {"device": str(pick_device())}
+
+    def run_params(self, data: TabularData, plan: Plan) -> dict:
+        return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name,
+                **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in p.items()}}
+
+    def _xy(self, data: TabularData) -> tuple[pd.DataFrame, pd.Series]:
+        return data.train.drop(columns=[self.comp.target, self.comp.id]), data.train[self.comp.target]
+
+    def cross_validate(self, data: TabularData, plan: Plan, *, on_fold: FoldCallback | None = None,
+                       on_epoch: EpochCallback | None = None, for_tuning: bool = False,
+                       progress: bool | None = False) -> CVResult:
+        """A single model's CV; ``for_tuning`` scores without the config's outlier rows, which the
+        training folds leave out too: two mispriced houses would otherwise steer every study."""
+        if plan.model == params.ENSEMBLE:
+            raise UserError("an ensemble is cross-validated through its members")
+        X, y = self._xy(data)
+        scored = ~kfold.outlier_mask(self.comp, X, y) if for_tuning else None
+        return kfold.cross_validate_many(self.comp, X, y, task=plan.task, metric=plan.metric, models=plan.members,
+                                         on_fold=on_fold, on_epoch=on_epoch, progress=progress,
+                                         scored_rows=scored)[plan.model]
+
+    def validate(self, data: TabularData, plan: Plan, *, progress: bool | None) -> CVResult:
+        comp, metric = self.comp, plan.metric
+        X, y = self._xy(data)
+        results = kfold.cross_validate_many(comp, X, y, task=plan.task, metric=metric, models=plan.members,
+                                            progress=progress)
+        outliers = kfold.outlier_mask(comp, X, y)
+        scores, without = {}, {}
+        for name, result in results.items():
+            scores[name], without[name] = result.score, _without(result, y, outliers, metric)
+            if len(results) > 1:
+                say(f"  {name}: cv {metric.name} {result.score:.5f}"
+                    + (f" ({without[name]:.5f} without outlier rows)" if comp.outliers else ""))
+        if plan.model == params.ENSEMBLE:
+            for name, result in results.items():
+                with tracking.child_run(name, tags={"model": name, "parent_model": plan.model}):
+                    tracking.log_params({f"params.{k}": v for k, v in plan.members[name].items()})
+                    self._log_result(result, metric, data, name)
+            result = _combine(comp, results, plan.members, y, metric, ~outliers)
+            scores[plan.model], without[plan.model] = result.score, _without(result, y, outliers, metric)
+            tracking.log_json(result.weights, "ensemble_weights.json")
+            tracking.log_params({f"weight.{name}": round(w, 4) for name, w in result.weights.items()})
+        else:
+            result = results[plan.model]
+            result.final = kfold.create_model(plan.model, plan.params)
+        result.scores, result.scores_without_outliers = scores, without
+        self._log_result(result, metric, data, plan.model)
+        if len(scores) > 1:
+            tracking.log_figure(plots.model_comparison(scores, metric.name), "model_comparison.png")
+        say(f"cv {metric.name}: {result.score:.5f} (folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})")
+        if comp.outliers:
+            say(f"cv {metric.name} without the outlier rows: {without[plan.model]:.5f}")
+        return result
+
+    def refit(self, data: TabularData, plan: Plan, result: CVResult, *, progress: bool | None = None):
+        X, y = self._xy(data)
+        estimator = kfold.fit_all(self.comp, X, y, result.final)
+        tracking.log_pickle(estimator, "pipeline.joblib")
+        return estimator
+
+    def predict(self, fitted, data: TabularData, plan: Plan) -> np.ndarray:
+        predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), plan.metric)
+        submission.check_finite(predictions, plan.model, "test")
+        return predictions
+
+    def submission(self, data: TabularData, plan: Plan, predictions: np.ndarray, path: Path) -> int:
+        frame = submission.finalize(
+            data.sample, data.test[self.comp.id], predictions,
+            id_column=self.comp.id, positive=self.comp.target_transform == "log", path=path,
+            labels=plan.task != "regression" and not plan.metric.needs_proba,
+        )
+        return len(frame)
+
+    def local_score(self, data: TabularData, plan: Plan, predictions: np.ndarray) -> float | None:
+        if data.test_labels is None:
+            return None
+        metric = plan.metric
+        ids = data.test[self.comp.id]
+        joined = data.test_labels.merge(pd.DataFrame({self.comp.id: ids.to_numpy(), "_predicted": predictions}),
+                                        on=self.comp.id)
+        score = metric.score(joined[self.comp.target].to_numpy(), joined["_predicted"].to_numpy())
+        say(f"local test {metric.name}: {score:.5f} (held-back labels of {data.source})")
+        return score
+
+    def _log_result(self, result: CVResult, metric: Metric, data: TabularData, name: str) -> None:
+        comp = self.comp
+        y, ids = data.train[comp.target], data.train[comp.id]
+        tracking.log_metrics({f"cv_{metric.name}": result.score,
+                              f"cv_{metric.name}_std": float(np.std(result.fold_scores)),
+                              **{f"fold{k}_{metric.name}": s for k, s in enumerate(result.fold_scores)}})
+        for k, history in enumerate(result.histories):
+            if history:
+                tracking.log_curves(f"fold{k}_", history)
+        oof = result.oof if result.oof.ndim == 1 else result.oof.argmax(axis=1)
+        tracking.log_frame(pd.DataFrame({ids.name: ids.to_numpy(), "actual": y.to_numpy(), "oof_prediction": oof}),
+                           "oof_predictions.csv")
+        if pd.api.types.is_numeric_dtype(y) and result.oof.ndim == 1 and not metric.needs_proba:
+            log = comp.target_transform == "log"
+            title = f"{name}: out-of-fold {metric.name} {result.score:.4f}"
+            tracking.log_figure(plots.predicted_vs_actual(y.to_numpy(), result.oof, log=log, title=title),
+                                "predicted_vs_actual.png")
+            tracking.log_figure(plots.residuals(y.to_numpy(), result.oof, log=log, title=title), "residuals.png")
+
+
+def _without(result: CVResult, y: pd.Series, outliers: np.ndarray, metric: Metric) -> float:
+    if outliers.any() and result.oof.ndim == 1:
+        return metric.score(y.to_numpy()[~outliers], result.oof[~outliers])
+    return result.score
+
+
+def _combine(comp: Competition, results: dict[str, CVResult], members: dict[str, dict], y: pd.Series,
+             metric: Metric, fit_rows: np.ndarray) -> CVResult:
+    """Blend or stack the members' OOF predictions; pick the method that cross-fits better.
+
+    Like the members, the weights never learn from the outlier rows, and the method is chosen
+    by its score without them; the reported scores include them.
+    """
+    forward, inverse = kfold.TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v, lambda v: v))
+    names = list(results)
+    predictions = np.column_stack([forward(results[name].oof) for name in names])
+    target, folds = forward(y.to_numpy()), results[names[0]].folds
+    methods = list(ensembles.METHODS) if comp.ensemble.method == "best" else [comp.ensemble.method]
+    candidates, selection = {}, {}  # selection: scored without the outlier rows, as the weights are fit
+    for method in methods:
+        oof = inverse(ensembles.cross_fit(predictions, target, folds, method, fit_rows))
+        fold_scores = [metric.score(y.to_numpy()[folds == k], oof[folds == k]) for k in np.unique(folds)]
+        candidates[method] = CVResult(oof, fold_scores, metric.score(y.to_numpy(), oof), folds)
+        selection[method] = metric.score(y.to_numpy()[fit_rows], oof[fit_rows])
+        say(f"  ensemble {method}: cv {metric.name} {candidates[method].score:.5f}"
+            + (f" ({selection[method]:.5f} without outlier rows)" if not fit_rows.all() else ""))
+    better = max if metric.greater_is_better else min
+    method = better(candidates, key=selection.get)
+    weights, intercept = ensembles.METHODS[method](predictions[fit_rows], target[fit_rows])
+    say(f"  ensemble uses {method}: " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)))
+    tracking.log_params({"ensemble.method_used": method, "ensemble.intercept": round(intercept, 6)})
+    result = candidates[method]
+    result.weights = {name: float(w) for name, w in zip(names, weights, strict=True)}
+    result.final = kfold.build_ensemble(comp, members, result.weights, intercept)
+    return result
