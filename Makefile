@@ -7,7 +7,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_CPU_VERSION ?= 2.13.0
 
-COMPETITION ?= house-prices
+# COMPETITION: a config in pipeline/competitions/; empty: the DATA_DIR folder's name when TARGET/ID are
+# given or a config has that name, else house-prices. TARGET, ID, METRIC: a competition without config.
+COMPETITION ?=
+TARGET ?=
+ID ?=
+METRIC ?=
 DATA_DIR ?=
 OUTPUT ?= submission.csv
 MODEL ?=
@@ -22,17 +27,32 @@ STORAGE ?=
 DASHBOARD_PORT ?= 8080
 BUDGET ?=
 BENCH_ARGS ?=
+MODEL_URI ?=
+INPUT ?=
+RUNS ?=
+SERVE_PORT ?= 5001
+NPROC ?= 1
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?=
+MASTER_PORT ?= 29500
+RESUME ?=
 
-COMMON = --competition $(COMPETITION) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
 PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
+# Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
+DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
-.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images
+.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images predict blend serve
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: COMPETITION=$(COMPETITION) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
+	@echo "  variables: COMPETITION=$(or $(COMPETITION),<DATA_DIR's name or house-prices>) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
+	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
+	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
 	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIMEOUT=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
@@ -51,10 +71,21 @@ data: $(VENV)/.installed ## fill DATA_DIR: Kaggle download with credentials, els
 	$(PY) -m pipeline data $(COMMON)
 
 train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
-	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS)
+	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS)
 
 submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
-	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
+	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
+
+REUSE_ARGS = $(if $(MODEL_URI),--model "$(MODEL_URI)") $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+predict: $(VENV)/.installed ## score INPUT (default: the test file) with MODEL_URI (default models:/<competition>@champion), write OUTPUT
+	$(PY) -m pipeline predict $(REUSE_ARGS) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)
+
+blend: $(VENV)/.installed ## combine finished runs RUNS="<run id> <run id> ..." by their out-of-fold predictions, write OUTPUT
+	$(PY) -m pipeline blend $(RUNS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)
+
+serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001): POST rows as JSON to /invocations
+	$(PY) -m pipeline serve $(REUSE_ARGS) --port $(SERVE_PORT)
 
 ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
 	$(PY) -m pipeline ui --port $(PORT)

@@ -11,7 +11,9 @@ schedule, bf16 and channels-last on CUDA. The reference is the loop of d2l's ``t
 ``loss.item()``/``float()`` metrics, the same optimizer at a constant learning rate.
 Throughput counts training steps only; both evaluate on the test images after training.
 Every run is a fresh process, so that no loop inherits another's allocator state or warm caches.
-On a CPU a third line runs the reference with the glibc setting our trainer makes
+Two more lines run ours checkpointing every epoch (the milliseconds a save takes, and its share
+of an epoch) and ours on two processes under torchrun (DDP; ``--no-scaling`` skips both).
+On a CPU a further line runs the reference with the glibc setting our trainer makes
 (``models.training.keep_freed_memory_on_cpu``), to show what the loop itself is worth.
 On a CPU shared with other work, ``--threads 1 --repeats 3`` gives steadier numbers: two
 intra-op threads stall whenever another process holds one of the cores.
@@ -29,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import registry  # noqa: E402
+from models import distributed, registry  # noqa: E402
 from models.image import ImageClassifier  # noqa: E402
 from models.training import (  # noqa: E402
     TrainConfig,
@@ -86,11 +90,17 @@ def run_ours(args, X_train, y_train, X_test, y_test) -> dict[str, float]:
         seed=args.seed,
         compile=args.compile,
     )
-    clf.fit(X_train, y_train)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        clf.fit(X_train, y_train, checkpoint=Path(tmp) / "run.pt" if args.loop == "ours+checkpoint" else None)
+        seconds = time.perf_counter() - started
+        size = (Path(tmp) / "run.pt").stat().st_size if args.loop == "ours+checkpoint" else 0
     # Every epoch trains the same number of examples, so the overall rate is the harmonic mean.
     rate = len(clf.history_) / sum(1 / log["examples_per_sec"] for log in clf.history_)
     accuracy = float((clf.predict(X_test) == y_test).mean())
-    return {"examples_per_sec": rate, "accuracy": accuracy}
+    saves = [log["checkpoint_seconds"] for log in clf.history_ if "checkpoint_seconds" in log]
+    return {"examples_per_sec": rate, "accuracy": accuracy, "epoch_seconds": seconds / len(clf.history_),
+            "checkpoint_seconds": float(np.mean(saves)) if saves else 0.0, "checkpoint_bytes": size}
 
 
 def run_reference(args, X_train, y_train, X_test, y_test) -> dict[str, float]:
@@ -145,6 +155,8 @@ def warm_up(device: torch.device) -> None:
 
 LOOPS = {
     "ours": "ours ({schedule}, ImageClassifier)",
+    "ours+checkpoint": "ours, checkpointing every epoch",
+    "ours-nproc2": "ours, NPROC=2 (torchrun, DDP)",
     "reference": "reference (d2l loop, constant lr)",
     "reference+allocator": "reference, with our CPU allocator setting",
 }
@@ -159,9 +171,10 @@ def run_one(args) -> dict[str, float]:
     warm_up(pick_device(args.device))
     if args.loop == "reference+allocator":
         keep_freed_memory_on_cpu()  # ours sets it inside fit(); the plain reference never does
-    run = run_ours if args.loop == "ours" else run_reference
+    run = run_ours if args.loop.startswith("ours") else run_reference
     started = time.perf_counter()
-    result = run(args, X_train, y_train, X_test, y_test)
+    with distributed.process_group():  # NPROC=2: this is one of torchrun's two processes
+        result = run(args, X_train, y_train, X_test, y_test)
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -184,11 +197,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs; best counts")
     parser.add_argument("--threads", type=int, help="CPU threads for both loops (torch's default)")
+    parser.add_argument("--no-scaling", action="store_true",
+                        help="skip the NPROC=2 and the checkpointing runs of ours")
     parser.add_argument("--loop", choices=list(LOOPS), help=argparse.SUPPRESS)  # one child run
     args = parser.parse_args()
 
     if args.loop:
-        print(RESULT_PREFIX + json.dumps(run_one(args)))
+        result = run_one(args)
+        if os.environ.get("RANK", "0") == "0":
+            print(RESULT_PREFIX + json.dumps(result))
         return
 
     device = pick_device(args.device)
@@ -208,6 +225,10 @@ def main() -> None:
     loops = dict(LOOPS)
     if device.type != "cpu":
         del loops["reference+allocator"]  # the allocator setting is for CPU memory only
+        del loops["ours-nproc2"]  # two processes on one GPU measure nothing useful
+    if args.no_scaling:
+        del loops["ours+checkpoint"]
+        loops.pop("ours-nproc2", None)
     # Each run is a fresh process, so no loop inherits another's allocator state, caches or
     # warm-up. On a shared machine background load swings throughput; with --repeats the loops
     # alternate and each keeps its fastest run (training is seeded, so accuracy never changes).
@@ -215,6 +236,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for loop in loops:
             command = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--loop", loop]
+            if loop == "ours-nproc2":  # the same command on two processes, one thread each
+                command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode != 0:
                 sys.exit(f"the {loop} run failed (exit {child.returncode}):\n{child.stderr[-3000:]}")
@@ -234,6 +257,15 @@ def main() -> None:
     if "reference+allocator" in results:
         same_allocator = ours / results["reference+allocator"]["examples_per_sec"]
         print(f"  against the reference with our allocator setting: {same_allocator:.2f}x")
+    if "ours+checkpoint" in results:
+        r = results["ours+checkpoint"]
+        print(f"checkpoint every epoch: {1000 * r['checkpoint_seconds']:.1f} ms a save "
+              f"({r['checkpoint_bytes'] / 1e6:.2f} MB), {100 * r['checkpoint_seconds'] / r['epoch_seconds']:.1f}% "
+              f"of an epoch of {r['epoch_seconds']:.2f} s")
+    if "ours-nproc2" in results:
+        two = results["ours-nproc2"]["examples_per_sec"]
+        print(f"NPROC=2 / NPROC=1: {two / ours:.2f}x (each process batch {args.batch_size}, one thread; "
+              f"effective batch {2 * args.batch_size}, lr x sqrt(2) for adam/adamw, x 2 for sgd)")
     if args.augment != "none":
         print(f"  ours also augments every batch ({args.augment}), the reference does not: "
               "--augment none compares equal work")

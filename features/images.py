@@ -52,6 +52,49 @@ def pixel_mean_std(X: torch.Tensor) -> tuple[float, float]:
     return float(scaled.mean()), float(scaled.std())
 
 
+class BatchPreparer:
+    """``prepare(batch, train)``: uint8 batch → float32 ``(x / 255 - mean) / std``.
+
+    With ``train=True`` and ``augment`` set to a key of ``AUGMENTATIONS``, each image is shifted
+    by up to ``pad`` pixels (padded with black), maybe mirrored, and maybe has a rectangle erased
+    to the mean. ``resize`` upsamples bilinearly to ``resize``×``resize`` after augmentation.
+    The augmentation draws from one generator per device, seeded ``seed``; ``state_dict()`` and
+    ``load_state_dict()`` save and restore them, so that a resumed run draws what it would have.
+    """
+
+    def __init__(self, *, mean: float, std: float, resize: int | None = None,
+                 augment: str | None = None, seed: int = 0):
+        self.mean, self.std, self.resize, self.seed = mean, std, resize, seed
+        self.options = AUGMENTATIONS[augment] if augment else None
+        self.generators: dict[torch.device, torch.Generator] = {}
+        self._restored: dict[str, torch.Tensor] = {}
+        self.scale, self.shift = 1 / (255 * std), -mean / std
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self.generators:
+            generator = torch.Generator(device).manual_seed(self.seed)
+            if str(device) in self._restored:
+                generator.set_state(self._restored.pop(str(device)))
+            self.generators[device] = generator
+        return self.generators[device]
+
+    def __call__(self, batch: torch.Tensor, train: bool) -> torch.Tensor:
+        x = batch.float().mul_(self.scale).add_(self.shift)  # one new tensor, normalised in place
+        if train and self.options is not None:
+            x = augment_batch(x, self._generator(batch.device), background=-self.mean / self.std,
+                              **self.options)
+        if self.resize is not None and self.resize != x.shape[-1]:
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        return x
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self._restored, **{str(d): g.get_state() for d, g in self.generators.items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generators.clear()
+        self._restored = dict(state)
+
+
 def make_prepare(
     *,
     mean: float,
@@ -59,29 +102,9 @@ def make_prepare(
     resize: int | None = None,
     augment: str | None = None,
     seed: int = 0,
-) -> Prepare:
-    """``prepare(batch, train)``: uint8 batch → float32 ``(x / 255 - mean) / std``.
-
-    With ``train=True`` and ``augment`` set to a key of ``AUGMENTATIONS``, each image is shifted
-    by up to ``pad`` pixels (padded with black), maybe mirrored, and maybe has a rectangle erased
-    to the mean. ``resize`` upsamples bilinearly to ``resize``×``resize`` after augmentation.
-    """
-    options = AUGMENTATIONS[augment] if augment else None
-    generators: dict[torch.device, torch.Generator] = {}
-
-    scale, shift = 1 / (255 * std), -mean / std
-
-    def prepare(batch: torch.Tensor, train: bool) -> torch.Tensor:
-        x = batch.float().mul_(scale).add_(shift)  # one new tensor, normalised in place
-        if train and options is not None:
-            if batch.device not in generators:
-                generators[batch.device] = torch.Generator(batch.device).manual_seed(seed)
-            x = augment_batch(x, generators[batch.device], background=-mean / std, **options)
-        if resize is not None and resize != x.shape[-1]:
-            x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False)
-        return x
-
-    return prepare
+) -> BatchPreparer:
+    """The ``prepare(batch, train)`` of :class:`BatchPreparer`."""
+    return BatchPreparer(mean=mean, std=std, resize=resize, augment=augment, seed=seed)
 
 
 def augment_batch(

@@ -6,6 +6,8 @@ The training images stay on the device as uint8 (Fashion-MNIST's 60 000 images a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -13,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from features.images import make_prepare, pixel_mean_std, to_image_batch
-from models import registry
+from models import distributed, registry
 from models.training import (
     EpochCallback,
     TrainConfig,
@@ -74,8 +76,13 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.compile = compile
         self.arch_params = arch_params
 
-    def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None):
-        """Train from scratch; ``on_epoch`` sees each ``history_`` entry and may raise to stop."""
+    def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None,
+            checkpoint: str | os.PathLike | None = None):
+        """Train from scratch; ``on_epoch`` sees each ``history_`` entry and may raise to stop.
+
+        ``checkpoint``: a file saved every epoch and continued from when it exists
+        (``models.training.fit``). Under ``torchrun`` every rank calls this with the same data.
+        """
         images, y = to_image_batch(X), np.asarray(y)
         if len(images) != len(y) or len(y) == 0:
             raise ValueError(f"{len(images)} images, {len(y)} labels: need as many, at least one")
@@ -112,6 +119,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             y_val=y_val_t,
             val_metric=count_correct,
             on_epoch=record,
+            checkpoint=checkpoint,
         )
         return self
 
@@ -172,7 +180,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             std=self.pixel_std_,
             resize=(self.arch_params or {}).get("resize"),
             augment=augment,
-            seed=self.seed,
+            seed=self.seed + 7919 * distributed.rank(),  # each rank its own draws
         )
 
     def _class_indices(self, y) -> np.ndarray:

@@ -1,1 +1,5 @@
 """Stages and orchestration: CLI, config, ingest, validation, k-fold, tuning, submission, MLflow."""
+
+# The process's thread policy, first: it sets how OpenMP threads wait before torch or
+# scikit-learn loads OpenMP (models/threads.py).
+import models.threads  # noqa: F401

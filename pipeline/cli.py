@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from models import registry
+from models import distributed, registry
 from models.vision import parameter_count
-from pipeline import config, stages, studies, tracking, tune
+from pipeline import config, reuse, stages, studies, tracking, tune
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
@@ -47,8 +50,9 @@ def _positive(kind):
 
 
 def _competition_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--competition", "-c", default=os.environ.get("COMPETITION", "house-prices"),
-                        help="competition name (a file in pipeline/competitions/)")
+    parser.add_argument("--competition", "-c", default=os.environ.get("COMPETITION") or None,
+                        help="competition name: its config in pipeline/competitions/ when there is one "
+                             "(default: the --data-dir folder's name, else house-prices)")
     parser.add_argument("--data-dir", type=Path, help="folder with the competition files (default data/<competition>)")
     parser.add_argument("--config", type=Path, help="a competition TOML file outside the package")
     parser.add_argument("--target", help="target column (for a competition without a config file)")
@@ -62,6 +66,44 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", dest="model", help="registered model name (python -m pipeline models)")
     parser.add_argument("--param", "-p", dest="params", action="append", type=_param, default=[],
                         metavar="KEY=VALUE", help="model parameter, repeatable")
+
+
+def _distributed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="continue from the checkpoints a killed run of the same config left (default); "
+                             "--no-resume starts again")
+    env = os.environ.get
+    parser.add_argument("--nproc", type=_positive(int), default=int(env("NPROC") or 1),
+                        help="processes on this machine (torchrun, DistributedDataParallel): image stages only")
+    parser.add_argument("--nnodes", type=_positive(int), default=int(env("NNODES") or 1), help="machines")
+    parser.add_argument("--node-rank", type=int, default=int(env("NODE_RANK") or 0), help="this machine's rank")
+    parser.add_argument("--master-addr", default=env("MASTER_ADDR"), help="address of the machine of rank 0")
+    parser.add_argument("--master-port", type=int, default=int(env("MASTER_PORT") or 29500))
+
+
+LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def torchrun_command(args, argv: list[str]) -> list[str]:
+    """``python -m torch.distributed.run ... -m pipeline ARGV``: this command on ``--nproc``
+    processes per machine (one machine: ``--standalone``; several: rendezvous at ``--master-addr``)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc)]
+    if args.nnodes > 1:
+        if not args.master_addr:
+            raise UserError("--nnodes needs --master-addr (MASTER_ADDR): the address of the machine of node rank 0")
+        command += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
+                    "--master_addr", args.master_addr, "--master_port", str(args.master_port)]
+    else:
+        command.append("--standalone")
+    # The ranks get the command without these (torchrun would take --nproc for one of its own).
+    rest, args_left = [], iter(argv)
+    for arg in args_left:
+        if arg.split("=", 1)[0] in LAUNCH_OPTIONS:
+            if "=" not in arg:
+                next(args_left, None)  # its value
+            continue
+        rest.append(arg)
+    return [*command, "-m", "pipeline", *rest]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--params", dest="params_from", choices=("best", "default"), default="best",
                            help="best: start from the Optuna study's best trial when one exists (default); "
                                 "default: the config's and the model's own params")
+        _distributed_options(stage)
+        stage.add_argument("--register", action=argparse.BooleanOptionalAction, default=name == "submit",
+                           help="register the run's model under the competition's name (default: submit only)")
         if name == "submit":
             stage.add_argument("--output", "-o", type=Path, default=Path("submission.csv"), help="submission file")
             stage.add_argument("--upload", action="store_true", help="upload to Kaggle after writing")
@@ -108,12 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     ui = stages.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
+    reuse.add_parsers(stages)  # predict, blend, serve
     return parser
 
 
 def _load_competition(args) -> config.Competition:
     overrides = {key: getattr(args, key) for key in ("task", "metric", "layout")}
-    return config.load(args.competition, config_file=args.config, target=args.target, id_column=args.id_column,
+    name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
+                                   columns_given=bool(args.target or args.id_column))
+    return config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
                        **overrides)
 
 
@@ -133,16 +181,19 @@ def _stage_data(args) -> None:
 
 def _stage_train(args, output: Path | None) -> None:
     comp = _load_competition(args)
-    stages.run(
-        comp,
-        stages.filled_data_dir(comp, _data_dir(args)),
-        model=args.model,
-        params=dict(args.params),
-        output=output,
-        upload_message=args.message if getattr(args, "upload", False) else None,
-        progress=args.progress,
-        tuned=args.params_from == "best",
-    )
+    with distributed.process_group():  # under torchrun: join the other ranks (a no-op otherwise)
+        stages.run(
+            comp,
+            stages.filled_data_dir(comp, _data_dir(args)),
+            model=args.model,
+            params=dict(args.params),
+            output=output,
+            upload_message=args.message if getattr(args, "upload", False) else None,
+            progress=args.progress,
+            tuned=args.params_from == "best",
+            resume=args.resume,
+            register=args.register,
+        )
 
 
 def _stage_tune(args) -> None:
@@ -179,13 +230,40 @@ STAGES = {
     "dashboard": _stage_dashboard,
     "models": _stage_models,
     "ui": _stage_ui,
+    **reuse.STAGES,
 }
 
 
+@contextmanager
+def _sigterm_raises_terminated() -> Iterator[None]:
+    """SIGTERM anywhere in a stage raises ``tracking.Terminated`` (exit 143), inside an MLflow run
+    or not (``tracking.run`` installs the same for its run, and puts this one back after)."""
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while stopping: no more waiting
+        raise tracking.Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        STAGES[args.stage](args)
+        if getattr(args, "nproc", 1) * getattr(args, "nnodes", 1) > 1 and not distributed.launched():
+            command = torchrun_command(args, argv)  # the same command, once per process
+            sys.stdout.flush()
+            os.execv(command[0], command)
+        with _sigterm_raises_terminated():
+            STAGES[args.stage](args)
     except UserError as exc:
         if args.debug:
             raise

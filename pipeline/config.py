@@ -17,6 +17,7 @@ from features.rules import RowRule
 from pipeline.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "competitions"
+DEFAULT_COMPETITION = "house-prices"  # `make submit` with nothing else: the bundled house-price run
 TASKS = ("regression", "binary", "multiclass")
 TARGET_TRANSFORMS = (None, "log")
 
@@ -59,6 +60,12 @@ class Competition:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
+    text: tuple[str, ...] = ()  # free text: length and word-count features (features/roles.py)
+    date: tuple[str, ...] = ()  # dates and timestamps: year, month, day of week, hour, elapsed days
+    high_cardinality: tuple[str, ...] = ()  # many-level categories: frequency and target encoding
+    # Guess the roles of ordinary columns too (number codes as categories, constants and id
+    # sequences dropped): on for a competition without a config file, off unless set in one.
+    infer_roles: bool = False
     # Rows dropped from training folds only: a rule (features.rules), given as text or as
     # [[outliers]] tables of column, op, value; kept as its canonical text.
     outliers: str | None = None
@@ -85,9 +92,10 @@ class Competition:
 _SECTIONS = {"files", "columns", "cv", "model", "features", "ensemble"}
 _TOP_KEYS = {f.name for f in dataclasses.fields(Competition)} - {
     "train_file", "test_file", "sample_submission_file", "categorical", "numeric", "drop", "cv", "model", "features", "ensemble",
+    "text", "date", "high_cardinality", "infer_roles",
 }
 _FILE_KEYS = {"train": "train_file", "test": "test_file", "sample_submission": "sample_submission_file"}
-_COLUMN_KEYS = {"categorical", "numeric", "drop"}
+_COLUMN_KEYS = {"categorical", "numeric", "drop", "text", "date", "high_cardinality", "infer"}
 
 
 def available() -> list[str]:
@@ -125,7 +133,8 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
         comp = Competition(
             **top,
             **{_FILE_KEYS[k]: v for k, v in files.items()},
-            **{k: tuple(v) for k, v in columns.items()},
+            **{k: tuple(v) for k, v in columns.items() if k != "infer"},
+            **({"infer_roles": columns["infer"]} if "infer" in columns else {}),
             features=raw.get("features", {}),
             cv=CVConfig(**cv),
             model=ModelConfig(**model),
@@ -143,6 +152,8 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: task {comp.task!r} is not one of {', '.join(TASKS)}")
     if comp.target_transform not in TARGET_TRANSFORMS:
         raise UserError(f"{source}: target_transform {comp.target_transform!r} is not 'log' or absent")
+    if not isinstance(comp.infer_roles, bool):
+        raise UserError(f"{source}: [columns] infer must be true or false")
     if comp.kind not in ("tabular", "image"):
         raise UserError(f"{source}: kind {comp.kind!r} is not 'tabular' or 'image'")
     if not isinstance(comp.cv.folds, int) or comp.cv.folds < 2:
@@ -156,6 +167,26 @@ def check(comp: Competition, source: str) -> None:
             make_feature_steps(comp.features)
         except ValueError as exc:
             raise UserError(f"{source} [features]: {exc}") from None
+
+
+def competition_name(given: str | None, *, data_dir: Path | None = None, config_file: Path | None = None,
+                     columns_given: bool = False) -> str:
+    """The competition's name: the one given, else the config file's, else the data folder's when
+    a config has that name or when ``--target``/``--id`` are given (``columns_given``: a competition
+    without a config file), else the bundled default, house prices.
+
+    Never another competition's: ``--data-dir titanic/ --target Survived`` is ``titanic``, not
+    house prices with its target replaced.
+    """
+    if given:
+        return given
+    if config_file is not None:
+        return Path(config_file).stem
+    if data_dir is not None:
+        folder = Path(data_dir).resolve().name
+        if columns_given or folder in available():
+            return folder
+    return DEFAULT_COMPETITION
 
 
 def load(
@@ -179,7 +210,7 @@ def load(
     elif config_file is not None:
         raise UserError(f"config file not found: {config_file}")
     elif target and id_column:
-        raw = {"name": name}
+        raw = {"name": name, "columns": {"infer": True}}
     else:
         raise UserError(
             f"no config for competition {name!r} (known: {', '.join(available())}); "

@@ -11,6 +11,7 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,3 +84,15 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def git_commit() -> str:
+    """The short commit of this checkout, or "unknown" (a run's ``git_commit`` tag)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent,
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"

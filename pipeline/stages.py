@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import kaggle_api, tracking
+from models import distributed
+from pipeline import kaggle_api, models_io, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import sources
+from pipeline.data.files import check_writable
+from pipeline.errors import UserError
 from pipeline.tasks import for_competition
 
 
@@ -32,6 +35,7 @@ class Outcome:
     weights: dict[str, float] | None = None
     submission: Path | None = None
     local_score: float | None = None
+    model_version: str | None = None  # its version of the registered model named after the competition
 
 
 def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
@@ -41,7 +45,9 @@ def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
     default = Path("data") / comp.name
     if not for_competition(comp).has_files(default):
         say(f"data: {default} is empty, filling it first")
-        sources.fill(comp, default)
+        if distributed.is_main():  # under torchrun, one rank writes and the others wait for it
+            sources.fill(comp, default)
+        distributed.barrier()
     return default
 
 
@@ -55,16 +61,27 @@ def run(
     upload_message: str | None = None,
     progress: bool | None = None,
     tuned: bool = True,
+    resume: bool = True,
+    register: bool | None = None,
 ) -> Outcome:
     """Cross-validate, refit on all rows and, when ``output`` is given, write the submission.
 
     With ``tuned``, a model's parameters start from its Optuna study's best trial, when one exists.
+    With ``resume``, training continues from the checkpoints a killed run of the same config left.
+    Under ``torchrun`` every rank trains (each its share); rank 0 alone logs, predicts and writes.
+    With ``register`` (default: when there is an ``output``), the run's logged model becomes a new
+    version of the registered model named after the competition (``models_io.register``).
     """
     started = time.perf_counter()
     uploading = upload_message is not None and output is not None
     if uploading:
         kaggle_api.check_upload(comp.kaggle, comp.name)
+    if output is not None:
+        check_writable(Path(output))
     task = for_competition(comp)
+    task.resume = resume
+    if distributed.world_size() > 1 and not task.distributed:
+        raise UserError(f"{comp.name}: only image competitions run on several processes (NPROC=1 here)")
     data = task.load(data_dir)
     plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned)
     for line in task.describe(data, plan):
@@ -79,6 +96,8 @@ def run(
         fitted = task.refit(data, plan, result, progress=progress)
         outcome = Outcome(plan.model, plan.params, plan.metric.name, result.score, result.fold_scores,
                           active.info.run_id, result.scores, result.scores_without_outliers, result.weights)
+        if not distributed.is_main():  # the other ranks only train
+            return outcome
         predictions = task.predict(fitted, data, plan)
         if output is not None:
             rows = task.submission(data, plan, predictions, Path(output))
@@ -88,6 +107,8 @@ def run(
         outcome.local_score = task.local_score(data, plan, predictions)
         if outcome.local_score is not None:
             tracking.log_metrics({f"local_test_{plan.metric.name}": outcome.local_score})
+        if register if register is not None else output is not None:  # submit registers by default
+            outcome.model_version = models_io.register(comp, active.info.run_id, plan.metric, result.score)
         tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
         say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 

@@ -1,4 +1,9 @@
-"""Submission: shape predictions like ``sample_submission.csv``, check them, write atomically."""
+"""Submission: shape predictions like ``sample_submission.csv``, check them, write atomically.
+
+The sample says the form: one column of values, labels or P(positive class); one probability
+column per class, named by the class (``Class_1``) or by ``<target>_<class>`` (``Status_CL``);
+or, for a ranking metric (MAP@k), the k most probable labels of each row, space-separated.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,62 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.tabular import category_label
 from pipeline.data.files import write_csv_atomic
 from pipeline.errors import UserError
+from pipeline.metrics import Metric, top_k_labels
+
+
+def sample_targets(sample: pd.DataFrame, id_column: str) -> list[str]:
+    return [c for c in sample.columns if c != id_column]
+
+
+def wants_probabilities(sample: pd.DataFrame, id_column: str, metric: Metric) -> bool:
+    """Predict probabilities (else labels or values): for a probability metric, a ranking one, or
+    a sample with one column per class, whatever the metric."""
+    return metric.needs_proba or metric.top_k is not None or len(sample_targets(sample, id_column)) > 1
+
+
+def class_columns(columns: list[str], classes, target: str | None) -> list[int]:
+    """For each sample column, the index of its class: the column is the class's name, or
+    ``<target>_<class>``. Every column must name a class and every class have a column."""
+    index = {category_label(c): i for i, c in enumerate(classes)}
+    found = []
+    for column in columns:
+        name = str(column)
+        if name not in index and target and name.startswith(f"{target}_"):
+            name = name[len(target) + 1:]
+        if name not in index:
+            shown = ", ".join(list(index)[:10])
+            raise UserError(f"sample submission column {column!r} names no class of the target (classes: {shown})")
+        found.append(index[name])
+    missing = sorted(set(index) - {category_label(classes[i]) for i in found})
+    if missing:
+        raise UserError(f"sample submission has no column for the class(es) {', '.join(missing[:5])}")
+    return found
 
 
 def build(
-    sample: pd.DataFrame, test_ids: pd.Series, predictions: np.ndarray, id_column: str, *, labels: bool
+    sample: pd.DataFrame, test_ids: pd.Series, predictions: np.ndarray, id_column: str, *, labels: bool,
+    classes=None, target: str | None = None, top_k: int | None = None,
 ) -> pd.DataFrame:
-    """One row per sample id, in the sample's order; predicted labels take the sample's dtype."""
-    targets = [c for c in sample.columns if c != id_column]
+    """One row per sample id, in the sample's order; predicted labels take the sample's dtype.
+
+    ``predictions`` with one column per class (``classes`` order) become the sample's class
+    columns, or with ``top_k`` each row's k most probable labels.
+    """
+    targets = sample_targets(sample, id_column)
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 2:
+        if classes is None or len(classes) != predictions.shape[1]:
+            raise UserError("class probabilities need the classes they belong to")
+        rows = pd.DataFrame(predictions, index=test_ids.to_numpy()).reindex(sample[id_column].to_numpy())
+        if top_k is not None and len(targets) == 1:
+            ranked = top_k_labels(rows.to_numpy(), [category_label(c) for c in classes], top_k)
+            return pd.DataFrame({id_column: sample[id_column].to_numpy(), targets[0]: [" ".join(r) for r in ranked]})
+        found = class_columns(targets, classes, target)
+        return pd.DataFrame({id_column: sample[id_column].to_numpy(),
+                             **{column: rows[i].to_numpy() for column, i in zip(targets, found, strict=True)}})
     if len(targets) != 1:
         raise UserError(f"sample submission must have one target column besides {id_column!r}, has {targets}")
     target = targets[0]
@@ -62,8 +114,12 @@ def finalize(
     positive: bool,
     labels: bool,
     path: Path,
+    classes=None,
+    target: str | None = None,
+    top_k: int | None = None,
 ) -> pd.DataFrame:
-    submission = build(sample, test_ids, predictions, id_column, labels=labels)
+    submission = build(sample, test_ids, predictions, id_column, labels=labels, classes=classes, target=target,
+                       top_k=top_k)
     check_submission(submission, sample, id_column=id_column, positive=positive)
     write_csv_atomic(submission, path)
     return submission

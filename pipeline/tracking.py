@@ -15,27 +15,29 @@ lost race to create an experiment is settled by reading the winner's.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import joblib
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 
 from pipeline import processes
 from pipeline.errors import UserError
 
+git_commit = processes.git_commit  # the run tag; it lives with the other process facts
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -53,6 +55,19 @@ class Terminated(KeyboardInterrupt):
     A KeyboardInterrupt, so that whatever stops cleanly on Ctrl-C stops on SIGTERM too; the CLI
     tells them apart to exit 143 rather than 130.
     """
+
+
+def is_main_process() -> bool:
+    """False on every ``torchrun`` rank but 0 (``RANK``): only rank 0 writes MLflow."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _rank_zero_only(function):
+    """Under ``torchrun`` the other ranks train beside rank 0 and log nothing: a no-op there."""
+    return functools.wraps(function)(lambda *args, **kw: function(*args, **kw) if is_main_process() else None)
+
+
+_NO_RUN = SimpleNamespace(info=SimpleNamespace(run_id="", experiment_id="", run_name=""))  # other ranks' run
 
 
 def tracking_uri() -> str:
@@ -134,17 +149,6 @@ def _experiment_id(name: str) -> str:
         return found.experiment_id
 
 
-def git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent,
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 def close_dead_runs(experiment_id: str) -> list[str]:
     """End KILLED every RUNNING run of the experiment whose process (its ``process`` tag, or the
     older ``tune.process``) is gone from this host. Returns their run ids."""
@@ -179,7 +183,11 @@ def run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Start a run (or a child run of the active one) and close it with a status that tells what
     happened: FINISHED; FAILED on an exception; KILLED on KeyboardInterrupt, re-raised, or on
-    SIGTERM (top-level runs in the main thread), raised as ``Terminated``."""
+    SIGTERM (top-level runs in the main thread), raised as ``Terminated``. Under ``torchrun`` only
+    rank 0 starts one (the others get a stand-in with an empty ``info.run_id``, and log nothing)."""
+    if not is_main_process():
+        yield _NO_RUN
+        return
     experiment_id = _experiment_id(experiment)
     installed, previous = False, None
     if not nested:
@@ -273,14 +281,17 @@ def ui_command(port: int, workers: int) -> list[str]:
     return command
 
 
+@_rank_zero_only
 def log_params(params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: str(v)[:PARAM_LIMIT] for k, v in params.items()})
 
 
+@_rank_zero_only
 def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
 
 
+@_rank_zero_only
 def log_curves(prefix: str, history: list[dict[str, float]]) -> None:
     """Per-epoch curves as step metrics, sent in batches (one round trip, not one per point)."""
     metrics = [
@@ -292,19 +303,29 @@ def log_curves(prefix: str, history: list[dict[str, float]]) -> None:
     MlflowClient().log_batch(active_run_id(), metrics=metrics)  # the client splits it at MLflow's limits
 
 
+@_rank_zero_only
 def log_artifact(path: str | os.PathLike) -> None:
     """A file (or a folder's files) into the active run's artifacts, under its own name."""
     mlflow.log_artifact(str(path))
 
 
+@_rank_zero_only
+def log_artifact_under(path: str | os.PathLike, artifact_path: str) -> None:
+    """A file into the active run's artifacts as ``artifact_path/<its name>``."""
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+@_rank_zero_only
 def log_text(text: str, name: str) -> None:
     mlflow.log_text(text, name)
 
 
+@_rank_zero_only
 def log_json(obj: Any, name: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, default=str), name)
 
 
+@_rank_zero_only
 def log_frame(frame, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
@@ -312,15 +333,9 @@ def log_frame(frame, name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
+@_rank_zero_only
 def log_figure(figure, name: str) -> None:
     mlflow.log_figure(figure, name)
-
-
-def log_pickle(obj: Any, name: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        joblib.dump(obj, path)
-        mlflow.log_artifact(str(path))
 
 
 @contextmanager
@@ -331,3 +346,38 @@ def child_run(suffix: str, *, tags: Mapping[str, str] = {}) -> Iterator[mlflow.A
     experiment = mlflow.get_experiment(parent.info.experiment_id).name
     with run(experiment, f"{parent.info.run_name}-{suffix}", tags={**inherited, **tags}, nested=True) as child:
         yield child
+
+
+MODEL = "model"  # a run's MLflow model: runs:/<run id>/model
+
+
+def log_model(model, inputs: list[dict], output, *, loader_module: str | None = None, **options: Any) -> None:
+    """The active run's model, signature ``inputs`` (column specs) -> ``output``: a scikit-learn estimator
+    (cloudpickle: skops is 18x bigger, 80x slower), or a folder that ``loader_module._load_pyfunc`` reads."""
+    inputs = mlflow.types.Schema.from_json(json.dumps(inputs))
+    options.update(name=MODEL, signature=ModelSignature(inputs, infer_signature(None, output).outputs))
+    if loader_module is None:
+        return mlflow.sklearn.log_model(model, serialization_format="cloudpickle", **options)
+    mlflow.pyfunc.log_model(loader_module=loader_module, data_path=str(model), **options)
+
+
+def load_model(uri: str, dest: Path | None = None):
+    """The pyfunc model at ``uri`` (copied into ``dest``): ``.predict(frame)``, ``.metadata``."""
+    try:
+        return mlflow.pyfunc.load_model(uri, dst_path=dest and str(dest))  # sink-ok: the user's own run's model
+    except (MlflowException, OSError) as exc:
+        raise UserError(f"no model at {uri}: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def register_model(uri: str, name: str, tags: Mapping[str, str], alias: str, moves: Callable) -> tuple[str, str]:
+    """``uri`` as a new version of model ``name`` with ``tags``, the active run tagged with it; ``alias``
+    moves to it if ``moves(tags of the version on it, or None)``. Returns (version, alias's version)."""
+    client, version = _client(), str(mlflow.register_model(uri, name, tags=tags).version)
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        current = None
+    if moved := moves(current and current.tags):
+        client.set_registered_model_alias(name, alias, version)
+    mlflow.set_tags({"registered_model": name, "registered_model_version": version})
+    return version, version if moved else str(current.version)

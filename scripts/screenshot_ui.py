@@ -2,11 +2,13 @@
 
     .venv/bin/python scripts/screenshot_ui.py                 # the default `make submit` (minutes)
     .venv/bin/python scripts/screenshot_ui.py --quick         # a 5-fold ridge run (seconds)
+    .venv/bin/python scripts/screenshot_ui.py --quick --model-page --out docs/mlflow-model.png
 
 Makes a run in a temporary folder with its own MLflow store (the bundled data), starts
 ``python -m pipeline ui`` on a free port, opens the run's artifact view on ``--artifact`` with
 headless Chromium (Debian: ``apt-get install chromium``), saves the PNG (without the assistant
-side panel) and stops the server.
+side panel) and stops the server. With ``--model-page`` it opens the page of the registered
+model version the run made (``house-prices`` at ``@champion``: its schema, source run and tags).
 Not part of ``make test``: it needs Chromium.
 """
 
@@ -70,6 +72,12 @@ def newest_run(base: str, experiment: str) -> tuple[str, str]:
     return experiment_id, run_id
 
 
+def champion_version(base: str, name: str) -> str:
+    query = f"{base}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion"
+    with urllib.request.urlopen(query, timeout=30) as response:
+        return json.loads(response.read())["model_version"]["version"]
+
+
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
@@ -127,6 +135,7 @@ def main() -> None:
     parser.add_argument("--size", default="1720,900", help="window size, WIDTH,HEIGHT (before the crop)")
     parser.add_argument("--budget-ms", type=int, default=20000, help="Chromium's virtual-time budget")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--model-page", action="store_true", help="the registered model version's page instead")
     args = parser.parse_args()
     chromium()  # fail before the run when there is no browser
 
@@ -148,6 +157,8 @@ def main() -> None:
         # MLflow 3 opens in its GenAI view; workflowType picks the "Model training" one.
         url = (f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{args.artifact}"
                "?workflowType=machine_learning")
+        if args.model_page:
+            url = f"{base}/#/models/house-prices/versions/{champion_version(base, 'house-prices')}"
         print(f"screenshot of {url}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         screenshot(url, args.out, work / "chromium-profile", args.size, args.budget_ms)

@@ -9,8 +9,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,21 @@ FAKE_USERNAME = "dummy-user-4f1c9a"
 FAKE_KEY = "dummy-key-8b2e77d0c3"
 _ISOLATED_VARS = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR",
                   "DATA_DIR", "COMPETITION")
+
+
+# --- markers --------------------------------------------------------------------------------
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests run only where torch sees a CUDA GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false)")
+        for item in marked:
+            item.add_marker(skip)
 
 
 # --- MLflow ---------------------------------------------------------------------------------
@@ -309,3 +327,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# --- servers started by tests -----------------------------------------------------------------
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group (make, mlflow, uvicorn), SIGKILL after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; wait for the rest of the group (uvicorn's worker) too.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

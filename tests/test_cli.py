@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,7 +125,7 @@ def test_run_artifacts(bundled_submit):
 
     folder, *_, runs = bundled_submit
     run = runs[0]
-    assert {"oof_predictions.csv", "predicted_vs_actual.png", "pipeline.joblib", "submission.csv"} <= artifact_names(run)
+    assert {"oof_predictions.csv", "predicted_vs_actual.png", "submission.csv"} <= artifact_names(run)
     dl = folder / "dl-artifacts"
     logged_submission = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="submission.csv", dst_path=str(dl))
@@ -134,12 +133,11 @@ def test_run_artifacts(bundled_submit):
     png = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predicted_vs_actual.png",
                                               dst_path=str(dl))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    # The logged pipeline is the one that made the submission.
-    estimator = joblib.load(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="pipeline.joblib", dst_path=str(dl)))
+    # The logged model is the one that made the submission, and takes the test file's raw rows.
+    estimator = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
     test = pd.read_csv(folder / "data" / "test.csv")
     submission = pd.read_csv(folder / "submission.csv").set_index("Id")
-    predicted = estimator.predict(test.drop(columns=["Id"]))
+    predicted = estimator.predict(test)
     np.testing.assert_allclose(predicted, submission.loc[test["Id"], "SalePrice"].to_numpy(), rtol=1e-9)
 
 

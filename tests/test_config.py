@@ -73,7 +73,8 @@ def test_as_params_flattens_every_setting_to_strings():
     [
         ('name = "c"\ntarget = "y"\nid = "k"\ncv = 3\n', r"\[cv\] must be a table"),
         ('name = "c"\ntarget = "y"\nid = "k"\n[files]\nvalid = "v.csv"\n', "unknown key 'valid'"),
-        ('name = "c"\ntarget = "y"\nid = "k"\n[columns]\ntext = ["a"]\n', "unknown key 'text'"),
+        ('name = "c"\ntarget = "y"\nid = "k"\n[columns]\nordinal = ["a"]\n', "unknown key 'ordinal'"),
+        ('name = "c"\ntarget = "y"\nid = "k"\n[columns]\ninfer = "yes"\n', "infer must be true or false"),
         ('name = "c"\ntarget = "y"\nid = "k"\ntarget_transform = "sqrt"\n', "target_transform"),
         ('name = "c"\ntarget = "y"\nid = "k"\nkind = "audio"\n', "kind 'audio'"),
         ('name = "c"\ntarget = "y"\nid = "k"\n[cv]\nholdout = 1.5\n', "holdout"),
@@ -130,7 +131,7 @@ def test_log_rmse_needs_positive_values():
     with pytest.raises(UserError):
         metrics.get("log_rmse").score(np.array([1.0]), np.array([0.0]))
     with pytest.raises(UserError, match="unknown metric"):
-        metrics.get("r2")
+        metrics.get("no_such_metric")
 
 
 # --- config-free competitions end to end ---------------------------------------------------------

@@ -16,12 +16,13 @@ from conftest import artifact_names, mlflow_runs, run_cli
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from models.training import pick_device
 from pipeline import config, studies, tune
 from pipeline.tasks import image as vision
 from pipeline.tune import pruners
 from pipeline.tune.pruners import SchedulePruner, schedule_step
 
-FAST = ["-p", "epochs=4"]  # the config's LeNet-BN recipe, shortened
+FAST = ["-p", "epochs=4"]  # the config's CNN recipe, shortened
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -128,16 +129,27 @@ def test_submit_writes_a_valid_submission_and_a_local_score(digits_submit):
     accuracy = float((submission["Label"] == labels["Label"]).mean())
     assert f"local test accuracy: {accuracy:.5f}" in result.out
     assert run.data.metrics["local_test_accuracy"] == pytest.approx(accuracy)
-    assert accuracy > 0.9  # four epochs of LeNet-BN already read most of these digits
+    assert accuracy > 0.9  # four epochs of the CNN already read most of these digits
+
+
+def reported_device(output: str) -> str:
+    """The device a run says it trains on (its "model: ..., device: X" line)."""
+    import re
+
+    [device] = re.findall(r", device: (\S+)$", output, flags=re.MULTILINE)
+    return device
 
 
 def test_run_tags_params_and_per_epoch_step_metrics(digits_submit):
-    *_, run = digits_submit
+    *_, result, run = digits_submit
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert run.info.status == "FINISHED"
+    device = reported_device(result.out)  # whatever this machine has: CUDA, MPS or the CPU
+    assert torch.device(device).type == pick_device().type
     assert {k: tags[k] for k in ("competition", "data_source", "device", "model", "stage", "layout")} == {
-        "competition": "digit-recognizer", "data_source": "bundled:digits", "device": "cpu",
-        "model": "lenet_bn", "stage": "submit", "layout": "digit-recognizer"}
+        "competition": "digit-recognizer", "data_source": "bundled:digits", "device": device,
+        "model": "cnn5", "stage": "submit", "layout": "digit-recognizer"}
+    assert ("device_name" in tags) == (torch.device(device).type == "cuda")
     assert tags["git_commit"]
     assert params["params.epochs"] == "4" and params["params.augment"] == "shift" and params["cv.holdout"] == "0.1"
     assert 0 < metrics["cv_accuracy"] <= 1
@@ -148,6 +160,14 @@ def test_run_tags_params_and_per_epoch_step_metrics(digits_submit):
         assert sorted(m.step for m in history) == [0, 1, 2, 3], key
     accuracy = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
     assert accuracy[3] == pytest.approx(metrics["cv_accuracy"])  # the held-out score is the last epoch's
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_the_run_trains_there_and_names_it(digits_submit):
+    *_, result, run = digits_submit
+    assert torch.device(reported_device(result.out)).type == "cuda"
+    assert run.data.tags["device"].startswith("cuda")
+    assert run.data.tags["device_name"] == torch.cuda.get_device_name()
 
 
 def test_artifacts_figures_and_weights_that_reload(digits_submit):

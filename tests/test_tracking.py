@@ -111,7 +111,6 @@ def test_artifacts_and_curves_land_beside_the_store(workdir):
     with tracking.run("exp", "artifacts") as active:
         tracking.log_frame(pd.DataFrame({"a": [1, 2]}), "frame.csv")
         tracking.log_json({"k": [1, 2]}, "info.json")
-        tracking.log_pickle({"weights": [0.5, 0.5]}, "obj.joblib")
         tracking.log_curves("fold0_", [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.0}])
         tracking.log_text("some notes", "notes.txt")
         (workdir / "weights.pt").write_bytes(b"\x00\x01")
@@ -120,8 +119,7 @@ def test_artifacts_and_curves_land_beside_the_store(workdir):
     experiment = client.get_experiment_by_name("exp")
     assert experiment.artifact_location == (workdir / "mlartifacts").resolve().as_uri()
     run_dir = workdir / "mlartifacts" / active.info.run_id / "artifacts"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["frame.csv", "info.json", "notes.txt", "obj.joblib",
-                                                         "weights.pt"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["frame.csv", "info.json", "notes.txt", "weights.pt"]
     assert (run_dir / "notes.txt").read_text() == "some notes"
     assert (run_dir / "weights.pt").read_bytes() == b"\x00\x01"
     history = client.get_metric_history(active.info.run_id, "fold0_loss")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, fast_house_prices_config, run_cli
+from conftest import REPO, fast_house_prices_config, run_cli, stop_process_group
 
 STARTUP_SECONDS = 120  # MLflow's server takes 10-30 s to answer on a busy 2-core machine
 PLOTS = ("predicted_vs_actual.png", "residuals.png")
@@ -40,27 +39,6 @@ def _ui_command(port: int) -> list[str]:
         return [sys.executable, "-m", "pipeline", "ui", "--port", str(port)]
     return [make, "--no-print-directory", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed",
             f"PY={sys.executable}", "ui", f"PORT={port}"]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group (make, mlflow, uvicorn), SIGKILL after 15 s."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; wait for the rest of the group (uvicorn's worker) too.
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
 
 
 class Server:
@@ -123,7 +101,7 @@ def server(tracked):
             time.sleep(0.5)
         yield running
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def test_ui_lists_the_competition_experiment(server):
@@ -159,7 +137,7 @@ def test_ui_serves_the_plots_and_the_submission(server, tracked):
     folder, run = tracked
     listed = server.get_json("/api/2.0/mlflow/artifacts/list", run_id=run.info.run_id)
     files = {f["path"]: f for f in listed["files"]}
-    assert {*PLOTS, "oof_predictions.csv", "submission.csv", "pipeline.joblib"} <= set(files)
+    assert {*PLOTS, "oof_predictions.csv", "submission.csv"} <= set(files)
     for name in PLOTS:
         body = server.get("/get-artifact", path=name, run_uuid=run.info.run_id)
         assert body.startswith(b"\x89PNG\r\n\x1a\n") and len(body) == files[name]["file_size"]

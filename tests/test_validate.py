@@ -143,7 +143,7 @@ BAD_ARGS = {
                                 ["bad.toml [features]", "bogus"]),
     "bad [features] value": (lambda w: ["--config", write_toml(w, HEAD + '[features.skew]\nmethod = "boxcox"\n')],
                              ["bad.toml [features]", "method", "'boxcox'"]),
-    "unknown metric": (lambda w: ["--metric", "f1"], ["unknown metric 'f1'"]),
+    "unknown metric": (lambda w: ["--metric", "gini_score"], ["unknown metric 'gini_score'"]),
 }
 
 
@@ -222,18 +222,22 @@ def test_check_submission_rejects_what_kaggle_would():
     sample = pd.DataFrame({"Id": [1, 2, 3], "SalePrice": [0.5, 0.5, 0.5]})
     good = pd.DataFrame({"Id": [3, 1, 2], "SalePrice": [1.0, 2.0, 3.0]})
     submission.check_submission(good, sample, id_column="Id", positive=True)
+    # Each bad frame breaks one rule only, and must be refused by that rule (its message): a case
+    # refused by another check would hide that its own check is gone.
+    ids = "ids are not exactly the sample's ids"
     bad = {
-        "header": good.rename(columns={"SalePrice": "price"}),
-        "rows": good.iloc[:2],
-        "ids": good.assign(Id=[1, 1, 2]),
-        "NaN": good.assign(SalePrice=[1.0, np.nan, 3.0]),
-        "inf": good.assign(SalePrice=[1.0, np.inf, 3.0]),
-        "non-positive": good.assign(SalePrice=[1.0, 0.0, 3.0]),
+        "header": (good.rename(columns={"SalePrice": "price"}), "header"),
+        "rows": (good.iloc[:2], "has 2 rows"),
+        "repeated id": (good.assign(Id=[1, 1, 2]), ids),
+        "other ids": (good.assign(Id=[3, 1, 4]), ids),  # each once, as many as the sample's: not its set
+        "NaN": (good.assign(SalePrice=[1.0, np.nan, 3.0]), "NaN or infinite"),
+        "inf": (good.assign(SalePrice=[1.0, np.inf, 3.0]), "NaN or infinite"),
+        "non-positive": (good.assign(SalePrice=[1.0, 0.0, 3.0]), "non-positive"),
     }
-    for what, frame in bad.items():
-        with pytest.raises(UserError):
+    for what, (frame, message) in bad.items():
+        with pytest.raises(UserError, match=message):
             submission.check_submission(frame, sample, id_column="Id", positive=True)
         if what != "non-positive":
-            with pytest.raises(UserError):
+            with pytest.raises(UserError, match=message):
                 submission.check_submission(frame, sample, id_column="Id", positive=False)
-    submission.check_submission(bad["non-positive"], sample, id_column="Id", positive=False)
+    submission.check_submission(bad["non-positive"][0], sample, id_column="Id", positive=False)

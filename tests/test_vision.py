@@ -23,7 +23,7 @@ VISION_MODELS = [entry.name for entry in registry.list_models(kind="vision")]
 
 def test_the_zoo_is_registered():
     assert set(VISION_MODELS) == {
-        "softmax_regression", "mlp", "lenet", "lenet_bn", "alexnet", "vgg11", "nin",
+        "softmax_regression", "mlp", "lenet", "lenet_bn", "cnn5", "alexnet", "vgg11", "nin",
         "googlenet", "resnet18", "densenet",
     }  # fmt: skip
     assert all(registry.get(name, "vision").tasks == {"multiclass"} for name in VISION_MODELS)
@@ -272,6 +272,18 @@ def test_string_labels_and_mirror_tta(digits):
     )
     clf = ImageClassifier(arch="softmax_regression", epochs=1, tta=True).fit(X, names[y])
     assert set(clf.predict(X_test)) <= set(names)
+    # Test-time augmentation averages the logits of each image and of its mirror image: the
+    # predictions cannot tell an image from its mirror, which the model alone does, and they are
+    # the softmax of the mean of the two plain log-probabilities (logits up to a constant).
+    mirrored = np.ascontiguousarray(X_test[..., ::-1])
+    with_tta = clf.predict_proba(X_test)
+    assert np.allclose(with_tta, clf.predict_proba(mirrored), atol=1e-6)
+    plain = clf.set_params(tta=False)
+    log_plain, log_mirrored = np.log(plain.predict_proba(X_test)), np.log(plain.predict_proba(mirrored))
+    assert not np.allclose(log_plain, log_mirrored, atol=1e-2)
+    expected = torch.softmax(torch.from_numpy((log_plain + log_mirrored) / 2), dim=1).numpy()
+    assert np.allclose(with_tta, expected, atol=1e-5)
+    clf.set_params(tta=True)
     with pytest.raises(ValueError, match="not seen in training"):
         clf.fit(X, names[y], X_val=X_test, y_val=np.full(len(X_test), "ten"))
 

@@ -9,6 +9,7 @@ Each registered ``space(trial)`` returns ``models.image.ImageClassifier`` keywor
 
 from models.vision import (  # noqa: F401  (imported to register)
     alexnet,
+    cnn5,
     densenet,
     googlenet,
     lenet,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import UserError
+
 SOURCE_FILE = "SOURCE"  # in a data folder: where its files came from
 
 
@@ -30,6 +32,27 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: Path, what: str = "--output") -> None:
+    """Before any work: ``path`` names a file (not a folder) that can be written, its folder
+    existing or creatable. Probes with an unnamed temporary file, so that it also holds for root
+    and for read-only file systems; writes nothing that stays."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder: name a file in it, e.g. {path / 'submission.csv'}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{what} {path} is not a regular file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{what} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 def write_frames(dest: Path, frames: dict[str, pd.DataFrame]) -> None:

@@ -12,25 +12,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Competition
+from pipeline.data import checks, csvfiles
 from pipeline.data.files import source_of
 from pipeline.errors import UserError
 
-# A text column is taken for a numeric one with junk in it when at least this share parses.
-_NUMERIC_SHARE = 0.9
-
 
 def read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"missing file: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"empty file: {path}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"unreadable CSV {path}: {str(exc).splitlines()[0]}") from None
-    if frame.empty:
-        raise UserError(f"empty file: {path} has a header but no rows")
-    return frame
+    """A CSV file, plain or compressed, in whatever encoding and separator (``csvfiles``)."""
+    return csvfiles.read(path)
 
 
 def _first_non_numeric(series: pd.Series) -> tuple[int, object] | None:
@@ -45,17 +34,14 @@ def _first_non_numeric(series: pd.Series) -> tuple[int, object] | None:
 def check_numeric_columns(
     train: pd.DataFrame, test: pd.DataFrame, names: tuple[str, str], categorical: tuple[str, ...]
 ) -> None:
-    """Text in a numeric column: a train column that is (mostly) numbers must be numbers in both files."""
+    """Text in a numeric column: a column that is (mostly) numbers in train, or in test where train
+    leaves it empty, must be numbers in both files."""
     for column in train.columns:
         if column in categorical or column not in test.columns:
             continue
         train_col, test_col = train[column], test[column]
-        train_numeric = pd.api.types.is_numeric_dtype(train_col)
-        if not train_numeric:
-            parsed = pd.to_numeric(train_col, errors="coerce")
-            present = train_col.notna().sum()
-            if present == 0 or parsed.notna().sum() < _NUMERIC_SHARE * present:
-                continue  # a genuine text column
+        if not checks.is_numeric_column(train_col, test_col):
+            continue  # a genuine text column
         for frame_name, series in zip(names, (train_col, test_col), strict=True):
             if pd.api.types.is_numeric_dtype(series):
                 continue
@@ -154,6 +140,12 @@ def load(comp: Competition, data_dir: Path) -> TabularData:
         categorical=comp.categorical,
         positive_target=comp.target_transform == "log",
     )
+    checks.check_sample(sample, comp.id, files[2], train[comp.target])
+    checks.check_rows(train, comp.cv.folds, files[0])
+    checks.check_target_varies(train[comp.target], files[0])
+    train, test = checks.align(train, test, target=comp.target, categorical=comp.categorical)
+    checks.check_finite(train, files[0])
+    checks.check_finite(test, files[1])
     source = source_of(data_dir)
     labels = None
     if source.startswith("bundled:") and (data_dir / LABELS_FILE).is_file():

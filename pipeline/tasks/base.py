@@ -56,6 +56,8 @@ class FileTask:
     """A task whose files are read by one ``pipeline.data`` module (``files``)."""
 
     files: CompetitionFiles
+    resume: bool = True  # continue from the checkpoints a killed run left, where the task has any
+    distributed: bool = False  # runs under torchrun, each rank taking its share
 
     def __init__(self, comp: Any):
         self.comp = comp
@@ -72,6 +74,8 @@ class Task(Protocol):
 
     registry_kind: str  # the kind of its models in ``models.registry``
     progress_unit: str  # how tuning reports a trial: "fold" (running mean) or "epoch" (held-out score)
+    resume: bool  # the stage sets it: continue from a killed run's checkpoints (tasks that have any)
+    distributed: bool  # whether it can run under torchrun (several processes)
 
     def has_files(self, data_dir: Path) -> bool: ...
 

@@ -54,9 +54,10 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from models import distributed
 from models.image import ImageClassifier
 from models.training import pick_device
-from pipeline import params, plots, submission, tracking
+from pipeline import checkpoints, models_io, params, plots, submission, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import images as files
@@ -65,7 +66,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
-DEFAULT_MODEL = "lenet_bn"
+DEFAULT_MODEL = "cnn5"
 TARGET_COLUMN = "Label"  # the submission's prediction column when there is no sample to copy
 WORST_SHOWN = 32  # images in a misclassified grid
 CHOICES = {  # ImageClassifier parameters with a fixed set of values
@@ -135,6 +136,8 @@ class ImageTask(FileTask):
     files = files
     registry_kind = "vision"
     progress_unit = "epoch"
+    distributed = True
+    _checkpoints: Path | None = None  # this run's checkpoint folder, from validate to refit
 
     def load(self, data_dir: Path) -> Images:
         self._metric()  # a wrong task or metric is refused before the files are read
@@ -164,6 +167,13 @@ class ImageTask(FileTask):
     def _device(self, plan: Plan) -> torch.device:
         return pick_device(make_classifier(plan.model, plan.params).device)
 
+    def _run_config(self, data: Images, plan: Plan) -> dict:
+        """What decides the training of a run: its checkpoints are reused only for the same."""
+        cv = self.comp.cv
+        return {"model": plan.model, "params": plan.params, "world_size": distributed.world_size(),
+                "cv": [cv.holdout, cv.folds, cv.seed], "device": self._device(plan).type,
+                "data": checkpoints.fingerprint(data.data.X_train, data.data.y_train)}
+
     def describe(self, data: Images, plan: Plan) -> list[str]:
         note = "" if data.layout == self.comp.layout else f" (the files present; the config names {self.comp.layout})"
         return [f"data: {data.source}, layout {data.layout}{note}: {len(data.data.X_train)} train images, "
@@ -173,7 +183,7 @@ class ImageTask(FileTask):
 
     def tags(self, data: Images, plan: Plan) -> dict[str, str]:
         device = self._device(plan)
-        tags = {"device": str(device), "layout": data.layout}
+        tags = {"device": str(device), "layout": data.layout, "world_size": str(distributed.world_size())}
         if device.type == "cuda":
             tags["device_name"] = torch.cuda.get_device_name(device)
         return tags
@@ -186,7 +196,7 @@ class ImageTask(FileTask):
 
     def cross_validate(self, data: Images, plan: Plan, *, on_fold: FoldCallback | None = None,
                        on_epoch: EpochCallback | None = None, for_tuning: bool = False,
-                       progress: bool | None = False) -> CVResult:
+                       progress: bool | None = False, checkpoints: Path | None = None) -> CVResult:
         """Train on each split's training rows, scoring every epoch on its held-out rows.
 
         ``on_epoch(fold, log, epochs)`` sees each epoch's log (``train_loss``, ``val_accuracy``,
@@ -201,7 +211,8 @@ class ImageTask(FileTask):
         for k, (train_idx, held_idx) in enumerate(splits(self.comp, y)):
             clf = make_classifier(plan.model, plan.params)
             hook = (lambda log, k=k, epochs=clf.epochs: on_epoch(k, log, epochs)) if on_epoch else None
-            clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook)
+            clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook,
+                    checkpoint=checkpoints / f"fold{k}.pt" if checkpoints else None)
             fold_proba = clf.predict_proba(X[held_idx])
             if not np.isfinite(fold_proba).all():
                 raise UserError(f"model {plan.model!r} produced NaN predictions (training diverged: lower lr?)")
@@ -226,7 +237,8 @@ class ImageTask(FileTask):
         def on_epoch(k: int, entry: dict, epochs: int) -> None:
             _log_epoch("" if holdout else f"fold{k}_", entry, epochs, "holdout" if holdout else f"fold {k}", show)
 
-        result = self.cross_validate(data, plan, on_epoch=on_epoch)
+        self._checkpoints = checkpoints.open_folder(self.comp.name, self._run_config(data, plan), resume=self.resume)
+        result = self.cross_validate(data, plan, on_epoch=on_epoch, checkpoints=self._checkpoints)
         many = len(result.fold_scores) > 1
         tracking.log_metrics({f"cv_{metric.name}": result.score, "validation_seconds": result.seconds,
                               **({f"fold{k}_{metric.name}": s for k, s in enumerate(result.fold_scores)}
@@ -245,11 +257,16 @@ class ImageTask(FileTask):
         started = time.perf_counter()
         show = sys.stdout.isatty() if progress is None else progress
         final.fit(images.X_train, images.y_train,
-                  on_epoch=lambda entry: _log_epoch("refit_", entry, final.epochs, "refit", show))
+                  on_epoch=lambda entry: _log_epoch("refit_", entry, final.epochs, "refit", show),
+                  checkpoint=self._checkpoints / "refit.pt" if self._checkpoints else None)
+        if self._checkpoints:
+            checkpoints.close_folder(self._checkpoints, "refit.pt")
         seconds = time.perf_counter() - started
         tracking.log_metrics({"refit_seconds": seconds})
         say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s")
         _log_model(final, plan.model, values, in_channels=1 if images.X_train.ndim == 3 else images.X_train.shape[1])
+        models_io.log_image(self.comp, final, plan.model, values, images.X_train, plan.metric,
+                            first_pixel=1 if data.layout == "fashion-mnist-csv" else 0)  # as its CSV files number them
         return final
 
     def predict(self, fitted: ImageClassifier, data: Images, plan: Plan) -> pd.DataFrame:

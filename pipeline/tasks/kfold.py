@@ -20,9 +20,10 @@ from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
 from features.engineering import make_feature_steps
+from features.roles import ColumnRoles
 from features.rules import RowRule
 from features.tabular import TabularPreprocessor
-from models import registry
+from models import registry, threads
 from models.ensemble import WeightedEnsemble
 from pipeline.config import Competition
 from pipeline.errors import UserError
@@ -40,14 +41,21 @@ def create_model(name: str, params: dict):
         raise UserError(f"model {name!r}: {exc}") from None
 
 
+def role_options(comp: Competition) -> dict:
+    """The column roles the config gives, and whether to guess those of ordinary columns."""
+    return {"categorical": comp.categorical, "numeric": comp.numeric, "drop": comp.drop, "text": comp.text,
+            "date": comp.date, "high_cardinality": comp.high_cardinality, "infer": comp.infer_roles}
+
+
 def build_features(comp: Competition) -> Pipeline:
-    """The config's feature-engineering steps, then the preprocessor."""
+    """The config's feature-engineering steps, then the column roles, then the preprocessor."""
+    roles = ColumnRoles(**role_options(comp))
     preprocess = TabularPreprocessor(categorical=comp.categorical, numeric=comp.numeric, drop=comp.drop)
     try:
         steps = make_feature_steps(comp.features)
     except ValueError as exc:
         raise UserError(f"{comp.name} [features]: {exc}") from None
-    return Pipeline([*steps, ("preprocess", preprocess)])
+    return Pipeline([*steps, ("roles", roles), ("preprocess", preprocess)])
 
 
 def build_estimator(comp: Competition, model):
@@ -65,16 +73,25 @@ def build_ensemble(comp: Competition, params: dict[str, dict], weights: dict[str
 
 
 def _fit_model(model, X, y, on_epoch: Callable[[dict], None]):
-    if "on_epoch" in inspect.signature(model.fit).parameters:
-        return model.fit(X, y, on_epoch=on_epoch)
-    return model.fit(X, y)
+    with threads.limit():  # the process's thread policy (models/threads.py)
+        if "on_epoch" in inspect.signature(model.fit).parameters:
+            return model.fit(X, y, on_epoch=on_epoch)
+        return model.fit(X, y)
 
 
-def predict(model, X, metric: Metric) -> np.ndarray:
-    if metric.needs_proba:
-        proba = model.predict_proba(X)
-        return proba[:, 1] if proba.shape[1] == 2 else proba
-    return np.asarray(model.predict(X))
+def predict(model, X, metric: Metric, *, proba: bool | None = None, per_class: bool = False) -> np.ndarray:
+    """Labels or values; with ``proba`` (default: the metric's need), probabilities with one column
+    per class of ``metric.classes`` (a fold that lacked a class gives it 0), or for two classes
+    P(classes[1]) alone unless ``per_class``."""
+    if not (metric.needs_proba if proba is None else proba):
+        return np.asarray(model.predict(X))
+    probabilities = model.predict_proba(X)
+    known = getattr(model, "classes_", None)
+    if metric.classes is not None and known is not None and list(known) != list(metric.classes):
+        aligned = np.zeros((len(probabilities), len(metric.classes)))
+        aligned[:, [metric.classes.index(c) for c in known]] = probabilities
+        probabilities = aligned
+    return probabilities[:, 1] if probabilities.shape[1] == 2 and not per_class else probabilities
 
 
 def drop_outliers(comp: Competition, X: pd.DataFrame, y: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
@@ -131,10 +148,10 @@ def cross_validate_many(
     for k, (train_idx, valid_idx) in enumerate(tqdm(folds, desc="folds", disable=hidden, leave=False)):
         fold_of_row[valid_idx] = k
         X_fit, y_fit = drop_outliers(comp, X.iloc[train_idx], y.iloc[train_idx])
-        features = build_features(comp)
-        train_matrix = features.fit_transform(X_fit)
-        valid_matrix = features.transform(X.iloc[valid_idx])
         target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
+        features = build_features(comp)
+        train_matrix = features.fit_transform(X_fit, target)  # the target: for target encoding
+        valid_matrix = features.transform(X.iloc[valid_idx])
         for name, params in models.items():
             model = create_model(name, params)
             epochs = getattr(model, "epochs", 0)
@@ -169,4 +186,5 @@ def cross_validate_many(
 def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model):
     """The refit on every training row (outliers still dropped): ``model`` inside the full pipeline."""
     X_fit, y_fit = drop_outliers(comp, X, y)
-    return build_estimator(comp, model).fit(X_fit, y_fit)
+    with threads.limit():
+        return build_estimator(comp, model).fit(X_fit, y_fit)

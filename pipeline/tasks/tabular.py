@@ -3,8 +3,8 @@
 k-fold cross-validation with the config's features fit inside each training fold
 (``pipeline.tasks.kfold``); an ensemble's members share each fold's features, and their weights
 are cross-fitted on the members' out-of-fold predictions. An ensemble writes one MLflow child run
-per member. The refit is one ``Pipeline(features, model)`` on every training row, logged as
-``pipeline.joblib``.
+per member. The refit is one ``Pipeline(features, model)`` on every training row, logged as the
+run's MLflow model (``pipeline.models_io``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features import roles
 from features.rules import RowRule
 from models import ensemble as ensembles
 from models.training import pick_device
-from pipeline import params, plots, submission, tracking
+from pipeline import models_io, params, plots, submission, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import tabular as files
@@ -48,9 +49,13 @@ class TabularTask(FileTask):
     def _task_and_metric(self, data: TabularData) -> tuple[str, Metric]:
         comp = self.comp
         task = comp.task or infer_task(data.train[comp.target])
-        sample_targets = [c for c in data.sample.columns if c != comp.id]
-        sample_column = data.sample[sample_targets[0]] if sample_targets else None
-        return task, get_metric(comp.metric or infer_metric(task, sample_column))
+        sample_targets = submission.sample_targets(data.sample, comp.id)
+        metric = get_metric(comp.metric or infer_metric(task, data.sample[sample_targets] if sample_targets else None))
+        if task != "regression":  # the column order of predict_proba, for scores and submissions
+            metric = metric.with_classes(np.unique(data.train[comp.target].to_numpy()))
+        if len(sample_targets) > 1:  # a probability column per class: each must map, before any work
+            submission.class_columns(sample_targets, metric.classes or (), comp.target)
+        return task, metric
 
     def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,
              tuned: bool = True, study_params: dict | None = None) -> Plan:
@@ -66,13 +71,21 @@ class TabularTask(FileTask):
         model = plan.model + (f" of {', '.join(plan.members)}" if plan.model == params.ENSEMBLE
                               else f" {plan.params or ''}".rstrip())
         return [f"data: {data.source} ({len(data.train)} train rows, {len(data.test)} test rows)",
-                f"task: {plan.task}, metric: {plan.metric.name}, model: {model}"]
+                f"task: {plan.task}, metric: {plan.metric.name}{'' if self.comp.metric else ' (inferred)'}, "
+                f"model: {model}",
+                f"columns: {self.roles_summary(data)}"]
+
+    def roles_summary(self, data: TabularData) -> str:
+        """The columns' roles on every training row, in one line (each fold infers its own)."""
+        found = roles.infer_roles(self._xy(data)[0], **kfold.role_options(self.comp))
+        return roles.summary(found, self.comp.id)
 
     def tags(self, data: TabularData, plan: Plan) -> dict[str, str]:
         return {"device": str(pick_device())}
 
     def run_params(self, data: TabularData, plan: Plan) -> dict:
         return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name,
+                "columns.roles": self.roles_summary(data)[:6000],
                 **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in p.items()}}
 
     def _xy(self, data: TabularData) -> tuple[pd.DataFrame, pd.Series]:
@@ -127,11 +140,14 @@ class TabularTask(FileTask):
     def refit(self, data: TabularData, plan: Plan, result: CVResult, *, progress: bool | None = None):
         X, y = self._xy(data)
         estimator = kfold.fit_all(self.comp, X, y, result.final)
-        tracking.log_pickle(estimator, "pipeline.joblib")
+        models_io.log_tabular(self.comp, data.train, plan, estimator, result, ~kfold.outlier_mask(self.comp, X, y))
         return estimator
 
     def predict(self, fitted, data: TabularData, plan: Plan) -> np.ndarray:
-        predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), plan.metric)
+        sample, metric = data.sample, plan.metric
+        per_class = len(submission.sample_targets(sample, self.comp.id)) > 1
+        predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
+                                    proba=submission.wants_probabilities(sample, self.comp.id, metric))
         submission.check_finite(predictions, plan.model, "test")
         return predictions
 
@@ -140,6 +156,7 @@ class TabularTask(FileTask):
             data.sample, data.test[self.comp.id], predictions,
             id_column=self.comp.id, positive=self.comp.target_transform == "log", path=path,
             labels=plan.task != "regression" and not plan.metric.needs_proba,
+            classes=plan.metric.classes, target=self.comp.target, top_k=plan.metric.top_k,
         )
         return len(frame)
 
@@ -163,7 +180,7 @@ class TabularTask(FileTask):
         for k, history in enumerate(result.histories):
             if history:
                 tracking.log_curves(f"fold{k}_", history)
-        oof = result.oof if result.oof.ndim == 1 else result.oof.argmax(axis=1)
+        oof = result.oof if result.oof.ndim == 1 else np.asarray(metric.classes)[result.oof.argmax(axis=1)]
         tracking.log_frame(pd.DataFrame({ids.name: ids.to_numpy(), "actual": y.to_numpy(), "oof_prediction": oof}),
                            "oof_predictions.csv")
         if pd.api.types.is_numeric_dtype(y) and result.oof.ndim == 1 and not metric.needs_proba:

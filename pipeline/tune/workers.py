@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from threadpoolctl import threadpool_limits
 
+from models import threads
 from pipeline import processes, studies, tasks
 from pipeline.config import Competition
 from pipeline.errors import UserError
@@ -237,12 +237,8 @@ def work(job: Job, objective: Objective | None = None,
 
 
 def limit_threads(jobs: int) -> None:
-    """Share the cores between ``jobs`` worker processes."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    threadpool_limits(limits=threads)  # scikit-learn's BLAS and OpenMP pools
-    import torch  # heavy: only in a spawned worker
-
-    torch.set_num_threads(threads)
+    """Share the cores between ``jobs`` worker processes (the thread policy: models/threads.py)."""
+    threads.apply(max(1, threads.budget() // jobs))
 
 
 def _worker_main(job: Job) -> None:

@@ -1,0 +1,104 @@
+"""Checks of a tabular competition's frames beyond their column names, all before any work.
+
+The sample submission's shape, enough rows for the folds, a target that varies, finite numbers
+of a size that can be computed with, and one type per column across train and test (a column
+that train leaves empty takes the type of its test values). :func:`align` then puts the test
+columns in train's order, as the fitted pipeline expects them. Each failure is a
+:class:`UserError` naming the file, the column and the first row at fault (rows count as in the
+file: the header is row 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.tabular import category_label
+from pipeline.errors import UserError
+
+# A text column is taken for a numeric one with junk in it when at least this share parses.
+NUMERIC_SHARE = 0.9
+# Larger numbers overflow float64 once squared and summed (variances, products of features).
+LARGEST = 1e100
+
+
+def file_row(position: int) -> int:
+    return position + 2  # the header is row 1
+
+
+def is_numeric_column(train_col: pd.Series, test_col: pd.Series) -> bool:
+    """Whether a feature holds numbers (text in it is then junk), judged on the values of train or,
+    where train has none, of test."""
+    values = train_col if train_col.notna().any() else test_col
+    present = int(values.notna().sum())
+    if present == 0 or pd.api.types.is_numeric_dtype(values):
+        return pd.api.types.is_numeric_dtype(values)
+    parsed = pd.to_numeric(values, errors="coerce")
+    return int(parsed.notna().sum()) >= NUMERIC_SHARE * present
+
+
+def names_classes(columns: list[str], target: pd.Series) -> bool:
+    """Whether sample columns are one probability column per class: each named by a class of the
+    target, or ``<target>_<class>`` (pipeline.submission.class_columns maps them)."""
+    labels = {category_label(v) for v in target.dropna().unique()}
+    prefix = f"{target.name}_"
+    return all(c in labels or (c.startswith(prefix) and c[len(prefix):] in labels) for c in columns)
+
+
+def check_sample(sample: pd.DataFrame, id_column: str, name: str, target: pd.Series | None = None) -> None:
+    targets = [str(c) for c in sample.columns if c != id_column]
+    if len(targets) > 1 and target is not None and names_classes(targets, target):
+        return  # class probabilities
+    if len(targets) != 1:
+        listed = f": {', '.join(targets[:5])}" if targets else ""
+        raise UserError(f"{name}: needs one target column besides {id_column!r}, has {len(targets)}{listed}")
+
+
+def check_rows(train: pd.DataFrame, folds: int, name: str) -> None:
+    if len(train) < folds:
+        raise UserError(f"{name}: {len(train)} row{'s' if len(train) != 1 else ''}, "
+                        f"too few for {folds}-fold cross-validation")
+
+
+def check_target_varies(y: pd.Series, name: str) -> None:
+    values = y.dropna().unique().tolist()
+    if len(values) == 1:
+        raise UserError(f"{name}: target {y.name!r} is {values[0]!r} in every row: nothing to learn")
+
+
+def check_finite(frame: pd.DataFrame, name: str) -> None:
+    """Every number finite and at most LARGEST in size: the first bad cell, by file, column and row."""
+    for column in frame.columns:
+        series = frame[column]
+        if not pd.api.types.is_float_dtype(series):
+            continue  # integers cannot overflow float64; text is checked elsewhere
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > LARGEST)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = values[row]
+            why = ("numbers must be finite (leave the cell empty for a missing value)" if np.isinf(value)
+                   else f"too large to compute with (at most {LARGEST:g} in size)")
+            raise UserError(f"{name}: column {column!r} holds {value:g} at row {file_row(row)}: {why}")
+
+
+def align(train: pd.DataFrame, test: pd.DataFrame, *, target: str,
+          categorical: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test columns in train's order (the sets were checked equal), and one type per column: numbers
+    read as text become numbers, and a column empty in one file takes the other file's type."""
+    test = test[[c for c in train.columns if c != target]]
+    train_types, test_types = {}, {}
+    for column in test.columns:
+        if column in categorical:
+            continue
+        tr, te = train[column], test[column]
+        if is_numeric_column(tr, te):
+            for series, types in ((tr, train_types), (te, test_types)):
+                if not pd.api.types.is_numeric_dtype(series):
+                    types[column] = pd.to_numeric(series)  # every value parses: checked
+        elif pd.api.types.is_numeric_dtype(tr) and tr.isna().all() and not te.isna().all():
+            train_types[column] = tr.astype(te.dtype)  # empty in train, text in test: text
+        elif pd.api.types.is_numeric_dtype(te) and te.isna().all() and not tr.isna().all():
+            test_types[column] = te.astype(tr.dtype)
+    return (train.assign(**train_types) if train_types else train,
+            test.assign(**test_types) if test_types else test)
