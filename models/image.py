@@ -6,7 +6,9 @@ The training images stay on the device as uint8 (Fashion-MNIST's 60 000 images a
 
 from __future__ import annotations
 
+import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from features.images import make_prepare, pixel_mean_std, to_image_batch
-from models import distributed, registry
+from models import checkpoints, distributed, registry
 from models.training import (
     EpochCallback,
     TrainConfig,
@@ -24,7 +26,25 @@ from models.training import (
     pick_device,
     predict,
     seed_everything,
+    time_steps,
 )
+
+# ``epochs="auto"``: enough epochs for AUTO_STEPS optimizer steps, within AUTO_EPOCHS (see
+# auto_epochs; chosen on bench/epoch_rule.py's runs, README "Image competitions").
+AUTO_STEPS = 110
+AUTO_EPOCHS = (5, 40)
+BUDGET_MARGIN = 0.9  # plan the epochs to fill this share of time_budget: per-epoch costs the probe misses
+
+
+def auto_epochs(n_images: int, batch_size: int) -> int:
+    """The epoch count of ``epochs="auto"`` for ``n_images`` training images in batches of ``batch_size``.
+
+    ``ceil(AUTO_STEPS / steps per epoch)`` clamped to ``AUTO_EPOCHS``: small sets get more passes,
+    large ones fewer, and never fewer than the plateau needs. Non-increasing in ``n_images``.
+    """
+    steps_per_epoch = max(1, n_images // max(1, min(batch_size, n_images)))
+    lo, hi = AUTO_EPOCHS
+    return int(min(hi, max(lo, math.ceil(AUTO_STEPS / steps_per_epoch))))
 
 
 def count_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -40,12 +60,17 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
     ``arch_params`` go to the architecture's factory; its ``resize`` also resizes every batch.
     The defaults with ``augment="shift"`` are the default digit model: LeNet-BN, AdamW at 1e-2
     on a one-cycle schedule, 15 epochs of 128 (98.9% on the bundled digits' test images).
+
+    ``epochs="auto"`` takes :func:`auto_epochs` of the training set's size. ``time_budget``
+    (seconds for the whole ``fit``) times a few training steps first and caps the epoch count to
+    fit it (at least one epoch), before the schedule is built. ``epochs_`` is the count trained
+    for and ``epoch_plan_`` how it was reached (its ``"note"`` says what the budget cut).
     """
 
     def __init__(
         self,
         arch: str = "lenet_bn",
-        epochs: int = 15,
+        epochs: int | str = 15,
         batch_size: int = 128,
         lr: float = 1e-2,
         weight_decay: float = 5e-4,
@@ -59,6 +84,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         seed: int = 0,
         compile: bool = False,
         arch_params: dict | None = None,
+        time_budget: float | None = None,
     ):
         self.arch = arch
         self.epochs = epochs
@@ -75,6 +101,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.compile = compile
         self.arch_params = arch_params
+        self.time_budget = time_budget
 
     def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None,
             checkpoint: str | os.PathLike | None = None):
@@ -83,6 +110,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         ``checkpoint``: a file saved every epoch and continued from when it exists
         (``models.training.fit``). Under ``torchrun`` every rank calls this with the same data.
         """
+        started = time.perf_counter()
         images, y = to_image_batch(X), np.asarray(y)
         if len(images) != len(y) or len(y) == 0:
             raise ValueError(f"{len(images)} images, {len(y)} labels: need as many, at least one")
@@ -107,12 +135,16 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             if on_epoch is not None:
                 on_epoch(log)
 
+        y_t = as_tensor(targets, device, torch.long)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        cfg = self._train_config(device)
+        cfg.epochs = self._plan_epochs(cfg, X_t, y_t, loss_fn, augment, X_val_t, checkpoint, started)
         fit(
             self.model_,
             X_t,
-            as_tensor(targets, device, torch.long),
-            loss_fn=nn.CrossEntropyLoss(label_smoothing=self.label_smoothing),
-            cfg=self._train_config(device),
+            y_t,
+            loss_fn=loss_fn,
+            cfg=cfg,
             generator=generator,
             prepare=self._prepare(augment),
             X_val=X_val_t,
@@ -122,6 +154,41 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             checkpoint=checkpoint,
         )
         return self
+
+    def _plan_epochs(self, cfg: TrainConfig, X_t: torch.Tensor, y_t: torch.Tensor, loss_fn: nn.Module,
+                     augment: str | None, X_val_t: torch.Tensor | None, checkpoint, started: float) -> int:
+        """The epoch count: ``epochs`` or its auto rule, capped by ``time_budget``; sets ``epoch_plan_``."""
+        if self.epochs == "auto":
+            epochs = auto_epochs(len(X_t) // distributed.world_size(), self.batch_size)
+        elif isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1:
+            epochs = self.epochs
+        else:
+            raise ValueError(f"epochs={self.epochs!r}: a positive whole number or 'auto'")
+        plan: dict = {"requested": self.epochs, "planned": epochs, "epochs": epochs, "note": ""}
+        budget = self.time_budget
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
+                raise ValueError(f"time_budget={budget!r}: a positive number of seconds or None")
+            saved = None  # a resumed run keeps the count it planned: its schedule was built on it
+            if checkpoint is not None:
+                saved = distributed.broadcast_object(
+                    checkpoints.load(checkpoint).get("epochs")
+                    if distributed.is_main() and os.path.exists(checkpoint) else None)
+            if saved is not None:
+                plan.update(epochs=int(saved), note=f"resumed: {int(saved)} epochs, as planned under the budget")
+            else:
+                step_s, eval_s = time_steps(self.model_, X_t, y_t, loss_fn=loss_fn, cfg=cfg,
+                                            prepare=self._prepare(augment), X_val=X_val_t)
+                shard = len(X_t) // distributed.world_size()
+                epoch_s = shard // max(1, min(cfg.batch_size, shard)) * step_s + eval_s
+                left = budget - (time.perf_counter() - started)
+                fits = max(1, int(distributed.broadcast_object(left * BUDGET_MARGIN / epoch_s)))
+                plan.update(step_seconds=step_s, epoch_seconds=epoch_s, budget_epochs=fits)
+                if fits < epochs:
+                    plan.update(epochs=fits, note=f"time_budget {budget:g} s: {fits} epochs instead of {epochs} "
+                                                  f"(about {epoch_s:.2f} s an epoch)")
+        self.epochs_, self.epoch_plan_ = plan["epochs"], plan
+        return plan["epochs"]
 
     def predict_proba(self, X) -> np.ndarray:
         return torch.softmax(self._logits(X), dim=1).cpu().numpy()

@@ -329,16 +329,44 @@ def _hgb_space(trial) -> dict:
     }
 
 
-@register("hist_gbm", space=_hgb_space, learning_rate=0.05, max_iter=600, max_leaf_nodes=15, random_state=0)
+# Early stopping on an internal split of the rows it is fit on (a training fold's, in CV):
+# max_iter is a ceiling, the held-out tenth says when to stop.
+_EARLY_STOPPING = {"early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 20}
+
+
+@register("hist_gbm", space=_hgb_space, learning_rate=0.05, max_iter=600, max_leaf_nodes=15, random_state=0,
+          **_EARLY_STOPPING)
 def hist_gbm(**params):
-    """Histogram gradient boosting (scikit-learn's LightGBM-style booster)."""
+    """Histogram gradient boosting (scikit-learn's LightGBM-style booster), early stopping."""
     return HistGradientBoostingRegressor(**params)
 
 
-@register("hist_gbm_classifier", tasks=("binary", "multiclass"), space=_hgb_space, learning_rate=0.05, max_iter=300, random_state=0)
+class EarlyStoppingBoostedClassifier(HistGradientBoostingClassifier):
+    """HistGradientBoostingClassifier whose early stopping steps aside where it cannot work.
+
+    Its held-out split is stratified, so a class with a single row (or more classes than held-out
+    rows) makes scikit-learn refuse the fit; such a fit then runs all ``max_iter`` iterations.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        counts = np.unique(np.asarray(y), return_counts=True)[1]
+        fraction = self.validation_fraction
+        held_out = fraction if isinstance(fraction, int) else int(np.ceil((fraction or 0) * len(y)))
+        stratifiable = counts.min() >= 2 and held_out >= len(counts) and len(y) - held_out >= len(counts)
+        chosen = self.early_stopping
+        if chosen is True and not stratifiable:
+            self.early_stopping = False
+        try:
+            return super().fit(X, y, sample_weight=sample_weight)
+        finally:
+            self.early_stopping = chosen
+
+
+@register("hist_gbm_classifier", tasks=("binary", "multiclass"), space=_hgb_space, learning_rate=0.05, max_iter=300,
+          random_state=0, **_EARLY_STOPPING)
 def hist_gbm_classifier(**params):
-    """Histogram gradient boosting classifier."""
-    return HistGradientBoostingClassifier(**params)
+    """Histogram gradient boosting classifier, early stopping (where every class can be held out)."""
+    return EarlyStoppingBoostedClassifier(**params)
 
 
 @register(

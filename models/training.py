@@ -130,6 +130,48 @@ def _identity(x: torch.Tensor, train: bool) -> torch.Tensor:
     return x
 
 
+def time_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn: nn.Module, cfg: TrainConfig,
+               prepare: Prepare = _identity, steps: int = 3, X_val: torch.Tensor | None = None) -> tuple[float, float]:
+    """(seconds per training step, seconds to score ``X_val`` once), measured on a copy of ``model``.
+
+    One warm-up step, then ``steps`` timed ones on full batches, as :func:`fit` takes them (not
+    compiled: ``torch.compile`` would spend its compile time here). ``model``, its optimizer-to-be
+    and the global random states are left as they were; pass a ``prepare`` of its own (its
+    augmentation draws would otherwise shift).
+    """
+    rng = checkpoints.rng_states()
+    probe = copy.deepcopy(model)
+    if cfg.channels_last:
+        probe = probe.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(probe.parameters(), cfg, fused=X.device.type in ("cuda", "cpu"))
+    batch = min(cfg.batch_size, len(X))
+    probe.train()
+
+    def step(k: int) -> torch.Tensor:
+        idx = torch.arange(k * batch, (k + 1) * batch, device=X.device) % len(X)
+        with _autocast(X.device, cfg):
+            loss = loss_fn(probe(prepare(X[idx], True)), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    float(step(0))  # the warm-up step, waited for
+    started = time.perf_counter()
+    for k in range(1, steps + 1):
+        loss = step(k)
+    float(loss)  # the host sync: the device has finished every step
+    step_seconds = (time.perf_counter() - started) / steps
+    eval_seconds = 0.0
+    if X_val is not None and len(X_val):
+        sample = X_val[: 4 * batch]
+        started = time.perf_counter()
+        predict(probe, sample, batch_size=4 * batch, prepare=prepare, cfg=cfg).sum().item()
+        eval_seconds = (time.perf_counter() - started) * len(X_val) / len(sample)
+    checkpoints.set_rng_states(rng)
+    return step_seconds, eval_seconds
+
+
 def _autocast(device: torch.device, cfg: TrainConfig):
     enabled = cfg.bf16 and device.type == "cuda"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -238,6 +280,7 @@ def fit(
         if distributed.is_main():
             checkpoints.save_atomic({
                 "version": 1, "epoch": epoch, "step": step, "done": done, "world_size": world,
+                "epochs": cfg.epochs,  # a time-budgeted run resumes with the count it planned
                 "loss_sum": loss_sum.detach().float().cpu(), "history": history,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,

@@ -29,8 +29,9 @@ def choose_model(comp: Competition, kind: str, task: str, default: str, model: s
             raise UserError(f"{comp.name}: ensembles are built of tabular models")
         if not comp.ensemble.models:
             raise UserError(f"{comp.name}: model 'ensemble' needs [ensemble] models in the config")
-        if task != "regression":
-            raise UserError("ensembles are built for regression tasks")
+        if task != "regression" and comp.ensemble.method == "stack":
+            raise UserError(f"{comp.name}: [ensemble] method 'stack' is for regression; classifiers blend probabilities "
+                            "(best, blend)")
         for member in comp.ensemble.models:
             check_model(member, kind, task)
         return name
@@ -54,7 +55,7 @@ def config_params(comp: Competition, model: str) -> dict:
     """What the config gives ``model``: ``[model] params``, or its ``[ensemble.params.<model>]``."""
     if model == comp.model.name:
         return dict(comp.model.params)
-    if comp.model.name == ENSEMBLE and model in comp.ensemble.models:
+    if comp.model.name in (ENSEMBLE, None) and model in comp.ensemble.models:  # None: the default ensemble
         return dict(comp.ensemble.params.get(model, {}))
     return {}
 

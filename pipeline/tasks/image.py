@@ -55,7 +55,7 @@ import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models import distributed
-from models.image import ImageClassifier
+from models.image import ImageClassifier, auto_epochs
 from models.training import pick_device
 from pipeline import checkpoints, models_io, params, plots, submission, tracking
 from pipeline.config import Competition
@@ -88,11 +88,16 @@ def classifier_params(values: dict) -> dict:
             raise UserError(f"image model parameter {key}={values[key]!r}: use one of "
                             + ", ".join(repr(c) for c in choices))
     for key in ("epochs", "batch_size"):
-        if key in values and (not isinstance(values[key], int) or values[key] < 1):
-            raise UserError(f"image model parameter {key}={values[key]!r}: must be a positive whole number")
-    for key in ("lr",):
-        if key in values and (not isinstance(values[key], int | float) or values[key] <= 0):
-            raise UserError(f"image model parameter {key}={values[key]!r}: must be a positive number")
+        value = values.get(key, 1)
+        if (key != "epochs" or value != "auto") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            also = " or 'auto'" if key == "epochs" else ""
+            raise UserError(f"image model parameter {key}={value!r}: must be a positive whole number{also}")
+    for key in ("lr", "time_budget"):
+        value = values.get(key, 1)
+        if not (key == "time_budget" and value is None) and (
+                not isinstance(value, int | float) or isinstance(value, bool) or not value > 0):
+            unit = " of seconds" if key == "time_budget" else ""
+            raise UserError(f"image model parameter {key}={value!r}: must be a positive number{unit}")
     return dict(values)
 
 
@@ -156,10 +161,15 @@ class ImageTask(FileTask):
              tuned: bool = True, study_params: dict | None = None) -> Plan:
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
         values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params))
+        self._labels = data.data.y_train
         return Plan("multiclass", self._metric(), name, {name: values})
 
     def untuned_params(self, plan: Plan) -> dict:
-        return {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
+        values = {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
+        if values["epochs"] == "auto" and getattr(self, "_labels", None) is not None:
+            # A study's first trial: the count submit's first fit takes (a study's epochs are numbers).
+            values["epochs"] = auto_epochs(len(splits(self.comp, self._labels)[0][0]), values["batch_size"])
+        return values
 
     def _scheme(self) -> str:
         return f"holdout {self.comp.cv.holdout:g}" if self.comp.cv.holdout is not None else f"{self.comp.cv.folds}-fold"
@@ -210,9 +220,11 @@ class ImageTask(FileTask):
         scores, histories = [], []
         for k, (train_idx, held_idx) in enumerate(splits(self.comp, y)):
             clf = make_classifier(plan.model, plan.params)
-            hook = (lambda log, k=k, epochs=clf.epochs: on_epoch(k, log, epochs)) if on_epoch else None
+            hook = (lambda log, clf=clf, k=k: on_epoch(k, log, clf.epochs_)) if on_epoch else None
             clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook,
                     checkpoint=checkpoints / f"fold{k}.pt" if checkpoints else None)
+            if clf.epoch_plan_["note"]:
+                say(f"{'holdout' if self.comp.cv.holdout is not None else f'fold {k}'}: {clf.epoch_plan_['note']}")
             fold_proba = clf.predict_proba(X[held_idx])
             if not np.isfinite(fold_proba).all():
                 raise UserError(f"model {plan.model!r} produced NaN predictions (training diverged: lower lr?)")
@@ -257,13 +269,14 @@ class ImageTask(FileTask):
         started = time.perf_counter()
         show = sys.stdout.isatty() if progress is None else progress
         final.fit(images.X_train, images.y_train,
-                  on_epoch=lambda entry: _log_epoch("refit_", entry, final.epochs, "refit", show),
+                  on_epoch=lambda entry: _log_epoch("refit_", entry, final.epochs_, "refit", show),
                   checkpoint=self._checkpoints / "refit.pt" if self._checkpoints else None)
         if self._checkpoints:
             checkpoints.close_folder(self._checkpoints, "refit.pt")
         seconds = time.perf_counter() - started
         tracking.log_metrics({"refit_seconds": seconds})
-        say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s")
+        say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s"
+            + (f" ({final.epoch_plan_['note']})" if final.epoch_plan_["note"] else ""))
         _log_model(final, plan.model, values, in_channels=1 if images.X_train.ndim == 3 else images.X_train.shape[1])
         models_io.log_image(self.comp, final, plan.model, values, images.X_train, plan.metric,
                             first_pixel=1 if data.layout == "fashion-mnist-csv" else 0)  # as its CSV files number them

@@ -94,6 +94,21 @@ def predict(model, X, metric: Metric, *, proba: bool | None = None, per_class: b
     return probabilities[:, 1] if probabilities.shape[1] == 2 and not per_class else probabilities
 
 
+def as_labels(predictions: np.ndarray, metric: Metric) -> np.ndarray:
+    """Probabilities (P(classes[1]), or one column per class) as the most probable class."""
+    classes = np.asarray(metric.classes)
+    if predictions.ndim == 1:
+        return classes[(predictions > 0.5).astype(int)]
+    return classes[np.argmax(predictions, axis=1)]
+
+
+def score(metric: Metric, y_true: np.ndarray, predictions: np.ndarray, proba: bool = False) -> float:
+    """``metric`` on predictions; ``proba``: they are probabilities, made labels where it takes labels."""
+    if proba and not metric.needs_proba:
+        predictions = as_labels(predictions, metric)
+    return metric.score(y_true, predictions)
+
+
 def drop_outliers(comp: Competition, X: pd.DataFrame, y: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     """Rows matching the config's ``outliers`` rule leave the training rows; scoring keeps them."""
     keep = ~outlier_mask(comp, X, y)
@@ -127,6 +142,7 @@ def cross_validate_many(
     on_epoch: EpochCallback | None = None,
     progress: bool | None = None,
     scored_rows: np.ndarray | None = None,
+    proba: bool = False,
 ) -> dict[str, CVResult]:
     """Shuffled, seeded k-fold for several models sharing each fold's fitted features.
 
@@ -134,7 +150,9 @@ def cross_validate_many(
     comes, and may raise to stop early, as an Optuna pruner does. ``progress``: tqdm bars for
     folds and epochs; ``None`` shows them only in a terminal, so CI logs stay quiet.
     ``scored_rows`` (a boolean mask) limits the rows the scores are computed on; every row is
-    still predicted out of fold.
+    still predicted out of fold. ``proba``: the out-of-fold predictions of a classifier are
+    probabilities (P(classes[1]) for two classes, else a column per class) whatever the metric,
+    as an ensemble's weights need; a metric on labels scores their most probable class.
     """
     scored = np.ones(len(X), dtype=bool) if scored_rows is None else np.asarray(scored_rows, dtype=bool)
     hidden = not sys.stderr.isatty() if progress is None else not progress
@@ -164,7 +182,7 @@ def cross_validate_many(
                         on_epoch(k, log, epochs)
 
                 _fit_model(model, train_matrix, target, hook)
-            predictions = predict(model, valid_matrix, metric)
+            predictions = predict(model, valid_matrix, metric, proba=proba or None)
             if inverse:
                 predictions = inverse(predictions)
             if name not in oof:
@@ -172,12 +190,12 @@ def cross_validate_many(
             oof[name][valid_idx] = predictions
             check_finite(predictions, name, "out-of-fold")
             counted = scored[valid_idx]
-            scores[name].append(metric.score(y_true[valid_idx][counted], predictions[counted]))
+            scores[name].append(score(metric, y_true[valid_idx][counted], predictions[counted], proba))
             histories[name].append(getattr(model, "history_", []))
             if on_fold:
                 on_fold(k, scores[name][-1])
     return {
-        name: CVResult(oof[name], scores[name], metric.score(y_true[scored], oof[name][scored]), fold_of_row,
+        name: CVResult(oof[name], scores[name], score(metric, y_true[scored], oof[name][scored], proba), fold_of_row,
                        histories[name])
         for name in models
     }
