@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import distributed
-from pipeline import kaggle_api, models_io, tracking
+from pipeline import kaggle_api, models_io, processes, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import sources
@@ -88,7 +88,7 @@ def run(
         say(line)
 
     stage = "submit" if output else "train"
-    tags = {"competition": comp.name, "data_source": data.source, "git_commit": tracking.git_commit(),
+    tags = {"competition": comp.name, "data_source": data.source, "git_commit": processes.git_commit(),
             "model": plan.model, "stage": stage, **task.tags(data, plan)}
     with tracking.run(comp.name, f"{stage}-{plan.model}", tags=tags) as active:
         tracking.log_params({**comp.as_params(), **task.run_params(data, plan)})

@@ -37,7 +37,6 @@ from mlflow.tracking import MlflowClient
 from pipeline import processes
 from pipeline.errors import UserError
 
-git_commit = processes.git_commit  # the run tag; it lives with the other process facts
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 

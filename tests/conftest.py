@@ -233,6 +233,15 @@ def tiny_house_prices(seed: int = 0, n_train: int = 40, n_test: int = 16) -> dic
     }
 
 
+def write_house_prices(folder: Path, **options) -> Path:
+    """``tiny_house_prices(**options)`` written into ``folder`` as the competition's CSV files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tiny_house_prices(**options).items():
+        if frame is not None:
+            frame.to_csv(folder / name, index=False)
+    return folder
+
+
 # --- the fake Kaggle client ------------------------------------------------------------------
 
 _FAKE_KAGGLE = '''\

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, run_cli, synthetic_frames, tiny_house_prices, write_competition
+from conftest import REPO, run_cli, synthetic_frames, write_competition, write_house_prices
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
@@ -71,11 +71,7 @@ epochs = 1
 
 
 def write_houses(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in tiny_house_prices(seed=3, n_train=60).items():
-        if frame is not None:
-            frame.to_csv(folder / name, index=False)
-    return folder
+    return write_house_prices(folder, seed=3, n_train=60)
 
 
 def write_digits(folder: Path, n_train: int = 90, n_test: int = 20) -> Path:

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import fast_house_prices_config, mlflow_runs, run_cli, tiny_house_prices
+from conftest import fast_house_prices_config, mlflow_runs, run_cli, write_house_prices
 
 from pipeline import cli
 
@@ -65,11 +65,7 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture
 def house(workdir):
-    data = workdir / "data"
-    data.mkdir()
-    for name, frame in tiny_house_prices().items():
-        if frame is not None:
-            frame.to_csv(data / name, index=False)
+    data = write_house_prices(workdir / "data")
     (workdir / "submission.csv").write_bytes(OLD_SUBMISSION)
     return workdir, data, fast_house_prices_config(workdir)
 

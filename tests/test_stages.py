@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_house_prices
+from conftest import write_house_prices
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
@@ -41,13 +41,7 @@ def recorded(monkeypatch):
 
 
 def _houses(workdir, n_train=60):
-    files = tiny_house_prices(seed=3, n_train=n_train)
-    folder = workdir / "houses"
-    folder.mkdir()
-    for name, frame in files.items():
-        if frame is not None:
-            frame.to_csv(folder / name, index=False)
-    return folder
+    return write_house_prices(workdir / "houses", seed=3, n_train=n_train)
 
 
 def _competition(**extra) -> config.Competition:

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mlflow_runs, run_cli, tiny_house_prices
+from conftest import mlflow_runs, run_cli, write_house_prices
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from models import registry
@@ -118,11 +118,7 @@ def nan_model():
 
 @pytest.fixture
 def house(workdir):
-    data = workdir / "data"
-    data.mkdir()
-    for name, frame in tiny_house_prices().items():
-        if frame is not None:
-            frame.to_csv(data / name, index=False)
+    data = write_house_prices(workdir / "data")
     (workdir / "submission.csv").write_bytes(b"Id,SalePrice\n1,123.0\n")
     return workdir, data
 

@@ -135,7 +135,7 @@ def test_default_store_is_mlflow_db_in_the_working_folder(tmp_path, monkeypatch)
 
 
 def test_git_commit_names_this_checkout():
-    commit = tracking.git_commit()
+    commit = processes.git_commit()
     expected = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=REPO).stdout.strip()
     assert commit == (expected or "unknown")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import optuna
 
-from pipeline import studies, tasks, tracking
+from pipeline import processes, studies, tasks, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.errors import UserError
@@ -102,7 +102,7 @@ def tune(
                     jobs=n_workers, parent_pid=os.getpid() if n_workers > 1 else 0)
         for i in range(n_workers)
     ]
-    tags = {"competition": comp.name, "model": model, "stage": "tune", "git_commit": tracking.git_commit(),
+    tags = {"competition": comp.name, "model": model, "stage": "tune", "git_commit": processes.git_commit(),
             "optuna.study": name, "optuna.storage": where}
     # tracking.run closes (KILLED) the runs of dead processes first: a tune killed with -9 left its parent RUNNING.
     with tracking.run(comp.name, f"tune-{model}", tags=tags):
