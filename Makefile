@@ -13,6 +13,8 @@ COMPETITION ?=
 TARGET ?=
 ID ?=
 METRIC ?=
+TIME ?=
+REPEATS ?=
 DATA_DIR ?=
 OUTPUT ?= submission.csv
 MODEL ?=
@@ -27,6 +29,7 @@ STORAGE ?=
 DASHBOARD_PORT ?= 8080
 BUDGET ?=
 BENCH_ARGS ?=
+TASKS ?=
 MODEL_URI ?=
 INPUT ?=
 RUNS ?=
@@ -39,19 +42,21 @@ MASTER_PORT ?= 29500
 RESUME ?=
 
 COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
-	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC))
+	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC)) \
+	$(if $(TIME),--time-limit $(TIME)) $(if $(REPEATS),--repeats $(REPEATS))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
 PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
 DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
-.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images predict blend serve
+.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: COMPETITION=$(or $(COMPETITION),<DATA_DIR's name or house-prices>) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
 	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
+	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats>"
 	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
 	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIMEOUT=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
 
@@ -112,3 +117,6 @@ bench-tune: $(VENV)/.installed ## CV before/after tuning, trials/min and the JOB
 
 bench-images: $(VENV)/.installed ## image trainer vs a d2l-style loop: examples/s, ratio, accuracy (BENCH_ARGS="--model lenet ...")
 	$(PY) bench/bench_images.py $(BENCH_ARGS)
+
+bench-tabular: $(VENV)/.installed ## ours vs AutoGluon on the public tabular suite: score, time, peak GB (TIME=600 s a fit, TASKS=a,b)
+	$(PY) bench/bench_tabular.py --time $(or $(TIME),600) $(if $(TASKS),--tasks $(TASKS))

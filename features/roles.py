@@ -11,6 +11,10 @@ role               found by                                    becomes
 ``category``       text with few levels                        one-hot (the preprocessor, as before)
 ``high_card``      text with many levels (> ``max_onehot``,    frequency, and target encoding
                    or more than half the rows)                 (scikit-learn's ``TargetEncoder``, cross-fitted)
+``over_budget``    the categories (and number codes) with the  as ``high_card``
+                   most levels, while all of them together
+                   would one-hot to more than
+                   ``max_onehot_width`` columns
 ``date``           text that parses as dates or timestamps     year, month, day of week, hour, elapsed days
 ``text``           many levels of three words or more          length and word count
 ``numeric``        numbers                                     left to the preprocessor
@@ -21,31 +25,46 @@ role               found by                                    becomes
 ``infer=True``; the others fire only on columns that one-hot encoding cannot handle (thousands of
 levels, every row unique, dates, sentences). ``categorical``, ``numeric``, ``drop``, ``text``,
 ``date`` and ``high_cardinality`` name a column's role outright.
+
+The one-hot width budget (``max_onehot_width``, default :data:`MAX_ONEHOT_WIDTH`) bounds the
+dense matrix the preprocessor makes: 300,000 rows of 4,000 one-hot columns are 9.6 GB of
+float64. When the one-hot columns of every category together (a level per distinct value,
+missing included) would be more, the column with the most levels moves to ``over_budget``, then
+the next, until the rest fit; named categories too. The role summary lists them apart.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import TargetEncoder
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from features.tabular import MISSING_CATEGORY, category_label
+from features.tabular import category_label, category_text
 
-ROLES = ("id", "constant", "row_unique", "dropped", "category_code", "category", "high_card", "date", "text",
-         "numeric")
+ROLES = ("id", "constant", "row_unique", "dropped", "category_code", "category", "high_card", "over_budget", "date",
+         "text", "numeric")
 DROPPED = ("id", "constant", "row_unique", "dropped")
 LABELS = {"id": "id", "constant": "constant (dropped)", "row_unique": "unique per row (dropped)",
           "dropped": "dropped", "category_code": "number codes (one-hot)", "category": "categories (one-hot)",
-          "high_card": "many levels (frequency + target encoding)", "date": "dates", "text": "text (length, words)",
-          "numeric": "numbers"}
+          "high_card": "many levels (frequency + target encoding)",
+          "over_budget": "categories past the one-hot width budget (frequency + target encoding)",
+          "date": "dates", "text": "text (length, words)", "numeric": "numbers"}
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
                    r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?")
 _SAMPLE = 500  # values looked at to call a column dates or text
+ONE_HOT = ("category_code", "category")
+HIGH = ("high_card", "over_budget")  # frequency and target encoding
+# One-hot columns of all categories together, at most: 300,000 rows of them are 0.77 GB of float64.
+# The 45 text and number-coded columns of Kaggle's house prices have 297 levels: such a table fits.
+MAX_ONEHOT_WIDTH = 320
 
 
 def _integral(values: pd.Series) -> bool:
@@ -58,7 +77,7 @@ def _parse_dates(values: pd.Series) -> pd.Series:
 
 
 def _looks_like_dates(values: pd.Series) -> bool:
-    sample = values.astype(str).head(_SAMPLE)
+    sample = values.head(_SAMPLE).astype(str)
     if not sample.str.fullmatch(_DATE).mean() >= 0.9:
         return False
     return bool(_parse_dates(sample).notna().mean() >= 0.9)
@@ -85,7 +104,7 @@ def column_role(column: pd.Series, *, infer: bool, max_onehot: int = 50, max_cod
     if _looks_like_dates(values):
         return "date"
     many = _many_levels(levels, len(values), max_onehot)
-    if many and values.astype(str).head(_SAMPLE).str.split().str.len().mean() >= 3:
+    if many and values.head(_SAMPLE).astype(str).str.split().str.len().mean() >= 3:
         return "text"
     if levels == len(column) and len(column) > 1:
         return "row_unique"
@@ -104,14 +123,34 @@ def infer_roles(
     infer: bool = True,
     max_onehot: int = 50,
     max_code_levels: int = 10,
+    max_onehot_width: int | None = MAX_ONEHOT_WIDTH,
 ) -> dict[str, str]:
-    """``{column: role}`` for every column of ``frame``, the given roles first."""
+    """``{column: role}`` for every column of ``frame``, the given roles first, then the one-hot
+    width budget (:func:`onehot_budget`)."""
     given = {**{c: "category" for c in categorical}, **{c: "numeric" for c in numeric},
              **{c: "text" for c in text}, **{c: "date" for c in date},
              **{c: "high_card" for c in high_cardinality}, **{c: "dropped" for c in drop}}
-    return {c: given.get(c) or column_role(frame[c], infer=infer, max_onehot=max_onehot,
-                                           max_code_levels=max_code_levels)
-            for c in frame.columns}
+    roles = {c: given.get(c) or column_role(frame[c], infer=infer, max_onehot=max_onehot,
+                                            max_code_levels=max_code_levels)
+             for c in frame.columns}
+    return onehot_budget(frame, roles, max_onehot_width)
+
+
+def onehot_budget(frame: pd.DataFrame, roles: dict[str, str], width: int | None) -> dict[str, str]:
+    """``roles`` with the one-hot columns of most levels made ``over_budget`` until the levels of
+    the rest (missing counted as a level, as the preprocessor encodes it) add up to at most
+    ``width``; ties go in column order. ``None``: no budget."""
+    levels = {c: int(frame[c].nunique(dropna=False)) for c, r in roles.items() if r in ONE_HOT}
+    total = sum(levels.values())
+    if width is None or total <= width:
+        return roles
+    roles = dict(roles)
+    for column in sorted(levels, key=lambda c: -levels[c]):  # stable: ties in column order
+        if total <= width:
+            break
+        roles[column] = "over_budget"
+        total -= levels[column]
+    return roles
 
 
 def summary(roles: dict[str, str], id_column: str | None = None, shown: int = 4) -> str:
@@ -126,7 +165,12 @@ def summary(roles: dict[str, str], id_column: str | None = None, shown: int = 4)
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(object).where(frame.notna(), MISSING_CATEGORY).map(category_label)
+    """Each column as category labels (object dtype), column by column: no object copy of the frame."""
+    return pd.DataFrame({c: category_text(frame[c]) for c in frame.columns}, index=frame.index, dtype=object)
+
+
+def _labels(column: pd.Series) -> pd.Series:
+    return pd.Series(category_text(column), index=column.index, dtype=object)
 
 
 def _target_type(y) -> str:
@@ -134,6 +178,17 @@ def _target_type(y) -> str:
     if pd.api.types.is_numeric_dtype(values) and (not _integral(values.dropna()) or values.nunique() > 20):
         return "continuous"
     return "auto"
+
+
+def _target_encoder(y, random_state: int) -> TargetEncoder:
+    """scikit-learn's ``TargetEncoder``, cross-fitting on 5 shuffled folds seeded by ``random_state``:
+    through ``cv`` where ``shuffle`` and ``random_state`` are deprecated (1.9), the same folds."""
+    target_type = _target_type(y)
+    if inspect.signature(TargetEncoder).parameters["shuffle"].default != "deprecated":
+        return TargetEncoder(target_type=target_type, shuffle=True, random_state=random_state)
+    classes = target_type != "continuous" and type_of_target(y) in ("binary", "multiclass")
+    folds = (StratifiedKFold if classes else KFold)(5, shuffle=True, random_state=random_state)
+    return TargetEncoder(target_type=target_type, cv=folds)
 
 
 class ColumnRoles(TransformerMixin, BaseEstimator):
@@ -147,7 +202,8 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
     def __init__(self, categorical: Sequence[str] = (), numeric: Sequence[str] = (), drop: Sequence[str] = (),
                  text: Sequence[str] = (), date: Sequence[str] = (), high_cardinality: Sequence[str] = (),
                  infer: bool = True, max_onehot: int = 50, max_code_levels: int = 10,
-                 target_encoding: bool = True, random_state: int = 0):
+                 max_onehot_width: int | None = MAX_ONEHOT_WIDTH, target_encoding: bool = True,
+                 random_state: int = 0):
         self.categorical = categorical
         self.numeric = numeric
         self.drop = drop
@@ -157,11 +213,12 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         self.infer = infer
         self.max_onehot = max_onehot
         self.max_code_levels = max_code_levels
+        self.max_onehot_width = max_onehot_width
         self.target_encoding = target_encoding
         self.random_state = random_state
 
-    def _columns(self, role: str) -> list[str]:
-        return [c for c, r in self.roles_.items() if r == role]
+    def _columns(self, *roles: str) -> list[str]:
+        return [c for c, r in self.roles_.items() if r in roles]
 
     def _fit(self, X: pd.DataFrame, y) -> pd.DataFrame | None:
         if not isinstance(X, pd.DataFrame):
@@ -170,16 +227,17 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self.roles_ = infer_roles(X, categorical=self.categorical, numeric=self.numeric, drop=self.drop,
                                   text=self.text, date=self.date, high_cardinality=self.high_cardinality,
-                                  infer=self.infer, max_onehot=self.max_onehot, max_code_levels=self.max_code_levels)
+                                  infer=self.infer, max_onehot=self.max_onehot, max_code_levels=self.max_code_levels,
+                                  max_onehot_width=self.max_onehot_width)
         self.dates_ = {}
         for column in self._columns("date"):
             parsed = _parse_dates(X[column])
             self.dates_[column] = (parsed.min(), bool((parsed.dropna().dt.floor("D") != parsed.dropna()).any()))
-        high = self._columns("high_card")
-        self.frequencies_ = {c: _as_text(X[[c]])[c].value_counts(normalize=True).to_dict() for c in high}
+        high = self._columns(*HIGH)
+        self.frequencies_ = {c: _labels(X[c]).value_counts(normalize=True).to_dict() for c in high}
         self.encoder_ = None
         if high and self.target_encoding and y is not None:
-            self.encoder_ = TargetEncoder(target_type=_target_type(y), shuffle=True, random_state=self.random_state)
+            self.encoder_ = _target_encoder(y, self.random_state)
             return _as_text(X[high])
         return None
 
@@ -199,7 +257,7 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "roles_")
-        high = self._columns("high_card")
+        high = self._columns(*HIGH)
         encoded = self.encoder_.transform(_as_text(X[high])) if self.encoder_ is not None else None
         return self._transform(X, encoded)
 
@@ -228,7 +286,7 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
             new[f"{column}_length"] = words.str.len().astype(float)
             new[f"{column}_words"] = words.str.split().str.len().astype(float)
         for column, shares in self.frequencies_.items():
-            new[f"{column}_frequency"] = _as_text(X[[column]])[column].map(shares).fillna(0.0).astype(float)
+            new[f"{column}_frequency"] = _labels(X[column]).map(shares).fillna(0.0).astype(float)
         if encoded is not None:
             for i, name in enumerate(self.encoder_.get_feature_names_out()):
                 new[f"{name}_target"] = np.asarray(encoded)[:, i]

@@ -47,12 +47,25 @@ def category_label(value: object) -> str:
     return str(value)
 
 
+def category_text(column: pd.Series) -> np.ndarray:
+    """A column as category labels (:func:`category_label`, NaN as ``MISSING_CATEGORY``): an object
+    array. A ``str`` column is taken as it is (its values are their own labels), without a Python
+    call per value; other dtypes are labelled value by value."""
+    if isinstance(column.dtype, pd.StringDtype):
+        return column.to_numpy(dtype=object, na_value=MISSING_CATEGORY)
+    labels = column.map(category_label, na_action="ignore").to_numpy(dtype=object, copy=True)
+    labels[column.isna().to_numpy()] = MISSING_CATEGORY
+    return labels
+
+
 def _as_category_text(frame: pd.DataFrame) -> np.ndarray:
     # One representation for every categorical dtype (str, object, numbers forced to categories),
-    # with NaN as its own category rather than an imputed guess.
-    return (
-        frame.astype(object).where(frame.notna(), MISSING_CATEGORY).map(category_label).to_numpy()
-    )
+    # with NaN as its own category rather than an imputed guess. Column by column into one object
+    # array: no object copy of the whole frame.
+    out = np.empty(frame.shape, dtype=object)
+    for i in range(frame.shape[1]):
+        out[:, i] = category_text(frame.iloc[:, i])
+    return out
 
 
 class TabularPreprocessor(TransformerMixin, BaseEstimator):
@@ -76,6 +89,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.min_frequency = min_frequency
 
     def fit(self, X: pd.DataFrame, y=None):
+        self._fit(X, y, transform=False)
+        return self
+
+    def _fit(self, X: pd.DataFrame, y, *, transform: bool) -> np.ndarray | None:
         if not isinstance(X, pd.DataFrame):
             raise TypeError("TabularPreprocessor expects a pandas DataFrame")
         X = X.drop(columns=[c for c in self.drop if c in X.columns])
@@ -101,10 +118,14 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             ],
             verbose_feature_names_out=False,
         )
-        self.column_transformer_.fit(X)
+        out = self.column_transformer_.fit_transform(X) if transform else self.column_transformer_.fit(X)
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
-        return self
+        return np.asarray(out, dtype=np.float64) if transform else None
+
+    def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
+        """``fit(X).transform(X)`` in one pass: the columns are encoded once, not twice."""
+        return self._fit(X, y, transform=True)
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "column_transformer_")

@@ -45,8 +45,55 @@ def _mlp(n_in: int, n_out: int, hidden: Sequence[int], dropout: float) -> nn.Seq
     return net
 
 
+# Fewer held-out rows than this, and the fit trains on every row for every epoch, as it did before
+# early stopping (see _TorchTabular): so from 10,000 rows at a tenth, scikit-learn's threshold for
+# its boosters' early_stopping="auto". Measured with mlp_classifier on make_classification tables
+# (20 columns; log loss on 20k other rows; with early stopping against without): 5,000 rows, 0.2297
+# against 0.2237 (three seeds: a tenth fewer rows to learn from, and epochs chosen on a noisy
+# loss); 10,000 rows, 0.1962 against 0.1939 (two seeds); 20,000 rows, 0.1611 against 0.1615 in 75
+# epochs, not 100. On the tests' 300-row tables (3 folds) a 20-row split cost the MLP 0.031 of
+# out-of-fold log loss (0.201 against 0.171, the mean of six tables).
+MIN_VALIDATION_ROWS = 1000
+# batch_size="auto": about this many steps an epoch, in batches of a power of two within the bounds.
+AUTO_STEPS_PER_EPOCH = 100
+AUTO_BATCH_BOUNDS = (64, 2048)
+
+
+def auto_batch_size(n_rows: int) -> int:
+    """The batch of ``batch_size="auto"`` for ``n_rows`` training rows.
+
+    The power of two nearest ``n_rows / 100``, within [64, 2048]: below about 9,000 rows the batch
+    of 64 the models always had; above, 70 to 140 steps an epoch up to the cap, so an epoch of a
+    300k-row training fold is 131 steps rather than 4,200 at 64.
+    """
+    low, high = AUTO_BATCH_BOUNDS
+    wanted = max(1.0, n_rows / AUTO_STEPS_PER_EPOCH)
+    return int(min(high, max(low, 2 ** round(np.log2(wanted)))))
+
+
 class _TorchTabular(BaseEstimator):
-    """Shared fit logic; ``hidden=()`` is linear (or softmax) regression, d2l chapter 4 style."""
+    """Shared fit logic; ``hidden=()`` is linear (or softmax) regression, d2l chapter 4 style.
+
+    Early stopping, in scikit-learn's HistGradientBoosting vocabulary: with ``early_stopping``, a
+    ``validation_fraction`` of the rows given to ``fit`` (a fraction, or a number of rows;
+    stratified by class for the classifier, a class's last row always kept for training) is held
+    out, the validation loss is logged every epoch (``history_``), training stops once
+    ``n_iter_no_change`` epochs in a row have not lowered it, and the weights of its best epoch
+    (``best_epoch_``) are kept: ``epochs`` is a ceiling. Where the split would hold out fewer than
+    ``MIN_VALIDATION_ROWS`` rows (or leave fewer for training), the fit trains on every row for
+    all ``epochs``, exactly as without early stopping; ``validation_rows_`` says which happened.
+
+    ``batch_size="auto"``: :func:`auto_batch_size` of the training rows, and ``lr`` is the rate
+    for a batch of 64, raised by the square-root rule for Adam (``lr * sqrt(batch / 64)``, as
+    :func:`models.training.scaled_lr` scales it for several processes; ``lr_`` is the rate used).
+    On 300k rows (batch 2048) it reached the same holdout log loss as ``lr`` unscaled (0.1392
+    against 0.1393) in 61 epochs instead of 91. An integer batch is used as given, and ``lr``
+    with it. ``batch_size_`` is the batch used.
+
+    ``max_seconds``: a wall-clock ceiling; training stops at the end of the epoch that passes it
+    (the best epoch's weights kept when there is a split). ``on_epoch(log)`` sees each epoch's log
+    as it comes and may raise to stop the fit (an Optuna pruner does).
+    """
 
     def __init__(
         self,
@@ -55,9 +102,13 @@ class _TorchTabular(BaseEstimator):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         epochs: int = 100,
-        batch_size: int = 64,
+        batch_size: int | str = "auto",
         device: str = "auto",
         seed: int = 0,
+        early_stopping: bool = True,
+        validation_fraction: float | int = 0.1,
+        n_iter_no_change: int = 20,
+        max_seconds: float | None = None,
     ):
         self.hidden = hidden
         self.dropout = dropout
@@ -67,23 +118,91 @@ class _TorchTabular(BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.max_seconds = max_seconds
 
-    def _train(self, X, targets: np.ndarray, n_out: int, loss_fn, target_dtype, on_epoch):
+    def _check_params(self) -> None:
+        if not isinstance(self.early_stopping, bool | np.bool_):
+            raise ValueError(f"early_stopping={self.early_stopping!r}: True or False")
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not (
+            (isinstance(fraction, int | np.integer) and fraction >= 1)
+            or (isinstance(fraction, float | np.floating) and 0 < fraction < 1)
+        ):
+            raise ValueError(f"validation_fraction={fraction!r}: a fraction in (0, 1) or a number of rows")
+        patience = self.n_iter_no_change
+        if isinstance(patience, bool) or not isinstance(patience, int | np.integer) or patience < 1:
+            raise ValueError(f"n_iter_no_change={patience!r}: a whole number of epochs, 1 or more")
+        batch = self.batch_size
+        if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1):
+            raise ValueError(f"batch_size={batch!r}: a positive whole number or 'auto'")
+        limit = self.max_seconds
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
+            raise ValueError(f"max_seconds={limit!r}: a positive number of seconds or None")
+
+    def _validation_split(self, n: int, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(training rows, held-out rows), or None where there is to be no split.
+
+        Seeded by ``seed`` on a generator of its own, so the net's initial weights and the order
+        of its batches are those of a fit without a split. ``classes``: each row's class code,
+        for a split that holds out about ``validation_fraction`` of every class.
+        """
+        if not self.early_stopping:
+            return None
+        fraction = self.validation_fraction
+        share = fraction / n if isinstance(fraction, int | np.integer) else float(fraction)
+        rng = np.random.default_rng([self.seed, 7919])
+        if classes is None:
+            held = rng.permutation(n)[: int(round(share * n))]
+        else:
+            parts = []
+            for code in np.unique(classes):
+                rows = rng.permutation(np.flatnonzero(classes == code))
+                parts.append(rows[: min(len(rows) - 1, int(round(share * len(rows))))])
+            held = np.concatenate(parts)
+        if len(held) < MIN_VALIDATION_ROWS or n - len(held) < MIN_VALIDATION_ROWS:
+            return None
+        mask = np.zeros(n, dtype=bool)
+        mask[held] = True
+        return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+    def _train(self, X, targets: np.ndarray, n_out: int, loss_fn, target_dtype, on_epoch, classes=None):
+        self._check_params()
         generator = seed_everything(self.seed)
         device = pick_device(self.device)
         X_t = as_tensor(np.asarray(X, dtype=np.float32), device, torch.float32)
         y_t = as_tensor(targets, device, target_dtype)
         self.net_ = _mlp(X_t.shape[1], n_out, tuple(self.hidden), self.dropout).to(device)
+        split = self._validation_split(len(X_t), classes)
+        X_val = y_val = None
+        if split is not None:
+            train_rows, held_rows = (torch.from_numpy(rows).to(device) for rows in split)
+            X_t, y_t, X_val, y_val = X_t[train_rows], y_t[train_rows], X_t[held_rows], y_t[held_rows]
+        self.validation_rows_ = 0 if X_val is None else len(X_val)
+        if self.batch_size == "auto":
+            self.batch_size_ = auto_batch_size(len(X_t))
+            self.lr_ = self.lr * float(np.sqrt(self.batch_size_ / AUTO_BATCH_BOUNDS[0]))
+        else:
+            self.batch_size_, self.lr_ = int(self.batch_size), self.lr
         cfg = TrainConfig(
             epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
+            batch_size=self.batch_size_,
+            lr=self.lr_,
             weight_decay=self.weight_decay,
             optimizer="adam",
+            early_stopping_patience=None if X_val is None else int(self.n_iter_no_change) - 1,
+            max_seconds=self.max_seconds,
         )
         self.history_ = fit(
-            self.net_, X_t, y_t, loss_fn=loss_fn, cfg=cfg, generator=generator, on_epoch=on_epoch
+            self.net_, X_t, y_t, loss_fn=loss_fn, cfg=cfg, generator=generator, on_epoch=on_epoch,
+            X_val=X_val, y_val=y_val,
         )
+        if X_val is not None:  # fit kept this epoch's weights: the first with the lowest loss
+            self.best_epoch_ = int(np.argmin([log["val_loss"] for log in self.history_]))
+        else:
+            self.best_epoch_ = len(self.history_) - 1
         self.n_features_in_ = X_t.shape[1]
         return self
 
@@ -117,7 +236,8 @@ class TorchClassifier(ClassifierMixin, _TorchTabular):
         self.label_encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.label_encoder_.classes_
         codes = self.label_encoder_.transform(y).astype(np.int64)
-        return self._train(X, codes, len(self.classes_), nn.CrossEntropyLoss(), torch.int64, on_epoch)
+        return self._train(X, codes, len(self.classes_), nn.CrossEntropyLoss(), torch.int64, on_epoch,
+                           classes=codes)
 
     def predict_proba(self, X) -> np.ndarray:
         return torch.softmax(torch.from_numpy(self._outputs(X)), dim=1).numpy()

@@ -79,6 +79,7 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "constant"  # "constant", "onecycle" or "cosine"
     early_stopping_patience: int | None = None
+    max_seconds: float | None = None  # wall clock: training ends with the epoch that passes it
     bf16: bool = True  # autocast on CUDA only; CPU and MPS run in float32
     channels_last: bool = False
     compile: bool = False
@@ -239,6 +240,10 @@ def fit(
     the early-stopping state. When it exists, training continues from it (its logs so far are
     passed to ``on_epoch`` again first), and ends as the uninterrupted run would have.
 
+    ``cfg.max_seconds``: training stops at the end of the epoch in which this call has run that
+    long (a resumed run counts from its resumption); with early stopping the best epoch's weights
+    are still the ones kept.
+
     Under ``torchrun`` (``models.distributed``) the model is wrapped in DistributedDataParallel:
     each rank trains on its shard of every epoch's permutation with ``cfg.batch_size`` rows a step
     (the effective batch is that times the number of ranks, see :func:`scaled_lr`), the
@@ -267,6 +272,7 @@ def fit(
     order_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=index_gen))
     stateful_prepare = hasattr(prepare, "state_dict") and hasattr(prepare, "load_state_dict")
 
+    fit_started = time.perf_counter()
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"loss": math.inf, "state": None, "since": 0}
     start_epoch, start_step, resumed_loss = 0, 0, None
@@ -361,6 +367,9 @@ def fit(
                 else:
                     best["since"] += 1
                     stop = best["since"] > cfg.early_stopping_patience
+            if cfg.max_seconds is not None and not stop:
+                out_of_time = time.perf_counter() - fit_started > cfg.max_seconds
+                stop = bool(distributed.broadcast_object(out_of_time)) if world > 1 else out_of_time  # ranks agree
             if checkpoint is not None and not stop and epoch + 1 < cfg.epochs:
                 log["checkpoint_seconds"] = save(epoch + 1, 0, torch.zeros(()))
             if on_epoch is not None:

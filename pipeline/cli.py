@@ -11,6 +11,7 @@ import ast
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from models import distributed, registry
 from models.vision import parameter_count
-from pipeline import config, reuse, stages, studies, tracking, tune
+from pipeline import config, processes, reuse, stages, studies, tracking, tune
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
@@ -60,6 +61,12 @@ def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=config.TASKS, help="override the task")
     parser.add_argument("--metric", help="override the metric")
     parser.add_argument("--layout", help="override the file layout (image competitions: see pipeline/images.py)")
+    parser.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
+                        help="seconds for the whole run (CV, refit, predict): the default model fits itself "
+                             "to it and says what it cut (make: TIME=; default: the config's time_limit, else none)")
+    parser.add_argument("--repeats", type=_positive(int), default=None,
+                        help="repeated k-fold: N reshuffled k-fold runs, the scores' spread across them "
+                             "(default: the config's [cv] repeats, else 1)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_competition(args) -> config.Competition:
-    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout")}
+    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats")}
     name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
                                    columns_given=bool(args.target or args.id_column))
     return config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
@@ -193,6 +200,7 @@ def _stage_train(args, output: Path | None) -> None:
             tuned=args.params_from == "best",
             resume=args.resume,
             register=args.register,
+            started=time.perf_counter() - processes.age(),  # TIME= counts the interpreter and imports too
         )
 
 

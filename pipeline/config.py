@@ -19,13 +19,14 @@ from pipeline.errors import UserError
 CONFIG_DIR = Path(__file__).parent / "competitions"
 DEFAULT_COMPETITION = "house-prices"  # `make submit` with nothing else: the bundled house-price run
 TASKS = ("regression", "binary", "multiclass")
-TARGET_TRANSFORMS = (None, "log")
+TARGET_TRANSFORMS = (None, "log", "log1p")
 
 
 @dataclass(frozen=True)
 class CVConfig:
     folds: int = 5
     seed: int = 42
+    repeats: int = 1  # repeated k-fold: each repeat reshuffles (seed + repeat); scores show the spread
     holdout: float | None = None  # a fraction held out once, instead of k folds (image models)
 
 
@@ -73,6 +74,9 @@ class Competition:
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    # Seconds for a whole train or submit run (CV, refit, predict); None: no limit. The default
+    # model fits itself to it (pipeline/tasks/budget.py) and says what it cut.
+    time_limit: float | None = None
 
     def as_params(self) -> dict[str, str]:
         """The resolved config flattened to ``section.key`` strings, for MLflow params."""
@@ -151,13 +155,18 @@ def check(comp: Competition, source: str) -> None:
     if comp.task is not None and comp.task not in TASKS:
         raise UserError(f"{source}: task {comp.task!r} is not one of {', '.join(TASKS)}")
     if comp.target_transform not in TARGET_TRANSFORMS:
-        raise UserError(f"{source}: target_transform {comp.target_transform!r} is not 'log' or absent")
+        raise UserError(f"{source}: target_transform {comp.target_transform!r} is not 'log', 'log1p' or absent")
     if not isinstance(comp.infer_roles, bool):
         raise UserError(f"{source}: [columns] infer must be true or false")
     if comp.kind not in ("tabular", "image"):
         raise UserError(f"{source}: kind {comp.kind!r} is not 'tabular' or 'image'")
     if not isinstance(comp.cv.folds, int) or comp.cv.folds < 2:
         raise UserError(f"{source}: [cv] folds must be an integer >= 2, got {comp.cv.folds!r}")
+    if not isinstance(comp.cv.repeats, int) or isinstance(comp.cv.repeats, bool) or comp.cv.repeats < 1:
+        raise UserError(f"{source}: [cv] repeats must be an integer >= 1, got {comp.cv.repeats!r}")
+    limit = comp.time_limit
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
+        raise UserError(f"{source}: time_limit must be a positive number of seconds, got {limit!r}")
     if comp.ensemble.method not in ("best", "blend", "stack"):
         raise UserError(f"{source}: [ensemble] method must be best, blend or stack")
     if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
@@ -195,11 +204,13 @@ def load(
     config_file: Path | None = None,
     target: str | None = None,
     id_column: str | None = None,
+    repeats: int | None = None,
     **overrides: Any,
 ) -> Competition:
     """The competition ``name`` from its TOML file, or an ad-hoc one from ``--target``/``--id``.
 
-    ``overrides`` replace top-level fields (``task``, ``metric``, ...); ``None`` values are ignored.
+    ``overrides`` replace top-level fields (``task``, ``metric``, ``time_limit``, ...) and ``repeats``
+    the ``[cv]`` one; ``None`` values are ignored.
     """
     path = config_file or CONFIG_DIR / f"{name}.toml"
     if path.is_file():
@@ -221,4 +232,6 @@ def load(
     if id_column:
         raw["id"] = id_column
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if repeats is not None and isinstance(raw.get("cv", {}), dict):  # not a table: from_dict says so
+        raw["cv"] = {**raw.get("cv", {}), "repeats": repeats}
     return from_dict(raw, path.name if path.is_file() else f"competition {name!r}")

@@ -28,6 +28,16 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if fields is not None and len(fields) > 19 else None
 
 
+def age() -> float:
+    """Seconds since this process started (its interpreter and imports included); 0 off Linux."""
+    start = _start_time(os.getpid())
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(start) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, TypeError, IndexError):
+        return 0.0
+
+
 def _is_zombie(pid: int) -> bool:
     fields = _stat_fields(pid)
     return bool(fields) and fields[0] == "Z"

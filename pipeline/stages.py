@@ -63,6 +63,7 @@ def run(
     tuned: bool = True,
     resume: bool = True,
     register: bool | None = None,
+    started: float | None = None,
 ) -> Outcome:
     """Cross-validate, refit on all rows and, when ``output`` is given, write the submission.
 
@@ -71,8 +72,9 @@ def run(
     Under ``torchrun`` every rank trains (each its share); rank 0 alone logs, predicts and writes.
     With ``register`` (default: when there is an ``output``), the run's logged model becomes a new
     version of the registered model named after the competition (``models_io.register``).
+    ``started`` (a ``perf_counter()`` value, default now): where the competition's ``time_limit`` counts from.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     uploading = upload_message is not None and output is not None
     if uploading:
         kaggle_api.check_upload(comp.kaggle, comp.name)
@@ -83,7 +85,7 @@ def run(
     if distributed.world_size() > 1 and not task.distributed:
         raise UserError(f"{comp.name}: only image competitions run on several processes (NPROC=1 here)")
     data = task.load(data_dir)
-    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned)
+    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned, started=started)
     for line in task.describe(data, plan):
         say(line)
 

@@ -9,8 +9,14 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.validation import NotFittedError
 
-from models import registry
-from models.tabular import ResidualBoostedRegressor, TorchClassifier, TorchRegressor, _mlp
+from models import registry, tabular
+from models.tabular import (
+    ResidualBoostedRegressor,
+    TorchClassifier,
+    TorchRegressor,
+    _mlp,
+    auto_batch_size,
+)
 
 
 def linear_data(n=256, seed=0):
@@ -192,3 +198,146 @@ def test_elasticnet_gbm_is_registered_with_a_search_space_and_pickles():
     X, y = rng.normal(size=(100, 3)), rng.normal(size=100)
     fitted = model.fit(X, y)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(fitted)).predict(X), fitted.predict(X))
+
+
+# --- early stopping, batch size and time ceiling of the torch models -------------------------
+
+
+def noisy_classes(n=1500, seed=0):
+    """Weak signal, noisy labels: a wide net at a high rate overfits within a few epochs."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 8)).astype(np.float32)
+    y = np.where(X[:, 0] + rng.normal(scale=2.0, size=n) > 0, "yes", "no").astype(object)
+    return X, y
+
+
+OVERFITS = {"hidden": (128,), "lr": 0.01, "epochs": 100, "n_iter_no_change": 3}
+
+
+@pytest.fixture
+def split_from_100_rows(monkeypatch):
+    """Hold out from 100 rows, not 1,000: the tests' tables stay small and quick to fit."""
+    monkeypatch.setattr(tabular, "MIN_VALIDATION_ROWS", 100)
+
+
+@pytest.mark.usefixtures("split_from_100_rows")
+def test_early_stopping_keeps_the_best_epoch_of_a_held_out_tenth():
+    X, y = noisy_classes()
+    seen = []
+    model = TorchClassifier(**OVERFITS).fit(X, y, on_epoch=seen.append)
+    assert model.validation_rows_ == 150 and model.batch_size_ == 64
+    losses = [log["val_loss"] for log in model.history_]
+    assert seen == model.history_ and [log["epoch"] for log in seen] == list(range(len(seen)))
+    assert model.best_epoch_ == int(np.argmin(losses))
+    # it stopped on its own: three epochs in a row without a better validation loss
+    assert len(losses) == model.best_epoch_ + 1 + 3 < 100
+    # the weights kept are the best epoch's: they score the held-out rows as that epoch did
+    codes = model.label_encoder_.transform(y)
+    _, held = model._validation_split(len(y), codes)
+    proba = model.predict_proba(X[held])
+    log_loss = -np.mean(np.log(proba[np.arange(len(held)), codes[held]]))
+    assert log_loss == pytest.approx(losses[model.best_epoch_], rel=1e-4)
+
+
+def test_the_split_starts_at_a_thousand_held_out_rows():
+    assert tabular.MIN_VALIDATION_ROWS == 1000
+    assert TorchRegressor()._validation_split(9_000, None) is None
+    train, held = TorchRegressor()._validation_split(10_000, None)
+    assert len(held) == 1000 and len(train) == 9000
+    assert TorchRegressor(validation_fraction=0.5)._validation_split(2_000, None) is not None
+    assert TorchRegressor(validation_fraction=0.96)._validation_split(20_000, None) is None  # 800 left to train
+
+
+@pytest.mark.usefixtures("split_from_100_rows")
+def test_the_split_is_stratified_seeded_and_keeps_a_rare_class_for_training():
+    codes = np.array([0] * 900 + [1] * 300 + [2] * 40 + [3])
+    model = TorchClassifier(seed=5)
+    train, held = model._validation_split(len(codes), codes)
+    assert len(np.intersect1d(train, held)) == 0 and len(train) + len(held) == len(codes)
+    assert [int((codes[held] == c).sum()) for c in range(4)] == [90, 30, 4, 0]  # the lone 3 trains
+    again, held_again = TorchClassifier(seed=5)._validation_split(len(codes), codes)
+    np.testing.assert_array_equal(held, held_again)
+    assert not np.array_equal(held, TorchClassifier(seed=6)._validation_split(len(codes), codes)[1])
+    # a number of rows, as scikit-learn's validation_fraction may be
+    assert len(TorchRegressor(validation_fraction=200)._validation_split(1000, None)[1]) == 200
+    assert TorchRegressor(early_stopping=False)._validation_split(10_000, None) is None
+
+
+def test_a_small_table_trains_on_every_row_as_without_early_stopping():
+    X, y = linear_data(n=300)  # a tenth is 30 rows: too few to stop on
+    on = TorchRegressor(hidden=(8,), epochs=12, seed=1).fit(X, y)
+    off = TorchRegressor(hidden=(8,), epochs=12, seed=1, early_stopping=False).fit(X, y)
+    assert on.validation_rows_ == 0 and len(on.history_) == 12 and on.best_epoch_ == 11
+    assert "val_loss" not in on.history_[0]
+    np.testing.assert_array_equal(on.predict(X), off.predict(X))
+
+
+@pytest.mark.usefixtures("split_from_100_rows")
+def test_early_stopping_is_reproducible_with_a_seed():
+    X, y = noisy_classes(n=1200)
+    first = TorchClassifier(**OVERFITS, seed=2).fit(X, y)
+    second = TorchClassifier(**OVERFITS, seed=2).fit(X, y)
+    assert first.best_epoch_ == second.best_epoch_
+    assert [log["val_loss"] for log in first.history_] == [log["val_loss"] for log in second.history_]
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+
+
+def test_auto_batch_size_bounds_the_steps_of_an_epoch():
+    assert [auto_batch_size(n) for n in (10, 1_000, 6_400, 9_000, 12_800, 100_000, 270_000, 10**7)] == [
+        64, 64, 64, 64, 128, 1024, 2048, 2048]
+    X, y = linear_data(n=200)
+    assert TorchRegressor(epochs=1).fit(X, y).batch_size_ == 64
+    explicit = TorchRegressor(epochs=1, batch_size=32, lr=0.01).fit(X, y)
+    assert explicit.batch_size_ == 32 and explicit.lr_ == 0.01  # an integer, as given, and lr with it
+    # a table of 20k rows: 18k train, batch 128 (2^round(log2(180))), 140 steps an epoch
+    big = np.random.default_rng(0).normal(size=(20_000, 3)).astype(np.float32)
+    model = TorchRegressor(epochs=1).fit(big, big[:, 0])
+    assert model.validation_rows_ == 2_000 and model.batch_size_ == 128
+    assert model.lr_ == pytest.approx(1e-3 * np.sqrt(2))  # Adam's square-root rule from a batch of 64
+
+
+@pytest.mark.usefixtures("split_from_100_rows")
+def test_max_seconds_stops_at_the_end_of_the_epoch_that_passes_it():
+    X, y = noisy_classes()
+    seen = []
+    model = TorchClassifier(**{**OVERFITS, "n_iter_no_change": 50}, max_seconds=1e-6).fit(X, y, on_epoch=seen.append)
+    assert len(model.history_) == len(seen) == 1 and "val_loss" in model.history_[0]
+    assert model.best_epoch_ == 0
+    X, y = linear_data(n=128)  # no split: the last epoch's weights
+    assert len(TorchRegressor(epochs=50, max_seconds=1e-6).fit(X, y).history_) == 1
+
+
+def test_an_epoch_callback_may_stop_the_fit():
+    X, y = noisy_classes()
+
+    class Pruned(Exception):
+        pass
+
+    def prune(log):
+        if log["epoch"] == 2:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        TorchClassifier(**OVERFITS).fit(X, y, on_epoch=prune)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"early_stopping": "auto"}, "early_stopping"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"validation_fraction": 0}, "validation_fraction"),
+    ({"n_iter_no_change": 0}, "n_iter_no_change"),
+    ({"batch_size": "big"}, "batch_size"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"max_seconds": 0}, "max_seconds"),
+])
+def test_bad_training_params_are_refused_with_their_name(params, message):
+    X, y = linear_data(n=32)
+    with pytest.raises(ValueError, match=message):
+        TorchRegressor(epochs=1, **params).fit(X, y)
+
+
+def test_the_registered_torch_models_stop_early_by_default():
+    for name in ("linear", "mlp", "mlp_classifier"):
+        params = registry.create(name, "tabular").get_params()
+        assert params["early_stopping"] is True and params["validation_fraction"] == 0.1
+        assert params["batch_size"] == "auto" and params["max_seconds"] is None

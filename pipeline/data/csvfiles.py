@@ -6,6 +6,14 @@ commas, semicolons, tabs or bars, and in a file that is not comma-separated a co
 commas ("60,5") reads as numbers. All of it is told from the first 64 KiB, so a plain UTF-8 comma
 file costs one small read more than ``pandas.read_csv``. What cannot be read is a one-line
 :class:`UserError` naming the file.
+
+``dtype`` gives columns their types up front (``{column: "str" | "float64" | ...}``), as the test
+file is read with the types of the training file's columns: a column of text stays text (codes
+such as "007" keep their zeros), and no column of one file comes out of another type than in the
+other. A file whose values do not fit those types (text in a column of numbers) is read again
+without them, so that the checks that follow can name the file, column and row at fault. In a
+file that is not comma-separated only the ``str`` types are given: decimal commas are numbers
+only once converted.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import gzip
 import lzma
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +41,7 @@ _DECIMAL_COMMA = re.compile(r"^\s*[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?\s*$")
 _BROKEN = (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError)
 
 
-def read(path: Path) -> pd.DataFrame:
+def read(path: Path, dtype: Mapping[str, str] | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"missing file: {path}")
@@ -50,10 +59,12 @@ def read(path: Path) -> pd.DataFrame:
     sep = separator(header)
     if whole:  # a header longer than the head: its last name is cut, so no check
         _check_header(path, header, sep)
+    if dtype and sep != ",":
+        dtype = {column: given for column, given in dtype.items() if given == "str"}
     frame = None
     for attempt in (encoding, *(_FALLBACK_ENCODINGS if encoding == "utf-8" else ())):
         try:
-            frame = pd.read_csv(path, sep=sep, encoding=attempt, compression=compression)
+            frame = _read_csv(path, sep=sep, encoding=attempt, compression=compression, dtype=dtype or None)
             break
         except UnicodeDecodeError as exc:
             if attempt == "latin-1" or encoding != "utf-8":
@@ -67,6 +78,18 @@ def read(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise UserError(f"empty file: {path} has a header but no rows")
     return _decimal_commas(frame) if sep != "," else frame
+
+
+def _read_csv(path: Path, *, dtype: Mapping[str, str] | None, **options) -> pd.DataFrame:
+    """``pandas.read_csv`` with ``dtype``, else (a value that does not fit its type) without."""
+    if dtype:
+        try:
+            return pd.read_csv(path, dtype=dict(dtype), **options)
+        except (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            raise
+        except (ValueError, TypeError, OverflowError):
+            pass  # e.g. "could not convert string to float": the checks name the value
+    return pd.read_csv(path, **options)
 
 
 def _compression(path: Path) -> str | None:

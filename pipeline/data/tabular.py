@@ -17,9 +17,27 @@ from pipeline.data.files import source_of
 from pipeline.errors import UserError
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """A CSV file, plain or compressed, in whatever encoding and separator (``csvfiles``)."""
-    return csvfiles.read(path)
+def read_csv(path: Path, dtype: dict[str, str] | None = None) -> pd.DataFrame:
+    """A CSV file, plain or compressed, in whatever encoding and separator (``csvfiles``);
+    ``dtype``: types of some of its columns (see :func:`types_for_test_file`)."""
+    return csvfiles.read(path, dtype=dtype)
+
+
+def types_for_test_file(train: pd.DataFrame, target: str) -> dict[str, str]:
+    """The types to read the test file with, from the training file's columns: text as ``str``
+    and decimals as ``float64``. Whole numbers are left to pandas (a gap in test makes them
+    floats, which is no other kind), as is a column train leaves empty (its test values decide,
+    :func:`checks.align`); the target is not in test."""
+    types = {}
+    for column in train.columns:
+        series = train[column]
+        if column == target or series.isna().all():
+            continue
+        if pd.api.types.is_float_dtype(series):
+            types[column] = "float64"
+        elif pd.api.types.is_string_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            types[column] = "str"
+    return types
 
 
 def _first_non_numeric(series: pd.Series) -> tuple[int, object] | None:
@@ -129,7 +147,12 @@ def load(comp: Competition, data_dir: Path) -> TabularData:
     if not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir} (run `make data`)")
     files = (comp.train_file, comp.test_file, comp.sample_submission_file)
-    train, test, sample = (read_csv(data_dir / name) for name in files)
+    train = read_csv(data_dir / files[0])
+    types = types_for_test_file(train, comp.target)
+    test = read_csv(data_dir / files[1], dtype=types)
+    # The sample's ids as test's: text ids ("0012") would otherwise not match numbers (12).
+    id_type = {comp.id: types[comp.id]} if comp.id in types else None
+    sample = read_csv(data_dir / files[2], dtype=id_type)
     check_frames(
         train,
         test,
@@ -149,5 +172,5 @@ def load(comp: Competition, data_dir: Path) -> TabularData:
     source = source_of(data_dir)
     labels = None
     if source.startswith("bundled:") and (data_dir / LABELS_FILE).is_file():
-        labels = read_csv(data_dir / LABELS_FILE)
+        labels = read_csv(data_dir / LABELS_FILE, dtype=id_type)
     return TabularData(train=train, test=test, sample=sample, source=source, test_labels=labels)

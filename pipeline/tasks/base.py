@@ -26,6 +26,10 @@ class Plan:
     metric: Metric
     model: str  # a registered name, or "ensemble"
     members: dict[str, dict]  # {model: params}, or {member: params, ...} for an ensemble
+    # The time limit's: the perf_counter time by which the CV must leave room for the refit, and
+    # what was cut to fit (pipeline/tasks/budget.py); None and () without a limit.
+    deadline: float | None = None
+    cuts: tuple[str, ...] = ()
 
     @property
     def params(self) -> dict:
@@ -44,6 +48,7 @@ class CVResult:
     scores: dict[str, float] = field(default_factory=dict)  # every model's score, an ensemble's members too
     scores_without_outliers: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] | None = None
+    repeats: list[CVResult] = field(default_factory=list)  # repeated k-fold: each repeat's own result
 
 
 class CompetitionFiles(Protocol):
@@ -83,7 +88,9 @@ class Task(Protocol):
         """The competition's files, read and checked; ``.source`` says where they came from."""
 
     def plan(self, data: Any, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None) -> Plan: ...
+             tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
+        """The model and params; ``started`` (the run's ``perf_counter()`` start): fit them to the
+        competition's ``time_limit``."""
 
     def untuned_params(self, plan: Plan) -> dict:
         """What ``submit`` fits when nothing is tuned: the first trial of a study."""

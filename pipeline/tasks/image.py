@@ -137,6 +137,9 @@ def refit_params(values: dict, result: CVResult) -> dict:
             "early_stopping_patience": None}
 
 
+TIME_LIMIT_SHARE = 0.85  # of a run's time limit, shared by its fits; the rest: loading, predicting, logging
+
+
 class ImageTask(FileTask):
     files = files
     registry_kind = "vision"
@@ -158,9 +161,16 @@ class ImageTask(FileTask):
         return metric
 
     def plan(self, data: Images, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None) -> Plan:
+             tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
+        """``started``: the run's ``perf_counter()`` start; with a ``time_limit``, each fit (the
+        validation's and the refit) gets its share of the time left as ``time_budget``."""
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
         values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params))
+        if self.comp.time_limit and started is not None and values.get("time_budget") is None:
+            fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
+            left = self.comp.time_limit * TIME_LIMIT_SHARE - (time.perf_counter() - started)
+            values["time_budget"] = round(max(left, 1.0) / fits, 1)
+            say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_budget']:.0f} s")
         self._labels = data.data.y_train
         return Plan("multiclass", self._metric(), name, {name: values})
 

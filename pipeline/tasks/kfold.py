@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -31,7 +32,12 @@ from pipeline.metrics import Metric
 from pipeline.submission import check_finite
 from pipeline.tasks.base import CVResult, EpochCallback, FoldCallback
 
-TARGET_TRANSFORMS = {"log": (np.log, np.exp)}
+
+def _expm1_nonnegative(values):
+    return np.expm1(np.maximum(values, 0.0))  # a log1p target is never below 0: nor are its predictions
+
+
+TARGET_TRANSFORMS = {"log": (np.log, np.exp), "log1p": (np.log1p, _expm1_nonnegative)}
 
 
 def create_model(name: str, params: dict):
@@ -72,17 +78,29 @@ def build_ensemble(comp: Competition, params: dict[str, dict], weights: dict[str
     return WeightedEnsemble(members, [weights[name] for name in weights], intercept)
 
 
-def _fit_model(model, X, y, on_epoch: Callable[[dict], None]):
+def fit_model(model, X, y, on_epoch: Callable[[dict], None] | None = None):
     with threads.limit():  # the process's thread policy (models/threads.py)
-        if "on_epoch" in inspect.signature(model.fit).parameters:
+        if on_epoch is not None and "on_epoch" in inspect.signature(model.fit).parameters:
             return model.fit(X, y, on_epoch=on_epoch)
         return model.fit(X, y)
 
 
-def predict(model, X, metric: Metric, *, proba: bool | None = None, per_class: bool = False) -> np.ndarray:
+def predict(model, X, metric: Metric, *, proba: bool | None = None, per_class: bool = False,
+            chunk_rows: int | None = 50_000) -> np.ndarray:
     """Labels or values; with ``proba`` (default: the metric's need), probabilities with one column
     per class of ``metric.classes`` (a fold that lacked a class gives it 0), or for two classes
-    P(classes[1]) alone unless ``per_class``."""
+    P(classes[1]) alone unless ``per_class``.
+
+    ``X`` (a frame or a matrix) goes through ``model`` ``chunk_rows`` rows at a time (``None``: all
+    at once), so that a large test set never becomes one feature matrix; each row's prediction
+    depends on that row alone, so the result is the same (to the rounding of a matrix product,
+    whose summation order can depend on the number of rows)."""
+    rows = X.shape[0]
+    if chunk_rows and rows > chunk_rows:
+        parts = [predict(model, X.iloc[start:start + chunk_rows] if isinstance(X, pd.DataFrame)
+                         else X[start:start + chunk_rows], metric, proba=proba, per_class=per_class, chunk_rows=None)
+                 for start in range(0, rows, chunk_rows)]
+        return np.concatenate(parts)
     if not (metric.needs_proba if proba is None else proba):
         return np.asarray(model.predict(X))
     probabilities = model.predict_proba(X)
@@ -124,10 +142,23 @@ def outlier_mask(comp: Competition, X: pd.DataFrame, y: pd.Series) -> np.ndarray
         raise UserError(f"{comp.name}: outliers: {exc}") from None
 
 
-def splitter(comp: Competition, task: str):
+def splitter(comp: Competition, task: str, repeat: int = 0):
+    """The k folds of repeat ``repeat``: each repeat reshuffles with its own seed."""
+    seed = comp.cv.seed + repeat
     if task == "regression":
-        return KFold(comp.cv.folds, shuffle=True, random_state=comp.cv.seed)
-    return StratifiedKFold(comp.cv.folds, shuffle=True, random_state=comp.cv.seed)
+        return KFold(comp.cv.folds, shuffle=True, random_state=seed)
+    return StratifiedKFold(comp.cv.folds, shuffle=True, random_state=seed)
+
+
+def _out_of_time(deadline: float | None, fold_seconds: list[float], folds: int, next_folds: int) -> bool:
+    """Whether ``next_folds`` more folds, and then the refit on every row, would end past ``deadline``.
+
+    The refit costs about ``folds / (folds - 1)`` folds: it sees every row, a fold (k-1)/k of them.
+    """
+    if deadline is None or not fold_seconds or next_folds == 0:
+        return False
+    fold = float(np.mean(fold_seconds))
+    return time.perf_counter() + fold * (next_folds + folds / (folds - 1)) > deadline
 
 
 def cross_validate_many(
@@ -143,8 +174,10 @@ def cross_validate_many(
     progress: bool | None = None,
     scored_rows: np.ndarray | None = None,
     proba: bool = False,
+    deadline: float | None = None,
 ) -> dict[str, CVResult]:
-    """Shuffled, seeded k-fold for several models sharing each fold's fitted features.
+    """Shuffled, seeded k-fold (``comp.cv.repeats`` times) for several models sharing each fold's
+    fitted features.
 
     ``on_fold(k, score)`` and ``on_epoch(k, log, epochs)`` (for a single model) see each score as it
     comes, and may raise to stop early, as an Optuna pruner does. ``progress``: tqdm bars for
@@ -153,18 +186,33 @@ def cross_validate_many(
     still predicted out of fold. ``proba``: the out-of-fold predictions of a classifier are
     probabilities (P(classes[1]) for two classes, else a column per class) whatever the metric,
     as an ensemble's weights need; a metric on labels scores their most probable class.
+
+    ``deadline`` (a ``time.perf_counter()`` value): no fold starts that, with the refit after it,
+    would end past it. The first fold always runs; rows of the folds not run are marked ``-1``
+    in ``folds`` and left out of the scores; a repeat not run is left out whole.
+
+    With several repeats, each model's result holds each repeat's own (``repeats``); its ``oof``
+    is their mean (still out of fold: no row's prediction comes from a model that saw it),
+    ``folds`` the first repeat's, and ``score`` the mean of the repeats' scores.
     """
     scored = np.ones(len(X), dtype=bool) if scored_rows is None else np.asarray(scored_rows, dtype=bool)
     hidden = not sys.stderr.isatty() if progress is None else not progress
     forward, inverse = TARGET_TRANSFORMS.get(comp.target_transform, (None, None))
-    folds = list(splitter(comp, task).split(X, y))
-    fold_of_row = np.empty(len(X), dtype=int)
+    k_folds = comp.cv.folds
+    splits = [(r, k, train_idx, valid_idx) for r in range(comp.cv.repeats)
+              for k, (train_idx, valid_idx) in enumerate(splitter(comp, task, r).split(X, y))]
+    fold_of_row = np.full((comp.cv.repeats, len(X)), -1, dtype=int)
     oof: dict[str, np.ndarray] = {}
-    scores: dict[str, list[float]] = {name: [] for name in models}
+    scores: dict[str, list[list[float]]] = {name: [[] for _ in range(comp.cv.repeats)] for name in models}
     histories: dict[str, list] = {name: [] for name in models}
+    fold_seconds: list[float] = []
     y_true = y.to_numpy()
-    for k, (train_idx, valid_idx) in enumerate(tqdm(folds, desc="folds", disable=hidden, leave=False)):
-        fold_of_row[valid_idx] = k
+    for r, k, train_idx, valid_idx in tqdm(splits, desc="folds", disable=hidden, leave=False):
+        next_folds = 1 if r == 0 else k_folds if k == 0 else 0  # a later repeat runs whole or not at all
+        if _out_of_time(deadline, fold_seconds, k_folds, next_folds):
+            break
+        started = time.perf_counter()
+        fold_of_row[r, valid_idx] = k
         X_fit, y_fit = drop_outliers(comp, X.iloc[train_idx], y.iloc[train_idx])
         target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
         features = build_features(comp)
@@ -181,24 +229,38 @@ def cross_validate_many(
                     if on_epoch:
                         on_epoch(k, log, epochs)
 
-                _fit_model(model, train_matrix, target, hook)
+                fit_model(model, train_matrix, target, hook)
             predictions = predict(model, valid_matrix, metric, proba=proba or None)
             if inverse:
                 predictions = inverse(predictions)
             if name not in oof:
-                oof[name] = np.zeros((len(X), *predictions.shape[1:]), dtype=predictions.dtype)
-            oof[name][valid_idx] = predictions
+                oof[name] = np.zeros((comp.cv.repeats, len(X), *predictions.shape[1:]), dtype=predictions.dtype)
+            oof[name][r, valid_idx] = predictions
             check_finite(predictions, name, "out-of-fold")
             counted = scored[valid_idx]
-            scores[name].append(score(metric, y_true[valid_idx][counted], predictions[counted], proba))
+            scores[name][r].append(score(metric, y_true[valid_idx][counted], predictions[counted], proba))
             histories[name].append(getattr(model, "history_", []))
             if on_fold:
-                on_fold(k, scores[name][-1])
-    return {
-        name: CVResult(oof[name], scores[name], score(metric, y_true[scored], oof[name][scored], proba), fold_of_row,
-                       histories[name])
-        for name in models
-    }
+                on_fold(k, scores[name][r][-1])
+        fold_seconds.append(time.perf_counter() - started)
+    repeats = int((fold_of_row >= 0).any(axis=1).sum())  # those that ran, the first at least in part
+
+    def result(name: str, r: int) -> CVResult:
+        held = (fold_of_row[r] >= 0) & scored
+        return CVResult(oof[name][r], scores[name][r], score(metric, y_true[held], oof[name][r][held], proba),
+                        fold_of_row[r], histories[name])
+
+    results = {}
+    for name in models:
+        if repeats == 1:
+            results[name] = result(name, 0)
+            continue
+        each = [result(name, r) for r in range(repeats)]
+        mean_oof = oof[name][:repeats].mean(axis=0)
+        results[name] = CVResult(mean_oof, [s for one in each for s in one.fold_scores],
+                                 float(np.mean([one.score for one in each])), fold_of_row[0], histories[name],
+                                 repeats=each)
+    return results
 
 
 def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model):

@@ -10,6 +10,7 @@ run's MLflow model (``pipeline.models_io``).
 from __future__ import annotations
 
 import dataclasses
+import time
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pipeline.data.tabular import TabularData
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import kfold
+from pipeline.tasks import budget, kfold
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
 # What runs when neither the command line nor the config names a model: an ensemble of these,
@@ -45,6 +46,7 @@ class TabularTask(FileTask):
     files = files
     registry_kind = "tabular"
     progress_unit = "fold"
+    _cv_rows: np.ndarray | None = None  # the rows validate's CV held out, for the refit's logged OOF
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
@@ -67,14 +69,33 @@ class TabularTask(FileTask):
         return task, metric
 
     def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None) -> Plan:
+             tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
+        """``started``: the run's ``perf_counter()`` start, from which ``time_limit`` counts."""
         task, metric = self._task_and_metric(data)
         comp = self.comp
         if comp.model.name is None and not comp.ensemble.models:  # the default ensemble's members
             comp = dataclasses.replace(comp, ensemble=dataclasses.replace(comp.ensemble, models=DEFAULT_MEMBERS[task]))
+        if metric.name == "rmsle" and comp.target_transform is None and (data.train[comp.target] >= 0).all():
+            say("target: models learn log(1 + target), as RMSLE scores it; predictions are exp'd back")
+            comp = self.comp = dataclasses.replace(comp, target_transform="log1p")
         name = params.choose_model(comp, self.registry_kind, task, DEFAULT_MODEL, model)
         members = params.members(comp, name, tuned=tuned, study=study_params, cli=cli_params)
-        return Plan(task, metric, name, members)
+        plan = Plan(task, metric, name, members)
+        return self._within_time_limit(data, plan, started) if comp.time_limit and started is not None else plan
+
+    def _within_time_limit(self, data: TabularData, plan: Plan, started: float) -> Plan:
+        """``plan`` cut to fit the time limit (pipeline/tasks/budget.py); the CV's deadline set."""
+        limit = self.comp.time_limit
+        X, y = self._xy(data)
+        features, costs = budget.probe(self.comp, X, y, plan.members, plan.metric)
+        deadline = started + limit - max(limit * budget.RESERVED_SHARE, budget.RESERVED_SECONDS)
+        left = deadline - time.perf_counter()
+        fitted = budget.fit(self.comp, plan.members, features, costs, left)
+        budget.report(limit, left, fitted)
+        if (fitted.folds, fitted.repeats) != (self.comp.cv.folds, self.comp.cv.repeats):
+            cv = dataclasses.replace(self.comp.cv, folds=fitted.folds, repeats=fitted.repeats)
+            self.comp = dataclasses.replace(self.comp, cv=cv)
+        return dataclasses.replace(plan, members=fitted.members, deadline=deadline, cuts=tuple(fitted.cuts))
 
     def untuned_params(self, plan: Plan) -> dict:
         return params.config_params(self.comp, plan.model)
@@ -97,7 +118,9 @@ class TabularTask(FileTask):
 
     def run_params(self, data: TabularData, plan: Plan) -> dict:
         return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name,
-                "columns.roles": self.roles_summary(data)[:6000],
+                "columns.roles": self.roles_summary(data)[:6000], "cv.folds_run": self.comp.cv.folds,
+                "cv.repeats_run": self.comp.cv.repeats,
+                **({"time_limit.cuts": "; ".join(plan.cuts)[:6000] or "none"} if plan.deadline else {}),
                 **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in p.items()}}
 
     def _xy(self, data: TabularData) -> tuple[pd.DataFrame, pd.Series]:
@@ -121,21 +144,33 @@ class TabularTask(FileTask):
         X, y = self._xy(data)
         proba = plan.model == params.ENSEMBLE and metric.classes is not None  # classifiers blend probabilities
         results = kfold.cross_validate_many(comp, X, y, task=plan.task, metric=metric, models=plan.members,
-                                            progress=progress, proba=proba)
+                                            progress=progress, proba=proba, deadline=plan.deadline)
         outliers = kfold.outlier_mask(comp, X, y)
+        rows = next(iter(results.values())).folds >= 0  # all, unless the time limit stopped the CV early
+        self._cv_rows = rows
+        if not rows.all():
+            done = len(np.unique(next(iter(results.values())).folds[rows]))
+            say(f"time limit: the CV stopped after {done} of {comp.cv.folds} folds; "
+                f"scores and weights come from their {int(rows.sum())} rows")
+            results = {name: _rows(result, rows) for name, result in results.items()}
+            y, outliers = y[rows], outliers[rows]
         scores, without = {}, {}
         for name, result in results.items():
             scores[name], without[name] = result.score, _without(result, y, outliers, metric, proba)
             if len(results) > 1:
-                say(f"  {name}: cv {metric.name} {result.score:.5f}"
+                say(f"  {name}: cv {metric.name} {result.score:.5f}{_spread(result)}"
                     + (f" ({without[name]:.5f} without outlier rows)" if comp.outliers else ""))
         if plan.model == params.ENSEMBLE:
             for name, result in results.items():
                 with tracking.child_run(name, tags={"model": name, "parent_model": plan.model}):
                     tracking.log_params({f"params.{k}": v for k, v in plan.members[name].items()})
-                    self._log_result(result, metric, data, name)
-            combine = _combine_proba if proba else _combine
-            result = combine(comp, results, plan.members, y, metric, ~outliers)
+                    self._log_result(result, metric, data, name, rows)
+            if len(np.unique(next(iter(results.values())).folds)) > 1:
+                result = (_combine_proba if proba else _combine)(comp, results, plan.members, y, metric, ~outliers)
+            else:
+                result = _best_alone(comp, results, plan.members, metric)
+            if len(next(iter(results.values())).repeats) > 1:
+                result = _ensemble_repeats(comp, result, results, y, metric, proba)
             scores[plan.model], without[plan.model] = result.score, _without(result, y, outliers, metric, proba)
             tracking.log_json(result.weights, "ensemble_weights.json")
             tracking.log_params({f"weight.{name}": round(w, 4) for name, w in result.weights.items()})
@@ -143,10 +178,11 @@ class TabularTask(FileTask):
             result = results[plan.model]
             result.final = kfold.create_model(plan.model, plan.params)
         result.scores, result.scores_without_outliers = scores, without
-        self._log_result(result, metric, data, plan.model)
+        self._log_result(result, metric, data, plan.model, rows)
         if len(scores) > 1:
             tracking.log_figure(plots.model_comparison(scores, metric.name), "model_comparison.png")
-        say(f"cv {metric.name}: {result.score:.5f} (folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})")
+        say(f"cv {metric.name}: {result.score:.5f}{_spread(result)} "
+            f"(folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})")
         if comp.outliers:
             say(f"cv {metric.name} without the outlier rows: {without[plan.model]:.5f}")
         return result
@@ -154,7 +190,9 @@ class TabularTask(FileTask):
     def refit(self, data: TabularData, plan: Plan, result: CVResult, *, progress: bool | None = None):
         X, y = self._xy(data)
         estimator = kfold.fit_all(self.comp, X, y, result.final)
-        models_io.log_tabular(self.comp, data.train, plan, estimator, result, ~kfold.outlier_mask(self.comp, X, y))
+        rows = self._cv_rows if self._cv_rows is not None else np.ones(len(X), dtype=bool)  # those with OOF
+        models_io.log_tabular(self.comp, data.train[rows], plan, estimator, result,
+                              ~kfold.outlier_mask(self.comp, X, y)[rows])
         return estimator
 
     def predict(self, fitted, data: TabularData, plan: Plan) -> np.ndarray:
@@ -185,12 +223,16 @@ class TabularTask(FileTask):
         say(f"local test {metric.name}: {score:.5f} (held-back labels of {data.source})")
         return score
 
-    def _log_result(self, result: CVResult, metric: Metric, data: TabularData, name: str) -> None:
+    def _log_result(self, result: CVResult, metric: Metric, data: TabularData, name: str, rows: np.ndarray) -> None:
+        """``rows``: the training rows the result holds (all, unless the time limit cut the CV)."""
         comp = self.comp
-        y, ids = data.train[comp.target], data.train[comp.id]
+        y, ids = data.train[comp.target][rows], data.train[comp.id][rows]
         tracking.log_metrics({f"cv_{metric.name}": result.score,
                               f"cv_{metric.name}_std": float(np.std(result.fold_scores)),
                               **{f"fold{k}_{metric.name}": s for k, s in enumerate(result.fold_scores)}})
+        if result.repeats:
+            tracking.log_metrics({f"cv_{metric.name}_repeats_std": float(np.std([r.score for r in result.repeats])),
+                                  **{f"repeat{r}_{metric.name}": one.score for r, one in enumerate(result.repeats)}})
         for k, history in enumerate(result.histories):
             if history:
                 tracking.log_curves(f"fold{k}_", history)
@@ -203,6 +245,46 @@ class TabularTask(FileTask):
             tracking.log_figure(plots.predicted_vs_actual(y.to_numpy(), result.oof, log=log, title=title),
                                 "predicted_vs_actual.png")
             tracking.log_figure(plots.residuals(y.to_numpy(), result.oof, log=log, title=title), "residuals.png")
+
+
+def _rows(result: CVResult, rows: np.ndarray) -> CVResult:
+    """``result`` on the rows the CV held out (the time limit stopped it before the others)."""
+    return dataclasses.replace(result, oof=result.oof[rows], folds=result.folds[rows],
+                               repeats=[_rows(one, rows) for one in result.repeats])
+
+
+def _best_alone(comp: Competition, results: dict[str, CVResult], members: dict[str, dict],
+                metric: Metric) -> CVResult:
+    """One fold gives no held-out rows to learn weights on: the best member alone."""
+    best = (max if metric.greater_is_better else min)(results, key=lambda name: results[name].score)
+    say(f"  ensemble: one fold leaves no rows to learn weights on; {best} alone")
+    result = dataclasses.replace(results[best], weights={name: float(name == best) for name in results})
+    result.final = kfold.build_ensemble(comp, members, {best: 1.0}, 0.0)
+    return result
+
+
+def _spread(result: CVResult) -> str:
+    """`` ± std over N repeats``, the repeats' spread, when there are several."""
+    if len(result.repeats) < 2:
+        return ""
+    each = [one.score for one in result.repeats]
+    return f" ± {np.std(each):.5f} over {len(each)} repeats ({', '.join(f'{s:.5f}' for s in each)})"
+
+
+def _ensemble_repeats(comp: Competition, result: CVResult, members: dict[str, CVResult], y: pd.Series,
+                      metric: Metric, proba: bool) -> CVResult:
+    """The ensemble's score in each repeat: its weights (learned on the repeats' mean out-of-fold
+    predictions) applied to that repeat's out-of-fold predictions; its score, their mean."""
+    forward, inverse = kfold.TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v, lambda v: v))
+    weights = [result.weights[name] for name in members]
+    intercept = result.final.intercept
+    each = []
+    for r in range(len(next(iter(members.values())).repeats)):
+        stacked = np.stack([members[name].repeats[r].oof for name in members], axis=1)
+        oof = (ensembles.combine(stacked, weights) if proba
+               else inverse(ensembles.combine(forward(stacked), weights, intercept)))
+        each.append(CVResult(oof, [], kfold.score(metric, y.to_numpy(), oof, proba), result.folds))
+    return dataclasses.replace(result, score=float(np.mean([one.score for one in each])), repeats=each)
 
 
 def _without(result: CVResult, y: pd.Series, outliers: np.ndarray, metric: Metric, proba: bool = False) -> float:
