@@ -90,17 +90,36 @@ def probe(comp, X: pd.DataFrame, y: pd.Series, members: dict[str, dict], metric)
             model.set_params(epochs=min(steps, PROBE_EPOCHS), **_without_early_stopping(model))
             if model.get_params().get("batch_size") == "auto":  # the fold's batch: the cost per row depends on it
                 model.set_params(batch_size=auto_batch_size(int(fold_rows)))
-        started = time.perf_counter()
-        kfold.fit_model(model, matrix, target)
-        seconds = (time.perf_counter() - started) * scale
+        measured = _fit_seconds(model, matrix, target)
+        seconds = measured * scale
         if knob == "max_iter":
-            done = max(1, getattr(model, "n_iter_", PROBE_ITERATIONS))
-            costs[name] = Cost(0.0, seconds / done, steps, knob)
+            costs[name] = Cost(0.0, _iteration_seconds(model, measured, matrix, target, fold_rows), steps, knob)
         elif knob == "max_seconds":
             costs[name] = Cost(0.0, seconds / min(steps, PROBE_EPOCHS), steps, knob)
         else:
             costs[name] = Cost(seconds * 1.5, knob=None)  # a solver may need more iterations on more rows
     return features, costs
+
+
+def _iteration_seconds(model, measured: float, matrix, target, fold_rows: float) -> float:
+    """A booster's seconds per iteration on ``fold_rows`` rows, from ``model`` (just fit on every
+    row of ``matrix``, in ``measured`` seconds) and a second fit on half of them: ``fixed + per_row * rows``. Scaled in
+    proportion instead, the fixed part (the split search, thread start-ups) is multiplied with
+    the rows, and a booster on a 2,000-row probe was priced several times too dear."""
+    def per_iteration(fitted, seconds: float) -> float:
+        return seconds / max(1, getattr(fitted, "n_iter_", PROBE_ITERATIONS))
+
+    full = per_iteration(model, measured)
+    half = len(matrix) // 2
+    small = per_iteration(model, _fit_seconds(model, matrix[:half], target[:half]))
+    per_row = max(full - small, 0.0) / (len(matrix) - half)
+    return max(full, small) + per_row * max(fold_rows - len(matrix), 0.0)
+
+
+def _fit_seconds(model, X, y) -> float:
+    started = time.perf_counter()
+    kfold.fit_model(model, X, y)
+    return time.perf_counter() - started
 
 
 def _without_early_stopping(model) -> dict:
