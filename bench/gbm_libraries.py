@@ -1,7 +1,9 @@
 """Gradient-boosting libraries against scikit-learn's HistGradientBoosting, on the tabular suite.
 
-Runs in the AutoGluon venv (LightGBM, XGBoost, CatBoost, scikit-learn; no torch), with the repo
-root on ``sys.path`` for our ``features`` package::
+Runs in the AutoGluon venv (LightGBM, XGBoost, CatBoost, scikit-learn; no torch; built by
+``bench/bench_tabular.py``), with the repo root on ``sys.path`` for our ``features`` package (it
+imports neither ``pipeline`` nor ``models``); the suite's data first
+(``.venv/bin/python bench/tabular_suite.py``)::
 
     nice -n 10 bench/.venv-autogluon/bin/python bench/gbm_libraries.py [--tasks a b] [--models ...]
 
@@ -16,8 +18,9 @@ Rows (``--models``):
 - ``hgb``: HistGradientBoosting{Regressor,Classifier}, early stopping on its 10% internal split
   (``n_iter_no_change=20``), as the registry's ``hist_gbm`` does;
 - ``lightgbm``, ``xgboost`` (``tree_method="hist"``), ``catboost``: defaults, but the same
-  learning rate, the same ceiling on rounds, and early stopping (20 rounds) on a 10% split of the
-  training fold (never the validation fold), 2 threads each;
+  learning rate (0.05), the same ceiling on rounds (2000), and early stopping (20 rounds) on a 10%
+  split of the training fold (never the validation fold), 2 threads each (HistGradientBoosting's
+  OpenMP pool held to 2 as well);
 
 all four on the pipeline's matrix (``ColumnRoles`` then ``TabularPreprocessor``, as
 ``pipeline/tasks/kfold.py`` ``build_features`` chains them: one-hot categories, standardised
@@ -27,8 +30,11 @@ numbers). ``hgb_native``, ``lightgbm_native``, ``xgboost_native`` and ``catboost
 as in the pipeline; for CatBoost, strings in ``cat_features``, many-level columns raw included
 (see :class:`NativeFeatures`).
 
-Results go to ``bench/.results/gbm_libraries.json`` (written after every row; ``--resume`` keeps
-the rows already there).
+Within a fold the libraries run one after another, so a slow spell of a shared machine hits them
+alike; CPU seconds are reported beside wall seconds. Prints a task x library table (score, fit
+seconds) and a verdict line per task. Results go to ``bench/.results/gbm_libraries.json``, written
+after every task (``--resume`` keeps the rows already there and runs the missing ones; ``--redo``
+runs named rows again).
 """
 
 from __future__ import annotations
