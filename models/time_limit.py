@@ -1,0 +1,98 @@
+"""The one clock of a run: :class:`TimeLimit`.
+
+A run's time limit (``--time-limit S``, ``TIME=S``, ``time_limit`` in a config) is made once, at
+start-up, and passed down to every stage: submit, train, tune, the portfolio and the image
+trainer. It answers three questions: how much time is left for work, whether a cost fits in it,
+and how much is kept at the end for predicting, writing the submission and logging the model
+(``reserve``). An estimator's own ``time_limit`` parameter is plain seconds for one fit (a float
+clones and pickles); it makes its ``TimeLimit`` when the fit starts.
+
+``clock`` is injectable so that tests can drive a fake one; ``time.perf_counter`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# What a run keeps at the end of its limit for predicting, writing and logging: a share of the
+# limit, at least RESERVE_MIN seconds, and never more than RESERVE_MAX_SHARE of the limit (a
+# 20 s limit cannot keep 10 s back).
+RESERVE_SHARE = 0.04
+RESERVE_MIN = 8.0
+RESERVE_MAX_SHARE = 0.25
+
+
+def default_reserve(seconds: float) -> float:
+    return min(max(seconds * RESERVE_SHARE, RESERVE_MIN), seconds * RESERVE_MAX_SHARE)
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """``seconds`` from ``started`` (a ``clock()`` value); ``None`` seconds: no limit."""
+
+    seconds: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+    reserve: float | None = None  # None: default_reserve(seconds)
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.seconds is not None:
+            if not (isinstance(self.seconds, int | float) and math.isfinite(self.seconds) and self.seconds > 0):
+                raise ValueError(f"time limit {self.seconds!r}: a positive number of seconds")
+            if self.reserve is None:
+                object.__setattr__(self, "reserve", default_reserve(float(self.seconds)))
+        elif self.reserve is None:
+            object.__setattr__(self, "reserve", 0.0)
+
+    @classmethod
+    def start(cls, seconds: float | None, *, age: float = 0.0, reserve: float | None = None,
+              clock: Callable[[], float] = time.perf_counter) -> TimeLimit:
+        """A limit that started ``age`` seconds ago (the interpreter's start, say)."""
+        return cls(seconds, clock() - age, reserve, clock)
+
+    @property
+    def limited(self) -> bool:
+        return self.seconds is not None
+
+    @property
+    def deadline(self) -> float:
+        """The promise: the ``clock()`` value by which the whole run has ended."""
+        return math.inf if self.seconds is None else self.started + self.seconds
+
+    @property
+    def work_deadline(self) -> float:
+        """When work must stop, so that the reserve is left for predicting, writing and logging."""
+        return self.deadline - self.reserve
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def left(self) -> float:
+        """Seconds of work left (the reserve excluded); ``inf`` without a limit, never below 0."""
+        return max(0.0, self.work_deadline - self.clock())
+
+    def left_total(self) -> float:
+        """Seconds left before the deadline itself, the reserve included."""
+        return max(0.0, self.deadline - self.clock())
+
+    def fits(self, seconds: float) -> bool:
+        return seconds <= self.left()
+
+    def expired(self) -> bool:
+        return self.limited and self.clock() >= self.work_deadline
+
+    def within(self, seconds: float | None) -> TimeLimit:
+        """A limit for a part of the work: ``seconds`` from now, and never past this one's work
+        deadline; no reserve of its own (the parent keeps it)."""
+        cap = self.left() if self.limited else None
+        part = cap if seconds is None else (seconds if cap is None else min(seconds, cap))
+        if part is None:
+            return TimeLimit(None, self.clock(), 0.0, self.clock)
+        return TimeLimit(max(part, 1e-3), self.clock(), 0.0, self.clock)
+
+    def used_share(self) -> float:
+        """Elapsed time as a share of the limit (0 without one)."""
+        return 0.0 if self.seconds is None else self.elapsed() / self.seconds
