@@ -15,6 +15,7 @@ ID ?=
 METRIC ?=
 TIME ?=
 REPEATS ?=
+SEEDS ?=
 DATA_DIR ?=
 OUTPUT ?= submission.csv
 MODEL ?=
@@ -43,7 +44,7 @@ RESUME ?=
 
 COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC)) \
-	$(if $(TIME),--time-limit $(TIME)) $(if $(REPEATS),--repeats $(REPEATS))
+	$(if $(TIME),--time-limit $(TIME)) $(if $(REPEATS),--repeats $(REPEATS)) $(if $(SEEDS),--seeds $(SEEDS))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
 PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
@@ -56,7 +57,7 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: COMPETITION=$(or $(COMPETITION),<DATA_DIR's name or house-prices>) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
 	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
-	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats>"
+	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats> SEEDS=<seeds averaged per model>"
 	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
 	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIMEOUT=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
 

@@ -1,26 +1,34 @@
 """Ensembles from out-of-fold predictions: a weighted average whose weights are learned outside.
 
-Both ways of learning the weights give a linear combination, so one estimator serves both:
+Every way of learning the weights gives a linear combination:
 - ``blend``: non-negative weights that sum to one, least squares on the OOF predictions;
 - ``stack``: a linear meta-learner with non-negative coefficients and an intercept.
 Classifiers' OOF predictions are probabilities (binary: P(positive), ``(n, models)``; several
 classes: ``(n, models, classes)``) and ``y`` the class indices: ``proba_blend_weights`` puts the
 weights on the simplex too, so the blend stays a probability, by log loss or by a given loss
 (``proba_select_weights``: its corner, the best member alone).
+``greedy_weights`` is Caruana et al.'s ensemble selection (2004), as AutoGluon builds its
+weighted ensemble: members added one at a time, with replacement, each time the one that most
+lowers the loss of the running average; the weights are the counts. It suits values and
+probabilities alike, and any loss, the competition's metric included.
 ``cross_fit`` scores any of them honestly: the weights used for each fold's rows are learned on
-the other folds' rows only.
+the other folds' rows only. ``select`` is the one place that cross-fits several methods, keeps the
+better and learns its weights on every row: the tabular task and ``blend`` both use it.
+
+``FoldBag`` and ``PrefitEnsemble`` are what k-fold training leaves: each fold's fitted pipeline,
+averaged (bagging), and the selected members' bags combined by their weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LinearRegression
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
 
 Combination = tuple[np.ndarray, float]  # (weights, intercept)
 
@@ -113,10 +121,49 @@ def proba_select_weights(predictions: np.ndarray, y: np.ndarray,
     return weights, 0.0
 
 
+GREEDY_ROUNDS = 25  # members added (with replacement): AutoGluon's ensemble_size
+GREEDY_MAX_ROWS = 200_000  # rows the greedy search scores (a seeded sample beyond): each round
+# scores every member, and a metric such as AUC sorts the rows every time
+
+
+def greedy_weights(predictions: np.ndarray, y: np.ndarray,
+                   loss: Callable[[np.ndarray, np.ndarray], float] | None = None,
+                   rounds: int = GREEDY_ROUNDS) -> Combination:
+    """Caruana's ensemble selection: ``rounds`` times add the member (with replacement) whose
+    addition gives the running average the lowest ``loss(y, average)`` (lower is better; default
+    squared error, or log loss for probabilities); weights = counts / rounds, on the simplex.
+    Ties go to the earlier member, so the result is deterministic."""
+    if loss is None:
+        loss = _default_loss(predictions)
+    n_models = predictions.shape[1]
+    if len(y) > GREEDY_MAX_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(len(y), GREEDY_MAX_ROWS, replace=False))
+        predictions, y = predictions[rows], y[rows]
+    counts = np.zeros(n_models, dtype=int)
+    total = np.zeros_like(np.take(predictions, 0, axis=1), dtype=float)
+    for step in range(1, rounds + 1):
+        trial = [loss(y, (total + np.take(predictions, m, axis=1)) / step) for m in range(n_models)]
+        best = int(np.argmin(trial))
+        counts[best] += 1
+        total += np.take(predictions, best, axis=1)
+    return counts / counts.sum(), 0.0
+
+
+def _default_loss(predictions: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Log loss for class columns ``(n, models, classes)``; squared error otherwise (binary
+    probabilities need their loss given: a value in [0, 1] may be a regression's too)."""
+    if predictions.ndim == 3:
+        return lambda y, p: float(-np.mean(np.log(np.clip(p[np.arange(len(y)), np.asarray(y, dtype=int)], EPS, 1.0))))
+    return lambda y, p: float(np.mean((p - y) ** 2))
+
+
+METHODS["select"] = greedy_weights
+
 # Classifiers' probabilities: ``(predictions, y, loss) -> (weights, 0.0)``, weights on the simplex.
 PROBA_METHODS: dict[str, Callable[..., Combination]] = {
     "blend": proba_blend_weights,
-    "select": proba_select_weights,
+    "best_member": proba_select_weights,
+    "select": greedy_weights,
 }
 
 
@@ -142,55 +189,127 @@ def cross_fit(
     return out
 
 
-def _classifiers(ensemble) -> bool:
-    return all(hasattr(estimator, "predict_proba") for _, estimator in ensemble.estimators)
+@dataclass
+class Selection:
+    """What ``select`` chose: the method, its weights and intercept learned on every fit row, and
+    the cross-fitted out-of-fold combination with its score (each fold combined by weights
+    learned on the other folds only: the honest score of the selection)."""
+
+    method: str
+    weights: np.ndarray
+    intercept: float
+    oof: np.ndarray
+    score: float
+    scores: dict[str, float]  # each method tried: its cross-fitted score on the fit rows
 
 
-class WeightedEnsemble(RegressorMixin, BaseEstimator):
-    """``intercept + sum(weight_i * estimator_i.predict(X))``, each estimator fit on the same data.
+def select(predictions: np.ndarray, y: np.ndarray, folds: np.ndarray, methods: dict[str, Callable[..., Combination]],
+           score: Callable[[np.ndarray, np.ndarray], float], greater_is_better: bool, *,
+           fit_rows: np.ndarray | None = None, target: np.ndarray | None = None,
+           inverse: Callable[[np.ndarray], np.ndarray] | None = None) -> Selection:
+    """Cross-fit each of ``methods`` (``(predictions, target) -> (weights, intercept)``) on the
+    out-of-fold ``predictions``, keep the one whose cross-fitted combination ``score``s best on
+    ``fit_rows`` (default all), and learn its weights on every fit row.
 
-    Of classifiers (every estimator has ``predict_proba``): ``predict_proba`` is the weighted sum
-    of theirs (columns in ``classes_`` order; weights on the simplex keep it a probability) and
-    ``predict`` its most probable class.
-    """
+    ``target``: what the weights are learned against (default ``y``; a transformed target for a
+    regression on log prices); ``inverse`` maps a combination back to ``y``'s scale for scoring.
+    ``score(y, combined)`` is the competition's metric."""
+    fit_rows = np.ones(len(y), dtype=bool) if fit_rows is None else np.asarray(fit_rows, dtype=bool)
+    target = y if target is None else target
+    back = (lambda v: v) if inverse is None else inverse
+    candidates, scores = {}, {}
+    for name, method in methods.items():
+        oof = back(cross_fit(predictions, target, folds, method, fit_rows))
+        candidates[name], scores[name] = oof, score(y[fit_rows], oof[fit_rows])
+    better = max if greater_is_better else min
+    chosen = better(scores, key=scores.get)
+    weights, intercept = methods[chosen](predictions[fit_rows], target[fit_rows])
+    return Selection(chosen, np.asarray(weights, dtype=float), float(intercept), candidates[chosen],
+                     scores[chosen], scores)
 
-    def __init__(self, estimators: Sequence[tuple[str, object]], weights: Sequence[float], intercept: float = 0.0):
+
+def _inverse_of(target_transform: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    from models.targets import TARGET_TRANSFORMS
+
+    return TARGET_TRANSFORMS[target_transform][1] if target_transform else (lambda v: v)
+
+
+class FoldBag(BaseEstimator):
+    """The k fitted fold pipelines of one model, averaged: ``predict`` (values, in the space they
+    were trained in) and, for classifiers, ``predict_proba`` (columns in ``classes_`` order; a
+    fold that lacked a class gives it 0)."""
+
+    def __init__(self, estimators: Sequence[object]):
         self.estimators = estimators
-        self.weights = weights
-        self.intercept = intercept
 
-    def fit(self, X, y):
-        if len(self.estimators) != len(self.weights):
-            raise ValueError("WeightedEnsemble needs one weight per estimator")
-        self.estimators_ = [
-            (name, clone(estimator).fit(X, y)) for (name, estimator), weight in zip(self.estimators, self.weights, strict=True)
-            if weight > 0
-        ]
-        self.weights_ = np.array([w for w in self.weights if w > 0], dtype=float)
-        if _classifiers(self):
-            self.classes_ = np.unique(y)
+    def fit(self, X=None, y=None):
+        """Already fit (each fold's model on its own rows): a no-op, as scikit-learn's
+        ``FrozenEstimator`` does, so that the bag can end a ``Pipeline``."""
         return self
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        if _classifiers(self):
-            from sklearn.utils import ClassifierTags
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
 
-            tags.estimator_type, tags.classifier_tags, tags.regressor_tags = "classifier", ClassifierTags(), None
-        return tags
+    def _is_classifier(self) -> bool:
+        return all(hasattr(e, "predict_proba") and hasattr(e, "classes_") for e in self.estimators)
 
-    @available_if(_classifiers)
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.unique(np.concatenate([np.asarray(e.classes_) for e in self.estimators]))
+
+    @available_if(_is_classifier)
     def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self, "estimators_")
-        proba = np.zeros((len(X), len(self.classes_)))
-        for (_, estimator), weight in zip(self.estimators_, self.weights_, strict=True):
-            columns = np.searchsorted(self.classes_, estimator.classes_)
-            proba[:, columns] += weight * estimator.predict_proba(X)
+        classes = self.classes_
+        proba = np.zeros((len(X), len(classes)))
+        for estimator in self.estimators:
+            proba[:, np.searchsorted(classes, estimator.classes_)] += estimator.predict_proba(X)
+        return proba / len(self.estimators)
+
+    def predict(self, X) -> np.ndarray:
+        if self._is_classifier():
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        return np.mean([np.asarray(e.predict(X), dtype=float) for e in self.estimators], axis=0)
+
+
+class PrefitEnsemble(BaseEstimator):
+    """Fitted members (``FoldBag``s) combined by weights: ``intercept + sum w_i * member_i``, for
+    regressors in the space they were trained in, then ``target_transform``'s inverse; for
+    classifiers their probabilities (weights on the simplex keep them probabilities)."""
+
+    def __init__(self, members: Sequence[tuple[str, object]], weights: Sequence[float], intercept: float = 0.0,
+                 target_transform: str | None = None):
+        self.members = members
+        self.weights = weights
+        self.intercept = intercept
+        self.target_transform = target_transform
+
+    def fit(self, X=None, y=None):
+        """The members are fit already: a no-op (see ``FoldBag.fit``)."""
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def _is_classifier(self) -> bool:
+        return all(hasattr(m, "predict_proba") for _, m in self.members)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.unique(np.concatenate([np.asarray(m.classes_) for _, m in self.members]))
+
+    def _used(self):
+        return [(m, w) for (_, m), w in zip(self.members, self.weights, strict=True) if w > 0]
+
+    @available_if(_is_classifier)
+    def predict_proba(self, X) -> np.ndarray:
+        classes = self.classes_
+        proba = np.zeros((len(X), len(classes)))
+        for member, weight in self._used():
+            proba[:, np.searchsorted(classes, member.classes_)] += weight * member.predict_proba(X)
         return proba
 
     def predict(self, X) -> np.ndarray:
-        check_is_fitted(self, "estimators_")
-        if hasattr(self, "classes_"):
+        if self._is_classifier():
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        stacked = np.column_stack([estimator.predict(X) for _, estimator in self.estimators_])
-        return stacked @ self.weights_ + self.intercept
+        combined = sum(weight * np.asarray(member.predict(X), dtype=float) for member, weight in self._used())
+        return _inverse_of(self.target_transform)(combined + self.intercept)

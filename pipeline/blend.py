@@ -4,8 +4,9 @@ Each tabular run's model carries its out-of-fold predictions (``models_io.OOF_FI
 training row's prediction from the fold that held it out, the fold, and whether the row may fit
 weights). The runs are combined as the ensemble combines its members (``models.ensemble``):
 ``blend`` (weights on the simplex) or ``stack`` (non-negative weights and an intercept), in the
-target's transformed space, scored by cross-fitting (each fold's rows combined with weights
-learned on the other folds), ``best`` picking the better. Then the weights, learned on every
+target's transformed space, or ``select`` (Caruana's greedy selection), scored by cross-fitting
+(each fold's rows combined with weights learned on the other folds), ``best`` picking the
+better: ``models.ensemble.select``, as a run's own ensemble does. Then the weights, learned on every
 row, combine the runs' logged models' predictions of the test file into one submission, checked
 and written as ``predict`` writes it. The blend is an MLflow run of its own (``blend-<n>``), with
 the weights, the CV score and the submission.
@@ -24,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from models import ensemble as ensembles
+from models.targets import forward_inverse
 from pipeline import models_io, predict, tracking
 from pipeline.console import say
 from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
-from pipeline.tasks.kfold import TARGET_TRANSFORMS
 
 METHODS = ("best", *ensembles.METHODS)
 
@@ -79,23 +80,21 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
     models, metas, oofs = (list(part) for part in zip(*loaded, strict=True))
     _check_alike(run_ids, metas, oofs)
     meta, metric = metas[0], get_metric(metas[0]["metric"])
-    forward, inverse = TARGET_TRANSFORMS.get(meta.get("target_transform"), (lambda v: v, lambda v: v))
+    forward, inverse = forward_inverse(meta.get("target_transform"))
     actual, folds = oofs[0]["actual"].to_numpy(), oofs[0]["fold"].to_numpy()
     fit_rows = oofs[0]["fit"].to_numpy(dtype=bool)
     columns = np.column_stack([forward(oof["oof"].to_numpy(dtype=float)) for oof in oofs])
     target = forward(actual.astype(float))
     scores = {run_id: metric.score(actual, oof["oof"].to_numpy()) for run_id, oof in zip(run_ids, oofs, strict=True)}
 
-    candidates = {}  # method: (score on every row, score on the rows that fit weights)
-    for name in ensembles.METHODS if method == "best" else [method]:
-        oof = inverse(ensembles.cross_fit(columns, target, folds, name, fit_rows))
-        candidates[name] = (metric.score(actual, oof), metric.score(actual[fit_rows], oof[fit_rows]))
-    better = max if metric.greater_is_better else min
-    chosen = better(candidates, key=lambda name: candidates[name][1])
-    weights, intercept = ensembles.METHODS[chosen](columns[fit_rows], target[fit_rows])
+    methods = dict(ensembles.METHODS) if method == "best" else {method: ensembles.METHODS[method]}
+    chosen = ensembles.select(columns, actual, folds, methods, metric.score, metric.greater_is_better,
+                              fit_rows=fit_rows, target=target, inverse=inverse)
+    weights, intercept = chosen.weights, chosen.intercept
+    cv_score = metric.score(actual, chosen.oof)
     for run_id, weight in zip(run_ids, weights, strict=True):
         say(f"  run {run_id}: cv {metric.name} {scores[run_id]:.5f}, weight {weight:.3f}")
-    say(f"blend ({chosen}): cv {metric.name} {candidates[chosen][0]:.5f}")
+    say(f"blend ({chosen.method}): cv {metric.name} {cv_score:.5f}")
 
     input_path = Path(input_path) if input_path else predict.default_input(meta, data_dir)
     frame = read_csv(input_path)
@@ -111,10 +110,10 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
     with tracking.run(meta["competition"], f"blend-{len(run_ids)}", tags=tags) as active:
         rows = predict.write(meta, frame, values, Path(output),
                              sample_path or input_path.parent / meta["sample_submission_file"])
-        tracking.log_params({"blend.method": chosen, "blend.intercept": round(float(intercept), 6),
+        tracking.log_params({"blend.method": chosen.method, "blend.intercept": round(float(intercept), 6),
                              **{f"weight.{run_id}": round(float(w), 4) for run_id, w in zip(run_ids, weights, strict=True)}})
-        tracking.log_metrics({f"cv_{metric.name}": candidates[chosen][0]})
+        tracking.log_metrics({f"cv_{metric.name}": cv_score})
         tracking.log_artifact(output)
     say(f"submission: {output} ({rows} rows)")
-    return Blend(active.info.run_id, chosen, {r: float(w) for r, w in zip(run_ids, weights, strict=True)},
-                 float(intercept), candidates[chosen][0], scores, rows)
+    return Blend(active.info.run_id, chosen.method, {r: float(w) for r, w in zip(run_ids, weights, strict=True)},
+                 float(intercept), cv_score, scores, rows)

@@ -11,7 +11,6 @@ import ast
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from models import distributed, registry
+from models.time_limit import TimeLimit
 from models.vision import parameter_count
 from pipeline import config, processes, reuse, stages, studies, tracking, tune
 from pipeline.console import say
@@ -62,11 +62,14 @@ def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", help="override the metric")
     parser.add_argument("--layout", help="override the file layout (image competitions: see pipeline/images.py)")
     parser.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
-                        help="seconds for the whole run (CV, refit, predict): the default model fits itself "
-                             "to it and says what it cut (make: TIME=; default: the config's time_limit, else none)")
+                        help="seconds for the whole run, start to end: the portfolio fits models until it "
+                             "(make: TIME=; default: the config's time_limit, else none)")
     parser.add_argument("--repeats", type=_positive(int), default=None,
                         help="repeated k-fold: N reshuffled k-fold runs, the scores' spread across them "
                              "(default: the config's [cv] repeats, else 1)")
+    parser.add_argument("--seeds", type=_positive(int), default=None,
+                        help="fit each model with N seeds and average them, the spread across seeds shown "
+                             "(default: the config's [cv] seeds, else 1)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_competition(args) -> config.Competition:
-    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats")}
+    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
     name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
                                    columns_given=bool(args.target or args.id_column))
     return config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
@@ -200,7 +203,8 @@ def _stage_train(args, output: Path | None) -> None:
             tuned=args.params_from == "best",
             resume=args.resume,
             register=args.register,
-            started=time.perf_counter() - processes.age(),  # TIME= counts the interpreter and imports too
+            # TIME= counts the interpreter and imports too
+            time_limit=TimeLimit.start(comp.time_limit, age=processes.age()),
         )
 
 

@@ -27,6 +27,7 @@ class CVConfig:
     folds: int = 5
     seed: int = 42
     repeats: int = 1  # repeated k-fold: each repeat reshuffles (seed + repeat); scores show the spread
+    seeds: int = 1  # each model fit with this many seeds (random_state + s), their predictions averaged
     holdout: float | None = None  # a fraction held out once, instead of k folds (image models)
 
 
@@ -39,8 +40,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class EnsembleConfig:
     models: tuple[str, ...] = ()  # base models, each cross-validated on the same folds
-    method: str = "best"  # "blend", "stack", or "best": whichever cross-fits better
+    method: str = "best"  # "select" (greedy), "blend", "stack", or "best": whichever cross-fits better
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per base model
+    refit: bool = False  # fit the selected members again on every row, instead of averaging the fold models
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ class Competition:
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    # Seconds for a whole train or submit run (CV, refit, predict); None: no limit. The default
-    # model fits itself to it (pipeline/tasks/budget.py) and says what it cut.
+    # Seconds for a whole train or submit run, start to end; None: no limit. The portfolio fits
+    # configurations until it (pipeline/tasks/portfolio.py; models.time_limit.TimeLimit).
     time_limit: float | None = None
 
     def as_params(self) -> dict[str, str]:
@@ -123,7 +125,7 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
     _check_keys(f"{source} [columns]", columns, _COLUMN_KEYS)
     _check_keys(f"{source} [cv]", cv, {f.name for f in dataclasses.fields(CVConfig)})
     _check_keys(f"{source} [model]", model, {"name", "params"})
-    _check_keys(f"{source} [ensemble]", ensemble, {"models", "method", "params"})
+    _check_keys(f"{source} [ensemble]", ensemble, {"models", "method", "params", "refit"})
     for key in ("name", "target", "id"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UserError(f"{source}: {key!r} is required and must be a string")
@@ -162,13 +164,17 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: kind {comp.kind!r} is not 'tabular' or 'image'")
     if not isinstance(comp.cv.folds, int) or comp.cv.folds < 2:
         raise UserError(f"{source}: [cv] folds must be an integer >= 2, got {comp.cv.folds!r}")
-    if not isinstance(comp.cv.repeats, int) or isinstance(comp.cv.repeats, bool) or comp.cv.repeats < 1:
-        raise UserError(f"{source}: [cv] repeats must be an integer >= 1, got {comp.cv.repeats!r}")
+    for key in ("repeats", "seeds"):
+        value = getattr(comp.cv, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{source}: [cv] {key} must be an integer >= 1, got {value!r}")
     limit = comp.time_limit
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
         raise UserError(f"{source}: time_limit must be a positive number of seconds, got {limit!r}")
-    if comp.ensemble.method not in ("best", "blend", "stack"):
-        raise UserError(f"{source}: [ensemble] method must be best, blend or stack")
+    if comp.ensemble.method not in ("best", "select", "blend", "stack"):
+        raise UserError(f"{source}: [ensemble] method must be best, select, blend or stack")
+    if not isinstance(comp.ensemble.refit, bool):
+        raise UserError(f"{source}: [ensemble] refit must be true or false, got {comp.ensemble.refit!r}")
     if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
         raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")
     if comp.features:  # a wrong [features] table is a config error, found before any work starts
@@ -205,12 +211,13 @@ def load(
     target: str | None = None,
     id_column: str | None = None,
     repeats: int | None = None,
+    seeds: int | None = None,
     **overrides: Any,
 ) -> Competition:
     """The competition ``name`` from its TOML file, or an ad-hoc one from ``--target``/``--id``.
 
-    ``overrides`` replace top-level fields (``task``, ``metric``, ``time_limit``, ...) and ``repeats``
-    the ``[cv]`` one; ``None`` values are ignored.
+    ``overrides`` replace top-level fields (``task``, ``metric``, ``time_limit``, ...), ``repeats``
+    and ``seeds`` the ``[cv]`` ones; ``None`` values are ignored.
     """
     path = config_file or CONFIG_DIR / f"{name}.toml"
     if path.is_file():
@@ -232,6 +239,7 @@ def load(
     if id_column:
         raw["id"] = id_column
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    if repeats is not None and isinstance(raw.get("cv", {}), dict):  # not a table: from_dict says so
-        raw["cv"] = {**raw.get("cv", {}), "repeats": repeats}
+    cv = {k: v for k, v in (("repeats", repeats), ("seeds", seeds)) if v is not None}
+    if cv and isinstance(raw.get("cv", {}), dict):  # not a table: from_dict says so
+        raw["cv"] = {**raw.get("cv", {}), **cv}
     return from_dict(raw, path.name if path.is_file() else f"competition {name!r}")

@@ -1,15 +1,23 @@
 """Which model runs, and with which parameters: the one place for their precedence.
 
-registry < config < study < command line:
+registry < portfolio < config < study < command line (< time limit, which the portfolio sets per
+fit as each fold's share of the time left: ``pipeline.tasks.portfolio``):
 
-- the registry entry's defaults (``models.registry``, applied when the model is built);
+- the registry entry's defaults (``models.registry``);
+- the portfolio configuration's params (``pipeline/portfolios/tabular.toml``);
 - the config: ``[model] params`` for the config's model, ``[ensemble.params.<member>]`` for a
   member of the config's ensemble (also when that member runs alone or is tuned);
 - the study: the best trial of the model's Optuna study (``tuned``), or a trial's suggestion;
 - the command line's ``--param KEY=VALUE``.
+
+Every value keeps the name of its source (:class:`Resolved`), which the run logs. ``check``
+builds the estimator with the values and validates them without fitting, so that an unknown
+or out-of-range parameter is one line before any work.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from models import registry
 from pipeline import studies
@@ -30,8 +38,8 @@ def choose_model(comp: Competition, kind: str, task: str, default: str, model: s
         if not comp.ensemble.models:
             raise UserError(f"{comp.name}: model 'ensemble' needs [ensemble] models in the config")
         if task != "regression" and comp.ensemble.method == "stack":
-            raise UserError(f"{comp.name}: [ensemble] method 'stack' is for regression; classifiers blend probabilities "
-                            "(best, blend)")
+            raise UserError(f"{comp.name}: [ensemble] method 'stack' is for regression; classifiers combine "
+                            "probabilities (best, select, blend)")
         for member in comp.ensemble.models:
             check_model(member, kind, task)
         return name
@@ -60,18 +68,48 @@ def config_params(comp: Competition, model: str) -> dict:
     return {}
 
 
-def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = None,
-            cli: dict | None = None) -> dict:
-    """``model``'s parameters: config, then the study's (its best trial when ``tuned``), then the command line's."""
+@dataclass(frozen=True)
+class Resolved:
+    """A model's parameters and, for each, the source that set it."""
+
+    values: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+
+
+def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = None, cli: dict | None = None,
+            kind: str = "tabular", portfolio: dict | None = None, config_name: str | None = None) -> Resolved:
+    """``model``'s parameters from every source, later ones winning; ``config_name``: the name the
+    config's ``[ensemble.params.<name>]`` uses (a portfolio configuration's name)."""
     if tuned and study is None:
         study = studies.best_params(comp, model)
         if study:
-            say(f"params: {model} uses the best trial of its Optuna study (PARAMS=default ignores it)")
-    return {**config_params(comp, model), **(study or {}), **(cli or {})}
+            say(f"params: {model} uses the best trial of its Optuna study (--study ignore does not)")
+    layers = (("registry", registry.get(model, kind).defaults), ("portfolio", portfolio),
+              ("config", config_params(comp, config_name or model)), ("study", study), ("command line", cli))
+    values, sources = {}, {}
+    for source, given in layers:
+        for key, value in (given or {}).items():
+            values[key], sources[key] = value, source
+    return Resolved(values, sources)
+
+
+def check(model: str, kind: str, resolved: Resolved) -> None:
+    """Build ``model`` with the values and validate them (scikit-learn's parameter constraints
+    where the estimator has them): an unknown name or a bad value is one line, before any work."""
+    entry = registry.get(model, kind)
+    try:
+        built = entry.factory(**resolved.values)
+        if hasattr(built, "_parameter_constraints"):  # scikit-learn's own estimators declare theirs
+            built._validate_params()
+    except (TypeError, ValueError) as exc:
+        culprits = [f"{k}={v!r} ({resolved.sources[k]})" for k, v in resolved.values.items()
+                    if k in str(exc) and resolved.sources.get(k) != "registry"]
+        where = f" [{', '.join(culprits)}]" if culprits else ""
+        raise UserError(f"model {model!r}: {str(exc).splitlines()[0]}{where}") from None
 
 
 def members(comp: Competition, model: str, *, tuned: bool, study: dict | None = None,
-            cli: dict | None = None) -> dict[str, dict]:
+            cli: dict | None = None) -> dict[str, Resolved]:
     """Each model's parameters: the model alone, or every member of the config's ensemble."""
     if model != ENSEMBLE:
         return {model: resolve(comp, model, tuned=tuned, study=study, cli=cli)}

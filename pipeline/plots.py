@@ -27,7 +27,18 @@ def _plain_log_ticks(axis, low: float, high: float) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+SCATTER_POINTS = 20_000  # a scatter of a million points takes seconds to draw and shows no more
+
+
+def _sampled(*columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    if len(columns[0]) <= SCATTER_POINTS:
+        return columns
+    rows = np.random.default_rng(0).choice(len(columns[0]), SCATTER_POINTS, replace=False)
+    return tuple(np.asarray(c)[rows] for c in columns)
+
+
 def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, title: str):
+    y_true, y_pred = _sampled(y_true, y_pred)
     figure, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(y_true, y_pred, s=6, alpha=0.5)
     low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
@@ -47,6 +58,7 @@ def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, ti
 
 def residuals(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, title: str):
     """Residuals against the prediction: log-ratio for a log target, difference otherwise."""
+    y_true, y_pred = _sampled(y_true, y_pred)
     residual = np.log(y_pred / y_true) if log else y_pred - y_true
     figure, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(y_pred, residual, s=6, alpha=0.5)

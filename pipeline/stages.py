@@ -8,11 +8,11 @@ check and write the submission atomically -> score it on held-back labels where 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import distributed
+from models.time_limit import TimeLimit
 from pipeline import kaggle_api, models_io, processes, tracking
 from pipeline.config import Competition
 from pipeline.console import say
@@ -63,7 +63,7 @@ def run(
     tuned: bool = True,
     resume: bool = True,
     register: bool | None = None,
-    started: float | None = None,
+    time_limit: TimeLimit | None = None,
 ) -> Outcome:
     """Cross-validate, refit on all rows and, when ``output`` is given, write the submission.
 
@@ -72,9 +72,9 @@ def run(
     Under ``torchrun`` every rank trains (each its share); rank 0 alone logs, predicts and writes.
     With ``register`` (default: when there is an ``output``), the run's logged model becomes a new
     version of the registered model named after the competition (``models_io.register``).
-    ``started`` (a ``perf_counter()`` value, default now): where the competition's ``time_limit`` counts from.
+    ``time_limit``: the run's clock, made at start-up (default: the config's ``time_limit``, from now).
     """
-    started = time.perf_counter() if started is None else started
+    time_limit = time_limit or TimeLimit(comp.time_limit)
     uploading = upload_message is not None and output is not None
     if uploading:
         kaggle_api.check_upload(comp.kaggle, comp.name)
@@ -85,7 +85,7 @@ def run(
     if distributed.world_size() > 1 and not task.distributed:
         raise UserError(f"{comp.name}: only image competitions run on several processes (NPROC=1 here)")
     data = task.load(data_dir)
-    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned, started=started)
+    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned, time_limit=time_limit)
     for line in task.describe(data, plan):
         say(line)
 
@@ -100,7 +100,7 @@ def run(
                           active.info.run_id, result.scores, result.scores_without_outliers, result.weights)
         if not distributed.is_main():  # the other ranks only train
             return outcome
-        predictions = task.predict(fitted, data, plan)
+        predictions = task.predict(fitted, data, plan, result)
         if output is not None:
             rows = task.submission(data, plan, predictions, Path(output))
             outcome.submission = Path(output)
@@ -111,7 +111,7 @@ def run(
             tracking.log_metrics({f"local_test_{plan.metric.name}": outcome.local_score})
         if register if register is not None else output is not None:  # submit registers by default
             outcome.model_version = models_io.register(comp, active.info.run_id, plan.metric, result.score)
-        tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
+        tracking.log_metrics({"wall_seconds": time_limit.elapsed()})
         say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 
     if uploading:

@@ -1,4 +1,4 @@
-"""models.ensemble: blend and stack weights, honest cross-fitting, and the weighted ensemble."""
+"""models.ensemble: blend, stack and greedy weights, honest cross-fitting, the fold bag and the prefit ensemble."""
 
 from __future__ import annotations
 
@@ -7,11 +7,18 @@ import pickle
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.tree import DecisionTreeRegressor
 
-from models.ensemble import METHODS, WeightedEnsemble, blend_weights, cross_fit, stack_weights
+from models.ensemble import (
+    METHODS,
+    FoldBag,
+    PrefitEnsemble,
+    blend_weights,
+    cross_fit,
+    greedy_weights,
+    stack_weights,
+)
 
 
 def predictions(n=300, models=3, seed=0):
@@ -99,7 +106,7 @@ def test_stack_weights_are_non_negative():
 
 
 def test_methods_name_both_ways():
-    assert METHODS == {"blend": blend_weights, "stack": stack_weights}
+    assert METHODS == {"blend": blend_weights, "stack": stack_weights, "select": greedy_weights}
 
 
 # --- cross_fit ---------------------------------------------------------------------------------
@@ -170,7 +177,7 @@ def test_cross_fit_unknown_method():
         cross_fit(P, P[:, 0], folds_of(20, 2), "median")
 
 
-# --- WeightedEnsemble --------------------------------------------------------------------------
+# --- FoldBag and PrefitEnsemble ----------------------------------------------------------------
 
 
 def regression_data(n=120, seed=10):
@@ -183,67 +190,69 @@ def regression_data(n=120, seed=10):
 MEMBERS = [("linear", LinearRegression()), ("ridge", Ridge(alpha=10.0)), ("tree", DecisionTreeRegressor(max_depth=3, random_state=0))]
 
 
-def test_predict_is_the_weighted_sum_of_fitted_members_plus_intercept():
+def _bag(model, X, y, folds=3):
+    """``model`` fit on each fold's training rows, as the k-fold loop leaves it."""
+    index = np.arange(len(y)) % folds
+    return FoldBag([clone(model).fit(X[index != k], y[index != k]) for k in range(folds)])
+
+
+def test_a_bag_predicts_the_mean_of_its_fold_models_and_fit_changes_nothing():
     X, y = regression_data()
     X_new, _ = regression_data(n=40, seed=11)
-    ensemble = WeightedEnsemble(MEMBERS, [0.5, 0.2, 0.3], intercept=1.5).fit(X, y)
-    expected = 1.5 + sum(w * clone(m).fit(X, y).predict(X_new) for w, (_, m) in zip([0.5, 0.2, 0.3], MEMBERS, strict=True))
+    bag = _bag(Ridge(alpha=1.0), X, y)
+    expected = np.mean([e.predict(X_new) for e in bag.estimators], axis=0)
+    before = bag.predict(X_new)
+    np.testing.assert_allclose(before, expected, rtol=1e-12)
+    assert bag.fit(X_new, -np.ones(40)) is bag  # already fit: a frozen estimator
+    np.testing.assert_array_equal(bag.predict(X_new), before)
+
+
+def test_the_prefit_ensemble_is_the_weighted_sum_of_its_bags_plus_intercept():
+    X, y = regression_data()
+    X_new, _ = regression_data(n=40, seed=11)
+    bags = [(name, _bag(model, X, y)) for name, model in MEMBERS]
+    ensemble = PrefitEnsemble(bags, [0.5, 0.0, 0.5], intercept=1.5)
+    expected = 1.5 + 0.5 * bags[0][1].predict(X_new) + 0.5 * bags[2][1].predict(X_new)
     np.testing.assert_allclose(ensemble.predict(X_new), expected, rtol=1e-12)
-    assert [name for name, _ in ensemble.estimators_] == ["linear", "ridge", "tree"]
-    np.testing.assert_array_equal(ensemble.weights_, [0.5, 0.2, 0.3])
 
 
-def test_zero_weight_members_are_neither_fit_nor_used():
+def test_the_prefit_ensemble_applies_the_target_transform_inverse():
     X, y = regression_data()
-    ensemble = WeightedEnsemble(MEMBERS, [0.0, 0.4, 0.6]).fit(X, y)
-    assert [name for name, _ in ensemble.estimators_] == ["ridge", "tree"]
-    expected = 0.4 * clone(MEMBERS[1][1]).fit(X, y).predict(X) + 0.6 * clone(MEMBERS[2][1]).fit(X, y).predict(X)
-    np.testing.assert_allclose(ensemble.predict(X), expected, rtol=1e-12)
+    bags = [("ridge", _bag(Ridge(), X, y))]
+    logged = PrefitEnsemble(bags, [1.0], target_transform="log")
+    np.testing.assert_allclose(logged.predict(X), np.exp(bags[0][1].predict(X)), rtol=1e-12)
 
 
-def test_fit_leaves_the_given_estimators_unfitted():
-    X, y = regression_data()
-    members = [("linear", LinearRegression()), ("tree", DecisionTreeRegressor(max_depth=2))]
-    ensemble = WeightedEnsemble(members, [0.5, 0.5]).fit(X, y)
-    for _, estimator in members:
-        with pytest.raises(NotFittedError):
-            estimator.predict(X)
-    assert all(fitted is not given for (_, fitted), (_, given) in zip(ensemble.estimators_, members, strict=True))
+def test_bags_of_classifiers_average_probabilities_even_when_a_fold_lacks_a_class():
+    from sklearn.linear_model import LogisticRegression
 
-
-def test_clones_are_independent():
-    X, y = regression_data()
-    X2, y2 = regression_data(seed=12)
-    first = WeightedEnsemble(MEMBERS, [0.5, 0.2, 0.3], intercept=0.25).fit(X, y)
-    before = first.predict(X)
-    second = clone(first)
-    assert second.get_params()["intercept"] == 0.25
-    assert not hasattr(second, "estimators_")
-    second.fit(X2, -y2)
-    np.testing.assert_array_equal(first.predict(X), before)
-    assert not np.allclose(second.predict(X), before)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = np.array(["a", "b", "c"])[np.argmax(X, axis=1)]
+    partial = LogisticRegression().fit(X[y != "c"], y[y != "c"])  # a fold that never saw "c"
+    full = LogisticRegression().fit(X, y)
+    bag = FoldBag([partial, full])
+    proba = bag.predict_proba(X)
+    assert list(bag.classes_) == ["a", "b", "c"] and np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_allclose(proba[:, 2], full.predict_proba(X)[:, 2] / 2)
+    ensemble = PrefitEnsemble([("bag", bag), ("full", FoldBag([full]))], [0.25, 0.75])
+    np.testing.assert_allclose(ensemble.predict_proba(X), 0.25 * proba + 0.75 * full.predict_proba(X))
+    assert (ensemble.predict(X) == ensemble.classes_[ensemble.predict_proba(X).argmax(axis=1)]).all()
 
 
 def test_pickles():
     X, y = regression_data()
-    ensemble = WeightedEnsemble(MEMBERS, [0.5, 0.2, 0.3], intercept=-0.5).fit(X, y)
+    ensemble = PrefitEnsemble([(name, _bag(m, X, y)) for name, m in MEMBERS], [0.5, 0.2, 0.3], intercept=-0.5)
     restored = pickle.loads(pickle.dumps(ensemble))
     np.testing.assert_array_equal(restored.predict(X), ensemble.predict(X))
 
 
-def test_needs_one_weight_per_estimator_and_a_fit():
+def test_weights_from_a_cross_fit_method_combine_the_bags_as_they_combine_oof():
+    """The weights a method learns on OOF predictions plug into the ensemble as they are."""
     X, y = regression_data()
-    with pytest.raises(ValueError, match="one weight per estimator"):
-        WeightedEnsemble(MEMBERS, [0.5, 0.5]).fit(X, y)
-    with pytest.raises(NotFittedError):
-        WeightedEnsemble(MEMBERS, [0.5, 0.2, 0.3]).predict(X)
-
-
-def test_weights_from_cross_fit_method_build_the_same_ensemble():
-    """The weights a method learns on OOF predictions plug into WeightedEnsemble as they are."""
-    X, y = regression_data()
-    P = np.column_stack([clone(m).fit(X, y).predict(X) for _, m in MEMBERS])
+    bags = [(name, _bag(m, X, y)) for name, m in MEMBERS]
+    P = np.column_stack([bag.predict(X) for _, bag in bags])
     for method, combine in METHODS.items():
         weights, intercept = combine(P, y)
-        ensemble = WeightedEnsemble(MEMBERS, list(weights), intercept).fit(X, y)
+        ensemble = PrefitEnsemble(bags, list(weights), intercept)
         np.testing.assert_allclose(ensemble.predict(X), P @ weights + intercept, rtol=1e-9, err_msg=method)

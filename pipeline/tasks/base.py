@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.time_limit import TimeLimit
 from pipeline.metrics import Metric
 
 FoldCallback = Callable[[int, float], None]  # (fold, its score)
@@ -20,20 +21,34 @@ EpochCallback = Callable[[int, dict, int], None]  # (fold, that epoch's log, the
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run fits: the task and metric, the model and each model's resolved parameters."""
+    """Everything a run fits, decided before any work and never changed after: the task and
+    metric, the model, each member's resolved parameters (and their sources), the competition as
+    this run fits it (``comp``: the target transform chosen, say), folds and repeats, and the
+    time limit. Tasks keep no state between stages: what ``validate`` learns comes back in its
+    :class:`CVResult` and goes forward as an argument."""
 
     task: str  # regression, binary or multiclass
     metric: Metric
-    model: str  # a registered name, or "ensemble"
-    members: dict[str, dict]  # {model: params}, or {member: params, ...} for an ensemble
-    # The time limit's: the perf_counter time by which the CV must leave room for the refit, and
-    # what was cut to fit (pipeline/tasks/budget.py); None and () without a limit.
-    deadline: float | None = None
-    cuts: tuple[str, ...] = ()
+    model: str  # a registered name, "ensemble" (the config's members) or "portfolio" (the default)
+    members: dict[str, dict]  # {name: params}: the model alone, or each member / configuration
+    comp: Any = None  # the Competition as this run fits it
+    time_limit: TimeLimit = field(default_factory=TimeLimit)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)  # {name: {param: source}}
+    models: dict[str, str] = field(default_factory=dict)  # {member name: registered model}, where they differ
+    costs: dict[str, float] = field(default_factory=dict)  # a portfolio's relative price of each member
+    method: str = "best"  # how members combine: select (greedy), blend, stack, best
 
     @property
     def params(self) -> dict:
         return self.members.get(self.model, {})
+
+    @property
+    def folds(self) -> int:
+        return self.comp.cv.folds
+
+    @property
+    def repeats(self) -> int:
+        return self.comp.cv.repeats
 
 
 @dataclass
@@ -49,6 +64,11 @@ class CVResult:
     scores_without_outliers: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] | None = None
     repeats: list[CVResult] = field(default_factory=list)  # repeated k-fold: each repeat's own result
+    test: Any = None  # the test set's predictions, where the CV made them (bagged fold models)
+    fitted: Any = None  # the final model, already fit (bagged fold models): no refit needed
+    members: list = field(default_factory=list)  # each member's own result (a portfolio's configurations)
+    rows: int = 0  # training rows the scores came from
+    finished: bool = True  # the whole plan ran (not cut short by the time limit)
 
 
 class CompetitionFiles(Protocol):
@@ -88,9 +108,8 @@ class Task(Protocol):
         """The competition's files, read and checked; ``.source`` says where they came from."""
 
     def plan(self, data: Any, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
-        """The model and params; ``started`` (the run's ``perf_counter()`` start): fit them to the
-        competition's ``time_limit``."""
+             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
+        """The model and params, checked; ``time_limit``: the run's, which the plan carries."""
 
     def untuned_params(self, plan: Plan) -> dict:
         """What ``submit`` fits when nothing is tuned: the first trial of a study."""
@@ -113,7 +132,7 @@ class Task(Protocol):
     def refit(self, data: Any, plan: Plan, result: CVResult, *, progress: bool | None) -> Any:
         """The final model, fit on every training row and logged."""
 
-    def predict(self, fitted: Any, data: Any, plan: Plan) -> Any: ...
+    def predict(self, fitted: Any, data: Any, plan: Plan, result: CVResult) -> Any: ...
 
     def submission(self, data: Any, plan: Plan, predictions: Any, path: Path) -> int:
         """Check and write the submission; returns its row count."""

@@ -56,6 +56,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models import distributed
 from models.image import ImageClassifier, auto_epochs
+from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import checkpoints, models_io, params, plots, submission, tracking
 from pipeline.config import Competition
@@ -137,7 +138,7 @@ def refit_params(values: dict, result: CVResult) -> dict:
             "early_stopping_patience": None}
 
 
-TIME_LIMIT_SHARE = 0.85  # of a run's time limit, shared by its fits; the rest: loading, predicting, logging
+
 
 
 class ImageTask(FileTask):
@@ -161,18 +162,20 @@ class ImageTask(FileTask):
         return metric
 
     def plan(self, data: Images, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
-        """``started``: the run's ``perf_counter()`` start; with a ``time_limit``, each fit (the
-        validation's and the refit) gets its share of the time left as ``time_budget``."""
+             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
+        """With a ``time_limit``, each fit (the validation's and the refit) gets its share of the
+        time left as ``time_budget``."""
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
-        values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params))
-        if self.comp.time_limit and started is not None and values.get("time_budget") is None:
+        values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
+                                                         kind=self.registry_kind).values)
+        time_limit = time_limit or TimeLimit(self.comp.time_limit)
+        if time_limit.limited and values.get("time_budget") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
-            left = self.comp.time_limit * TIME_LIMIT_SHARE - (time.perf_counter() - started)
+            left = time_limit.left()
             values["time_budget"] = round(max(left, 1.0) / fits, 1)
             say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_budget']:.0f} s")
         self._labels = data.data.y_train
-        return Plan("multiclass", self._metric(), name, {name: values})
+        return Plan("multiclass", self._metric(), name, {name: values}, comp=self.comp, time_limit=time_limit)
 
     def untuned_params(self, plan: Plan) -> dict:
         values = {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
@@ -292,7 +295,7 @@ class ImageTask(FileTask):
                             first_pixel=1 if data.layout == "fashion-mnist-csv" else 0)  # as its CSV files number them
         return final
 
-    def predict(self, fitted: ImageClassifier, data: Images, plan: Plan) -> pd.DataFrame:
+    def predict(self, fitted: ImageClassifier, data: Images, plan: Plan, result: CVResult | None = None) -> pd.DataFrame:
         """One row per test image: its predicted class, and the probability of each class."""
         proba = fitted.predict_proba(data.data.X_test)
         if not np.isfinite(proba).all():

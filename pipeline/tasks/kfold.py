@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -25,19 +24,12 @@ from features.roles import ColumnRoles
 from features.rules import RowRule
 from features.tabular import TabularPreprocessor
 from models import registry, threads
-from models.ensemble import WeightedEnsemble
+from models.targets import TARGET_TRANSFORMS
 from pipeline.config import Competition
 from pipeline.errors import UserError
 from pipeline.metrics import Metric
 from pipeline.submission import check_finite
 from pipeline.tasks.base import CVResult, EpochCallback, FoldCallback
-
-
-def _expm1_nonnegative(values):
-    return np.expm1(np.maximum(values, 0.0))  # a log1p target is never below 0: nor are its predictions
-
-
-TARGET_TRANSFORMS = {"log": (np.log, np.exp), "log1p": (np.log1p, _expm1_nonnegative)}
 
 
 def create_model(name: str, params: dict):
@@ -53,8 +45,9 @@ def role_options(comp: Competition) -> dict:
             "date": comp.date, "high_cardinality": comp.high_cardinality, "infer": comp.infer_roles}
 
 
-def build_features(comp: Competition) -> Pipeline:
-    """The config's feature-engineering steps, then the column roles, then the preprocessor."""
+def build_features(comp: Competition, encoding: str = "onehot") -> Pipeline:
+    """The config's feature-engineering steps, then the column roles, then the preprocessor;
+    ``encoding``: how the model takes categories (a model's ``feature_encoding``)."""
     roles = ColumnRoles(**role_options(comp))
     preprocess = TabularPreprocessor(categorical=comp.categorical, numeric=comp.numeric, drop=comp.drop)
     try:
@@ -71,11 +64,6 @@ def build_estimator(comp: Competition, model):
         forward, inverse = TARGET_TRANSFORMS[comp.target_transform]
         return TransformedTargetRegressor(regressor=pipe, func=forward, inverse_func=inverse, check_inverse=False)
     return pipe
-
-
-def build_ensemble(comp: Competition, params: dict[str, dict], weights: dict[str, float], intercept: float):
-    members = [(name, create_model(name, params[name])) for name in weights]
-    return WeightedEnsemble(members, [weights[name] for name in weights], intercept)
 
 
 def fit_model(model, X, y, on_epoch: Callable[[dict], None] | None = None):
@@ -150,17 +138,6 @@ def splitter(comp: Competition, task: str, repeat: int = 0):
     return StratifiedKFold(comp.cv.folds, shuffle=True, random_state=seed)
 
 
-def _out_of_time(deadline: float | None, fold_seconds: list[float], folds: int, next_folds: int) -> bool:
-    """Whether ``next_folds`` more folds, and then the refit on every row, would end past ``deadline``.
-
-    The refit costs about ``folds / (folds - 1)`` folds: it sees every row, a fold (k-1)/k of them.
-    """
-    if deadline is None or not fold_seconds or next_folds == 0:
-        return False
-    fold = float(np.mean(fold_seconds))
-    return time.perf_counter() + fold * (next_folds + folds / (folds - 1)) > deadline
-
-
 def cross_validate_many(
     comp: Competition,
     X: pd.DataFrame,
@@ -174,7 +151,6 @@ def cross_validate_many(
     progress: bool | None = None,
     scored_rows: np.ndarray | None = None,
     proba: bool = False,
-    deadline: float | None = None,
 ) -> dict[str, CVResult]:
     """Shuffled, seeded k-fold (``comp.cv.repeats`` times) for several models sharing each fold's
     fitted features.
@@ -187,10 +163,6 @@ def cross_validate_many(
     probabilities (P(classes[1]) for two classes, else a column per class) whatever the metric,
     as an ensemble's weights need; a metric on labels scores their most probable class.
 
-    ``deadline`` (a ``time.perf_counter()`` value): no fold starts that, with the refit after it,
-    would end past it. The first fold always runs; rows of the folds not run are marked ``-1``
-    in ``folds`` and left out of the scores; a repeat not run is left out whole.
-
     With several repeats, each model's result holds each repeat's own (``repeats``); its ``oof``
     is their mean (still out of fold: no row's prediction comes from a model that saw it),
     ``folds`` the first repeat's, and ``score`` the mean of the repeats' scores.
@@ -198,20 +170,14 @@ def cross_validate_many(
     scored = np.ones(len(X), dtype=bool) if scored_rows is None else np.asarray(scored_rows, dtype=bool)
     hidden = not sys.stderr.isatty() if progress is None else not progress
     forward, inverse = TARGET_TRANSFORMS.get(comp.target_transform, (None, None))
-    k_folds = comp.cv.folds
     splits = [(r, k, train_idx, valid_idx) for r in range(comp.cv.repeats)
               for k, (train_idx, valid_idx) in enumerate(splitter(comp, task, r).split(X, y))]
     fold_of_row = np.full((comp.cv.repeats, len(X)), -1, dtype=int)
     oof: dict[str, np.ndarray] = {}
     scores: dict[str, list[list[float]]] = {name: [[] for _ in range(comp.cv.repeats)] for name in models}
     histories: dict[str, list] = {name: [] for name in models}
-    fold_seconds: list[float] = []
     y_true = y.to_numpy()
     for r, k, train_idx, valid_idx in tqdm(splits, desc="folds", disable=hidden, leave=False):
-        next_folds = 1 if r == 0 else k_folds if k == 0 else 0  # a later repeat runs whole or not at all
-        if _out_of_time(deadline, fold_seconds, k_folds, next_folds):
-            break
-        started = time.perf_counter()
         fold_of_row[r, valid_idx] = k
         X_fit, y_fit = drop_outliers(comp, X.iloc[train_idx], y.iloc[train_idx])
         target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
@@ -242,7 +208,6 @@ def cross_validate_many(
             histories[name].append(getattr(model, "history_", []))
             if on_fold:
                 on_fold(k, scores[name][r][-1])
-        fold_seconds.append(time.perf_counter() - started)
     repeats = int((fold_of_row >= 0).any(axis=1).sum())  # those that ran, the first at least in part
 
     def result(name: str, r: int) -> CVResult:
@@ -263,8 +228,15 @@ def cross_validate_many(
     return results
 
 
-def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model):
-    """The refit on every training row (outliers still dropped): ``model`` inside the full pipeline."""
+def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model, *, transform: bool = True,
+            encoding: str = "onehot"):
+    """The refit on every training row (outliers still dropped): ``model`` inside the full pipeline;
+    without ``transform``, a pipeline fit on the transformed target whose predictions stay in its
+    space (an ensemble that combines members there applies the inverse itself)."""
     X_fit, y_fit = drop_outliers(comp, X, y)
     with threads.limit():
-        return build_estimator(comp, model).fit(X_fit, y_fit)
+        if transform:
+            return build_estimator(comp, model).fit(X_fit, y_fit)
+        forward = TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v,))[0]
+        pipe = Pipeline([*build_features(comp, encoding).steps, ("model", model)])
+        return pipe.fit(X_fit, forward(y_fit.to_numpy()))

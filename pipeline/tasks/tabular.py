@@ -1,17 +1,17 @@
 """Tabular competitions: train.csv, test.csv and sample_submission.csv.
 
-k-fold cross-validation with the config's features fit inside each training fold
-(``pipeline.tasks.kfold``); an ensemble's members share each fold's features, and their weights
-are cross-fitted on the members' out-of-fold predictions. An ensemble writes one MLflow child run
-per member. The refit is one ``Pipeline(features, model)`` on every training row, logged as the
-run's MLflow model (``pipeline.models_io``).
+Every run is a portfolio (``pipeline.tasks.portfolio``): the default one of
+``pipeline/portfolios/tabular.toml`` when no model is named, the config's ``[ensemble] models``,
+or the one model named. Each member runs k-fold with the features fit inside each training fold,
+keeps its out-of-fold and test predictions, and writes one MLflow child run; the members'
+weights are selected on the out-of-fold predictions, cross-fitted. The final model is the
+selected members' fold models, averaged (bagging), unless the config asks for a refit on every
+row (``[ensemble] refit``); it is logged as the run's MLflow model (``pipeline.models_io``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +20,25 @@ import pandas as pd
 from features import roles
 from features.rules import RowRule
 from models import ensemble as ensembles
+from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import models_io, params, plots, submission, tracking
-from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import tabular as files
 from pipeline.data.tabular import TabularData
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import budget, kfold
+from pipeline.tasks import kfold, portfolio
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
-# What runs when neither the command line nor the config names a model: an ensemble of these,
-# unless the config lists [ensemble] models. The torch MLP is in where it paid on the tests'
-# tables (classification: out-of-fold log loss 0.11 against 0.16 binary, 0.21 against 0.29
-# multiclass), not for regression (its stack with ridge and trees scored no better).
-DEFAULT_MODEL = params.ENSEMBLE
-DEFAULT_MEMBERS = {"regression": ("hist_gbm", "ridge"),
-                   "binary": ("hist_gbm_classifier", "logistic", "mlp_classifier"),
-                   "multiclass": ("hist_gbm_classifier", "logistic", "mlp_classifier")}
+PORTFOLIO = "portfolio"  # the model when none is named: pipeline/portfolios/tabular.toml
 
 
 class TabularTask(FileTask):
     files = files
     registry_kind = "tabular"
     progress_unit = "fold"
-    _cv_rows: np.ndarray | None = None  # the rows validate's CV held out, for the refit's logged OOF
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
@@ -69,43 +61,46 @@ class TabularTask(FileTask):
         return task, metric
 
     def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
-        """``started``: the run's ``perf_counter()`` start, from which ``time_limit`` counts."""
+             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
+        """What the run fits, every parameter resolved and checked; nothing on ``self`` changes."""
         task, metric = self._task_and_metric(data)
         comp = self.comp
-        if comp.model.name is None and not comp.ensemble.models:  # the default ensemble's members
-            comp = dataclasses.replace(comp, ensemble=dataclasses.replace(comp.ensemble, models=DEFAULT_MEMBERS[task]))
         if metric.name == "rmsle" and comp.target_transform is None and (data.train[comp.target] >= 0).all():
             say("target: models learn log(1 + target), as RMSLE scores it; predictions are exp'd back")
-            comp = self.comp = dataclasses.replace(comp, target_transform="log1p")
-        name = params.choose_model(comp, self.registry_kind, task, DEFAULT_MODEL, model)
-        members = params.members(comp, name, tuned=tuned, study=study_params, cli=cli_params)
-        plan = Plan(task, metric, name, members)
-        return self._within_time_limit(data, plan, started) if comp.time_limit and started is not None else plan
-
-    def _within_time_limit(self, data: TabularData, plan: Plan, started: float) -> Plan:
-        """``plan`` cut to fit the time limit (pipeline/tasks/budget.py); the CV's deadline set."""
-        limit = self.comp.time_limit
-        X, y = self._xy(data)
-        features, costs = budget.probe(self.comp, X, y, plan.members, plan.metric)
-        deadline = started + limit - max(limit * budget.RESERVED_SHARE, budget.RESERVED_SECONDS)
-        left = deadline - time.perf_counter()
-        fitted = budget.fit(self.comp, plan.members, features, costs, left)
-        budget.report(limit, left, fitted)
-        if (fitted.folds, fitted.repeats) != (self.comp.cv.folds, self.comp.cv.repeats):
-            cv = dataclasses.replace(self.comp.cv, folds=fitted.folds, repeats=fitted.repeats)
-            self.comp = dataclasses.replace(self.comp, cv=cv)
-        return dataclasses.replace(plan, members=fitted.members, deadline=deadline, cuts=tuple(fitted.cuts))
+            comp = dataclasses.replace(comp, target_transform="log1p")
+        if model is None and comp.model.name is None and not comp.ensemble.models:
+            if cli_params:
+                raise UserError("--param applies to a single model (MODEL=<name>); the portfolio's are in "
+                                "pipeline/portfolios/tabular.toml")
+            configs = portfolio.load(task)
+            name, method = PORTFOLIO, "select"
+            resolved = {c.name: params.resolve(comp, c.model, tuned=tuned and c.name == c.model,
+                                               portfolio=c.params, config_name=c.name) for c in configs}
+            models = {c.name: c.model for c in configs}
+            costs = {c.name: c.cost for c in configs}
+            for c in configs:
+                params.check_model(c.model, self.registry_kind, task)
+        else:
+            name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, model)
+            resolved = params.members(comp, name, tuned=tuned, study=study_params, cli=cli_params)
+            models, costs = {member: member for member in resolved}, {member: 1.0 for member in resolved}
+            method = comp.ensemble.method if name == params.ENSEMBLE else "best"
+        for member, values in resolved.items():
+            params.check(models[member], self.registry_kind, values)
+        return Plan(task, metric, name, {m: v.values for m, v in resolved.items()}, comp=comp,
+                    time_limit=time_limit or TimeLimit(comp.time_limit), sources={m: v.sources for m, v in resolved.items()},
+                    models=models, costs=costs, method=method)
 
     def untuned_params(self, plan: Plan) -> dict:
-        return params.config_params(self.comp, plan.model)
+        return params.config_params(plan.comp or self.comp, plan.model)
 
     def describe(self, data: TabularData, plan: Plan) -> list[str]:
-        model = plan.model + (f" of {', '.join(plan.members)}" if plan.model == params.ENSEMBLE
-                              else f" {plan.params or ''}".rstrip())
+        many = plan.model in (params.ENSEMBLE, PORTFOLIO)
+        model = plan.model + (f" of {', '.join(plan.members)}" if many else f" {_given(plan, plan.model) or ''}".rstrip())
+        limit = f", time limit {plan.time_limit.seconds:g} s" if plan.time_limit.limited else ""
         return [f"data: {data.source} ({len(data.train)} train rows, {len(data.test)} test rows)",
                 f"task: {plan.task}, metric: {plan.metric.name}{'' if self.comp.metric else ' (inferred)'}, "
-                f"model: {model}",
+                f"model: {model}{limit}",
                 f"columns: {self.roles_summary(data)}"]
 
     def roles_summary(self, data: TabularData) -> str:
@@ -117,11 +112,13 @@ class TabularTask(FileTask):
         return {"device": str(pick_device())}
 
     def run_params(self, data: TabularData, plan: Plan) -> dict:
-        return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name,
-                "columns.roles": self.roles_summary(data)[:6000], "cv.folds_run": self.comp.cv.folds,
-                "cv.repeats_run": self.comp.cv.repeats,
-                **({"time_limit.cuts": "; ".join(plan.cuts)[:6000] or "none"} if plan.deadline else {}),
-                **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in p.items()}}
+        return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "ensemble.method": plan.method,
+                "columns.roles": self.roles_summary(data)[:6000], "cv.folds": plan.folds, "cv.repeats": plan.repeats,
+                "cv.seed": plan.comp.cv.seed, "cv.seeds": plan.comp.cv.seeds,
+                "time_limit": plan.time_limit.seconds if plan.time_limit.limited else "none",
+                **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in _given(plan, name).items()},
+                **{f"param_source.{name}.{k}": source for name, given in plan.sources.items()
+                   for k, source in given.items() if source != "registry"}}
 
     def _xy(self, data: TabularData) -> tuple[pd.DataFrame, pd.Series]:
         return data.train.drop(columns=[self.comp.target, self.comp.id]), data.train[self.comp.target]
@@ -131,82 +128,107 @@ class TabularTask(FileTask):
                        progress: bool | None = False) -> CVResult:
         """A single model's CV; ``for_tuning`` scores without the config's outlier rows, which the
         training folds leave out too: two mispriced houses would otherwise steer every study."""
-        if plan.model == params.ENSEMBLE:
+        if plan.model in (params.ENSEMBLE, PORTFOLIO):
             raise UserError("an ensemble is cross-validated through its members")
         X, y = self._xy(data)
-        scored = ~kfold.outlier_mask(self.comp, X, y) if for_tuning else None
-        return kfold.cross_validate_many(self.comp, X, y, task=plan.task, metric=plan.metric, models=plan.members,
+        scored = ~kfold.outlier_mask(plan.comp, X, y) if for_tuning else None
+        return kfold.cross_validate_many(plan.comp, X, y, task=plan.task, metric=plan.metric, models=plan.members,
                                          on_fold=on_fold, on_epoch=on_epoch, progress=progress,
                                          scored_rows=scored)[plan.model]
 
     def validate(self, data: TabularData, plan: Plan, *, progress: bool | None) -> CVResult:
-        comp, metric = self.comp, plan.metric
+        comp, metric, limit = plan.comp, plan.metric, plan.time_limit
         X, y = self._xy(data)
-        proba = plan.model == params.ENSEMBLE and metric.classes is not None  # classifiers blend probabilities
-        results = kfold.cross_validate_many(comp, X, y, task=plan.task, metric=metric, models=plan.members,
-                                            progress=progress, proba=proba, deadline=plan.deadline)
-        outliers = kfold.outlier_mask(comp, X, y)
-        rows = next(iter(results.values())).folds >= 0  # all, unless the time limit stopped the CV early
-        self._cv_rows = rows
-        if not rows.all():
-            done = len(np.unique(next(iter(results.values())).folds[rows]))
-            say(f"time limit: the CV stopped after {done} of {comp.cv.folds} folds; "
-                f"scores and weights come from their {int(rows.sum())} rows")
-            results = {name: _rows(result, rows) for name, result in results.items()}
-            y, outliers = y[rows], outliers[rows]
-        scores, without = {}, {}
-        for name, result in results.items():
-            scores[name], without[name] = result.score, _without(result, y, outliers, metric, proba)
-            if len(results) > 1:
-                say(f"  {name}: cv {metric.name} {result.score:.5f}{_spread(result)}"
-                    + (f" ({without[name]:.5f} without outlier rows)" if comp.outliers else ""))
-        if plan.model == params.ENSEMBLE:
-            for name, result in results.items():
-                with tracking.child_run(name, tags={"model": name, "parent_model": plan.model}):
-                    tracking.log_params({f"params.{k}": v for k, v in plan.members[name].items()})
-                    self._log_result(result, metric, data, name, rows)
-            if len(np.unique(next(iter(results.values())).folds)) > 1:
-                result = (_combine_proba if proba else _combine)(comp, results, plan.members, y, metric, ~outliers)
-            else:
-                result = _best_alone(comp, results, plan.members, metric)
-            if len(next(iter(results.values())).repeats) > 1:
-                result = _ensemble_repeats(comp, result, results, y, metric, proba)
-            scores[plan.model], without[plan.model] = result.score, _without(result, y, outliers, metric, proba)
+        proba = metric.classes is not None  # classifiers combine probabilities
+        configs = tuple(portfolio.Configuration(name, plan.models.get(name, name), values, plan.costs.get(name, 1.0))
+                        for name, values in plan.members.items())
+        methods = _methods(plan.method, proba)
+        run = portfolio.Portfolio(comp, X, y, data.test.drop(columns=[comp.id]), task=plan.task, metric=metric,
+                                  configs=configs, methods=methods, time_limit=limit, proba=proba,
+                                  seeds=comp.cv.seeds)
+        inverse = (lambda v: v) if proba else run.inverse
+
+        def finished(one: portfolio.Fitted, selection: ensembles.Selection) -> None:
+            clock = f" at {limit.elapsed():.0f} of {limit.seconds:g} s" if limit.limited else ""
+            ensemble = f"; ensemble {selection.score:.5f}" if len(configs) > 1 else ""
+            spread = (f" ± {np.std(one.seed_scores):.5f} over seeds {', '.join(map(str, one.seeds))}"
+                      if one.seed_scores else "")
+            say(f"  {one.config.name}: cv {metric.name} {one.score:.5f}{spread} in {one.seconds:.0f} s{ensemble}{clock}")
+            if len(configs) > 1:
+                with tracking.child_run(one.config.name, tags={"model": one.config.model, "configuration": one.config.name,
+                                                                     "parent_model": plan.model}):
+                    tracking.log_params({f"params.{k}": v for k, v in _given(plan, one.config.name).items()})
+                    tracking.log_metrics({"seconds": one.seconds, **({f"cv_{metric.name}_seeds_std": float(
+                        np.std(one.seed_scores))} if one.seed_scores else {})})
+                    if one.seeds:
+                        tracking.log_params({"seeds": " ".join(map(str, one.seeds))})
+                    self._log_result(_as_result(one, inverse, run.folds), metric, data, one.config.name, plots_too=False)
+
+        outcome = run.run(finished)
+        if limit.limited and outcome.finished:
+            say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
+        result = _ensemble_result(outcome, inverse, metric, run, comp.target_transform, proba)
+        outliers = run.outliers
+        without = {f.config.name: _without(_as_result(f, inverse, run.folds), y, outliers, metric, proba)
+                   for f in outcome.fitted}
+        result.scores = {f.config.name: f.score for f in outcome.fitted}
+        if len(configs) > 1:
+            result.scores[plan.model] = result.score
+            without[plan.model] = _without(result, y, outliers, metric, proba)
+            say(f"  ensemble ({outcome.selection.method}): " + ", ".join(
+                f"{n} {w:.3f}" for n, w in result.weights.items() if w > 0))
             tracking.log_json(result.weights, "ensemble_weights.json")
-            tracking.log_params({f"weight.{name}": round(w, 4) for name, w in result.weights.items()})
-        else:
-            result = results[plan.model]
-            result.final = kfold.create_model(plan.model, plan.params)
-        result.scores, result.scores_without_outliers = scores, without
-        self._log_result(result, metric, data, plan.model, rows)
-        if len(scores) > 1:
-            tracking.log_figure(plots.model_comparison(scores, metric.name), "model_comparison.png")
+            tracking.log_params({"ensemble.method_used": outcome.selection.method,
+                                 "ensemble.intercept": round(outcome.selection.intercept, 6),
+                                 **{f"weight.{n}": round(w, 4) for n, w in result.weights.items()}})
+            tracking.log_figure(plots.model_comparison(result.scores, metric.name), "model_comparison.png")
+        result.scores_without_outliers = without
+        if outcome.skipped:
+            tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
+        self._log_result(result, metric, data, plan.model)
         say(f"cv {metric.name}: {result.score:.5f}{_spread(result)} "
             f"(folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})")
         if comp.outliers:
-            say(f"cv {metric.name} without the outlier rows: {without[plan.model]:.5f}")
+            say(f"cv {metric.name} without the outlier rows: {without[plan.model if len(configs) > 1 else configs[0].name]:.5f}")
         return result
 
     def refit(self, data: TabularData, plan: Plan, result: CVResult, *, progress: bool | None = None):
+        """The fold models, averaged (already fit); with ``[ensemble] refit``, each selected member
+        fit again on every training row, where the time left allows it."""
+        comp = plan.comp
         X, y = self._xy(data)
-        estimator = kfold.fit_all(self.comp, X, y, result.final)
-        rows = self._cv_rows if self._cv_rows is not None else np.ones(len(X), dtype=bool)  # those with OOF
-        models_io.log_tabular(self.comp, data.train[rows], plan, estimator, result,
-                              ~kfold.outlier_mask(self.comp, X, y)[rows])
+        estimator = result.fitted
+        if comp.ensemble.refit:
+            needed = sum(f.seconds / len(f.fold_scores) * comp.cv.folds / max(comp.cv.folds - 1, 1)
+                         for f in result.members if result.weights.get(f.config.name, 0) > 0)
+            if plan.time_limit.fits(needed):
+                members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, kfold.create_model(
+                    f.config.model, f.config.params), transform=False, encoding=_encoding(f))]))
+                    for f in result.members if result.weights.get(f.config.name, 0) > 0]
+                weights = [result.weights[name] for name, _ in members]
+                estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
+                result.test = None  # predicted by the refit model
+            else:
+                say(f"refit: skipped (about {needed:.0f} s, {plan.time_limit.left():.0f} s left); the fold models predict")
+        models_io.log_tabular(comp, data.train, plan, estimator, result, ~kfold.outlier_mask(comp, X, y))
         return estimator
 
-    def predict(self, fitted, data: TabularData, plan: Plan) -> np.ndarray:
+    def predict(self, fitted, data: TabularData, plan: Plan, result: CVResult) -> np.ndarray:
         sample, metric = data.sample, plan.metric
         per_class = len(submission.sample_targets(sample, self.comp.id)) > 1
-        predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
-                                    proba=submission.wants_probabilities(sample, self.comp.id, metric))
+        wants_proba = submission.wants_probabilities(sample, self.comp.id, metric)
+        if result.test is not None:
+            predictions = _as_submitted(result.test, metric, plan.task, wants_proba, per_class)
+        else:
+            predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
+                                        proba=wants_proba)
         submission.check_finite(predictions, plan.model, "test")
         return predictions
 
     def submission(self, data: TabularData, plan: Plan, predictions: np.ndarray, path: Path) -> int:
         frame = submission.finalize(
             data.sample, data.test[self.comp.id], predictions,
-            id_column=self.comp.id, positive=self.comp.target_transform == "log", path=path,
+            id_column=self.comp.id, positive=plan.comp.target_transform == "log", path=path,
             labels=plan.task != "regression" and not plan.metric.needs_proba,
             classes=plan.metric.classes, target=self.comp.target, top_k=plan.metric.top_k,
         )
@@ -223,10 +245,10 @@ class TabularTask(FileTask):
         say(f"local test {metric.name}: {score:.5f} (held-back labels of {data.source})")
         return score
 
-    def _log_result(self, result: CVResult, metric: Metric, data: TabularData, name: str, rows: np.ndarray) -> None:
-        """``rows``: the training rows the result holds (all, unless the time limit cut the CV)."""
+    def _log_result(self, result: CVResult, metric: Metric, data: TabularData, name: str, *,
+                    plots_too: bool = True) -> None:
         comp = self.comp
-        y, ids = data.train[comp.target][rows], data.train[comp.id][rows]
+        y, ids = data.train[comp.target], data.train[comp.id]
         tracking.log_metrics({f"cv_{metric.name}": result.score,
                               f"cv_{metric.name}_std": float(np.std(result.fold_scores)),
                               **{f"fold{k}_{metric.name}": s for k, s in enumerate(result.fold_scores)}})
@@ -239,7 +261,7 @@ class TabularTask(FileTask):
         oof = result.oof if result.oof.ndim == 1 else np.asarray(metric.classes)[result.oof.argmax(axis=1)]
         tracking.log_frame(pd.DataFrame({ids.name: ids.to_numpy(), "actual": y.to_numpy(), "oof_prediction": oof}),
                            "oof_predictions.csv")
-        if pd.api.types.is_numeric_dtype(y) and result.oof.ndim == 1 and metric.classes is None:
+        if plots_too and pd.api.types.is_numeric_dtype(y) and result.oof.ndim == 1 and metric.classes is None:
             log = comp.target_transform == "log"
             title = f"{name}: out-of-fold {metric.name} {result.score:.4f}"
             tracking.log_figure(plots.predicted_vs_actual(y.to_numpy(), result.oof, log=log, title=title),
@@ -247,44 +269,66 @@ class TabularTask(FileTask):
             tracking.log_figure(plots.residuals(y.to_numpy(), result.oof, log=log, title=title), "residuals.png")
 
 
-def _rows(result: CVResult, rows: np.ndarray) -> CVResult:
-    """``result`` on the rows the CV held out (the time limit stopped it before the others)."""
-    return dataclasses.replace(result, oof=result.oof[rows], folds=result.folds[rows],
-                               repeats=[_rows(one, rows) for one in result.repeats])
+def _given(plan: Plan, name: str) -> dict:
+    """``name``'s parameters that are not the registry's own defaults: what the run chose."""
+    sources = plan.sources.get(name, {})
+    return {k: v for k, v in plan.members.get(name, {}).items() if sources.get(k) != "registry"}
 
 
-def _best_alone(comp: Competition, results: dict[str, CVResult], members: dict[str, dict],
-                metric: Metric) -> CVResult:
-    """One fold gives no held-out rows to learn weights on: the best member alone."""
-    best = (max if metric.greater_is_better else min)(results, key=lambda name: results[name].score)
-    say(f"  ensemble: one fold leaves no rows to learn weights on; {best} alone")
-    result = dataclasses.replace(results[best], weights={name: float(name == best) for name in results})
-    result.final = kfold.build_ensemble(comp, members, {best: 1.0}, 0.0)
-    return result
+def _methods(method: str, proba: bool) -> dict:
+    """The ways of learning the members' weights that the run compares (cross-fitted)."""
+    table = ensembles.PROBA_METHODS if proba else ensembles.METHODS
+    if method == "best":
+        return dict(table)
+    if method not in table:
+        raise UserError(f"[ensemble] method {method!r} does not combine {'probabilities' if proba else 'values'}: "
+                        f"use {', '.join(['best', *table])}")
+    return {method: table[method]}
 
 
-def _spread(result: CVResult) -> str:
-    """`` ± std over N repeats``, the repeats' spread, when there are several."""
-    if len(result.repeats) < 2:
-        return ""
-    each = [one.score for one in result.repeats]
-    return f" ± {np.std(each):.5f} over {len(each)} repeats ({', '.join(f'{s:.5f}' for s in each)})"
+def _encoding(fitted: portfolio.Fitted) -> str:
+    return getattr(fitted.bag.estimators[0].steps[-1][1], "feature_encoding", "onehot")
 
 
-def _ensemble_repeats(comp: Competition, result: CVResult, members: dict[str, CVResult], y: pd.Series,
-                      metric: Metric, proba: bool) -> CVResult:
-    """The ensemble's score in each repeat: its weights (learned on the repeats' mean out-of-fold
-    predictions) applied to that repeat's out-of-fold predictions; its score, their mean."""
-    forward, inverse = kfold.TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v, lambda v: v))
-    weights = [result.weights[name] for name in members]
-    intercept = result.final.intercept
-    each = []
-    for r in range(len(next(iter(members.values())).repeats)):
-        stacked = np.stack([members[name].repeats[r].oof for name in members], axis=1)
-        oof = (ensembles.combine(stacked, weights) if proba
-               else inverse(ensembles.combine(forward(stacked), weights, intercept)))
-        each.append(CVResult(oof, [], kfold.score(metric, y.to_numpy(), oof, proba), result.folds))
-    return dataclasses.replace(result, score=float(np.mean([one.score for one in each])), repeats=each)
+def _as_result(one: portfolio.Fitted, inverse, folds: np.ndarray) -> CVResult:
+    """One configuration's k-fold result, its predictions on the target's own scale."""
+    repeats = [CVResult(inverse(oof), [], 0.0, folds) for oof in one.repeat_oofs] if len(one.repeat_oofs) > 1 else []
+    return CVResult(inverse(one.oof), one.fold_scores, one.score, folds, one.histories, one.seconds, repeats=repeats)
+
+
+def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: portfolio.Portfolio,
+                     target_transform: str | None, proba: bool) -> CVResult:
+    """The selected ensemble: its cross-fitted out-of-fold predictions and score, its weights, its
+    test predictions and the fold models behind them."""
+    selection, fitted, folds = outcome.selection, outcome.fitted, outcome.folds
+    y = run.y_true
+    oof = selection.oof
+    weights = selection.weights
+    fold_scores = [kfold.score(metric, y[folds == k], oof[folds == k], proba) for k in np.unique(folds)]
+    test = ensembles.combine(np.stack([f.test for f in fitted], axis=1), weights, selection.intercept)
+    repeats = []
+    if len(fitted[0].repeat_oofs) > 1:
+        for r in range(len(fitted[0].repeat_oofs)):
+            combined = inverse(ensembles.combine(np.stack([f.repeat_oofs[r] for f in fitted], axis=1), weights,
+                                                 selection.intercept))
+            repeats.append(CVResult(combined, [], kfold.score(metric, y, combined, proba), folds))
+    members = [(f.config.name, f.bag) for f in fitted]
+    final = ensembles.PrefitEnsemble(members, list(weights), selection.intercept, None if proba else target_transform)
+    return CVResult(oof, fold_scores, kfold.score(metric, y, oof, proba), folds,
+                    seconds=sum(f.seconds for f in fitted), final=final, fitted=final,
+                    weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},
+                    repeats=repeats, test=inverse(test), members=fitted, rows=len(y), finished=outcome.finished)
+
+
+def _as_submitted(test: np.ndarray, metric: Metric, task: str, wants_proba: bool, per_class: bool) -> np.ndarray:
+    """Test predictions (values, P(classes[1]) or class columns) in the form the submission takes."""
+    if task == "regression":
+        return test
+    if not wants_proba:
+        return kfold.as_labels(test, metric)
+    if test.ndim == 1 and per_class:
+        return np.column_stack([1.0 - test, test])
+    return test
 
 
 def _without(result: CVResult, y: pd.Series, outliers: np.ndarray, metric: Metric, proba: bool = False) -> float:
@@ -293,66 +337,9 @@ def _without(result: CVResult, y: pd.Series, outliers: np.ndarray, metric: Metri
     return result.score
 
 
-def _combine_proba(comp: Competition, results: dict[str, CVResult], members: dict[str, dict], y: pd.Series,
-                   metric: Metric, fit_rows: np.ndarray) -> CVResult:
-    """Classifiers: the members' OOF probabilities combined with weights on the simplex (so the
-    result stays a probability), learned by the metric where it scores probabilities (AUC; log
-    loss), else by log loss: ``blend`` or ``select`` (the best member alone), each cross-fitted;
-    ``best`` keeps the one whose cross-fitted OOF scores better on the metric, as ``_combine`` does."""
-    names, classes = list(results), np.asarray(metric.classes)
-    predictions = np.stack([results[name].oof for name in names], axis=1)  # (n, models[, classes])
-    index = {c: i for i, c in enumerate(metric.classes)}
-    truth, folds = y.to_numpy(), results[names[0]].folds
-    target = np.array([index[v] for v in truth])
-    loss, by = None, "log_loss"
-    if metric.needs_proba and metric.top_k is None and metric.name != "log_loss":  # log loss: the default
-        sign, by = (-1.0 if metric.greater_is_better else 1.0), metric.name
-        loss = lambda t, p: sign * metric.score(classes[t], p)  # noqa: E731
-    methods = list(ensembles.PROBA_METHODS) if comp.ensemble.method == "best" else [comp.ensemble.method]
-    candidates, selection = {}, {}
-    for method in methods:
-        oof = ensembles.cross_fit(predictions, target, folds, partial(ensembles.PROBA_METHODS[method], loss=loss),
-                                  fit_rows)
-        fold_scores = [kfold.score(metric, truth[folds == k], oof[folds == k], True) for k in np.unique(folds)]
-        candidates[method] = CVResult(oof, fold_scores, kfold.score(metric, truth, oof, True), folds)
-        selection[method] = kfold.score(metric, truth[fit_rows], oof[fit_rows], True)
-        say(f"  ensemble {method}: cv {metric.name} {candidates[method].score:.5f} (weights by {by})")
-    method = (max if metric.greater_is_better else min)(candidates, key=selection.get)
-    weights, _ = ensembles.PROBA_METHODS[method](predictions[fit_rows], target[fit_rows], loss=loss)
-    say(f"  ensemble uses {method}: " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)))
-    tracking.log_params({"ensemble.method_used": method, "ensemble.intercept": 0.0, "ensemble.weights_by": by})
-    result = candidates[method]
-    result.weights = {name: float(w) for name, w in zip(names, weights, strict=True)}
-    result.final = kfold.build_ensemble(comp, members, result.weights, 0.0)
-    return result
-
-
-def _combine(comp: Competition, results: dict[str, CVResult], members: dict[str, dict], y: pd.Series,
-             metric: Metric, fit_rows: np.ndarray) -> CVResult:
-    """Blend or stack the members' OOF predictions; pick the method that cross-fits better.
-
-    Like the members, the weights never learn from the outlier rows, and the method is chosen
-    by its score without them; the reported scores include them.
-    """
-    forward, inverse = kfold.TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v, lambda v: v))
-    names = list(results)
-    predictions = np.column_stack([forward(results[name].oof) for name in names])
-    target, folds = forward(y.to_numpy()), results[names[0]].folds
-    methods = list(ensembles.METHODS) if comp.ensemble.method == "best" else [comp.ensemble.method]
-    candidates, selection = {}, {}  # selection: scored without the outlier rows, as the weights are fit
-    for method in methods:
-        oof = inverse(ensembles.cross_fit(predictions, target, folds, method, fit_rows))
-        fold_scores = [metric.score(y.to_numpy()[folds == k], oof[folds == k]) for k in np.unique(folds)]
-        candidates[method] = CVResult(oof, fold_scores, metric.score(y.to_numpy(), oof), folds)
-        selection[method] = metric.score(y.to_numpy()[fit_rows], oof[fit_rows])
-        say(f"  ensemble {method}: cv {metric.name} {candidates[method].score:.5f}"
-            + (f" ({selection[method]:.5f} without outlier rows)" if not fit_rows.all() else ""))
-    better = max if metric.greater_is_better else min
-    method = better(candidates, key=selection.get)
-    weights, intercept = ensembles.METHODS[method](predictions[fit_rows], target[fit_rows])
-    say(f"  ensemble uses {method}: " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)))
-    tracking.log_params({"ensemble.method_used": method, "ensemble.intercept": round(intercept, 6)})
-    result = candidates[method]
-    result.weights = {name: float(w) for name, w in zip(names, weights, strict=True)}
-    result.final = kfold.build_ensemble(comp, members, result.weights, intercept)
-    return result
+def _spread(result: CVResult) -> str:
+    """`` ± std over N repeats``, the repeats' spread, when there are several."""
+    if len(result.repeats) < 2:
+        return ""
+    each = [one.score for one in result.repeats]
+    return f" ± {np.std(each):.5f} over {len(each)} repeats ({', '.join(f'{s:.5f}' for s in each)})"

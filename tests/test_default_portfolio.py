@@ -1,8 +1,9 @@
-"""The default model (issue 12): a competition that names no model gets a cross-fitted ensemble of
-gradient-boosted trees and a linear model, for regression and for classification. A classifier
-ensemble blends its members' out-of-fold probabilities with weights on the simplex, so it
-predicts probabilities; its CV score holds up against its best member's, its submission has the
-sample's form, and its logged MLflow model predicts what the submission holds.
+"""The default model (issues 12, 19): a competition that names no model gets the portfolio of
+``pipeline/portfolios/tabular.toml``, every configuration k-fold with a child run, and Caruana's
+ensemble selection over their out-of-fold predictions (weights on the simplex, so a classifier's
+ensemble predicts probabilities); its CV score holds up against its best member's, its submission
+has the sample's form, and its logged MLflow model (the selected members' fold models) predicts
+what the submission holds.
 
 One MLflow store for the module: four small submits (3 folds, generated tables).
 """
@@ -19,13 +20,12 @@ import pandas as pd
 import pytest
 from conftest import run_cli, synthetic_frames, write_competition
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
 
 from models import registry
-from models.ensemble import WeightedEnsemble, cross_fit, proba_blend_weights
-from pipeline.tasks.tabular import DEFAULT_MEMBERS
+from models.ensemble import cross_fit, proba_blend_weights
+from pipeline.tasks import portfolio
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 FOLDS = 3
 CLASSES = ["high", "low", "middle"]
@@ -63,7 +63,7 @@ def runs(module_workdir):
         data, test, truth = _write(folder / name, task, placeholder)
         config = folder / f"{name}.toml"
         config.write_text(f'name = "{name}"\ntarget = "target"\nid = "id"\n[cv]\nfolds = {FOLDS}\nseed = 0\n')
-        result = run_cli("submit", "--config", config, "--data-dir", data, "--params", "default",
+        result = run_cli("submit", "--config", config, "--data-dir", data, "--study", "ignore",
                          "-o", folder / f"{name}.csv")
         assert result.code == 0, result.err
         run_id = re.search(r"mlflow run (\w+) in", result.out).group(1)
@@ -75,22 +75,21 @@ def runs(module_workdir):
 def _children(run_id: str) -> dict[str, object]:
     run = client().get_run(run_id)
     children = client().search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
-    return {child.data.tags["model"]: child for child in children}
+    return {child.data.tags["configuration"]: child for child in children}
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_the_default_model_is_the_ensemble_of_trees_and_a_linear_model(runs, name):
+def test_the_default_model_is_the_portfolio_with_a_child_run_per_configuration(runs, name):
     task, _, metric = CASES[name]
-    members = DEFAULT_MEMBERS[task]
-    assert members == (("hist_gbm", "ridge") if task == "regression"
-                       else ("hist_gbm_classifier", "logistic", "mlp_classifier"))
-    assert f"task: {task}, metric: {metric} (inferred), model: ensemble of {', '.join(members)}" in runs[name].out
+    members = [c.name for c in portfolio.load(task)]
+    assert f"task: {task}, metric: {metric} (inferred), model: portfolio of {', '.join(members)}" in runs[name].out
+    for member in members:  # one line per configuration as it finishes
+        assert re.search(rf"^  {member}: cv {metric} [-\d.]+ in \d+ s; ensemble [-\d.]+$", runs[name].out, re.M)
     run = client().get_run(runs[name].run_id)
-    assert run.data.params["model.name"] == "ensemble"
+    assert run.data.params["model.name"] == "portfolio"
+    assert run.data.params["ensemble.method_used"] == "select"
     weights = [float(run.data.params[f"weight.{m}"]) for m in members]
-    assert min(weights) >= 0
-    if task != "regression":  # a blend of probabilities (regression may stack: weights and an intercept)
-        assert run.data.params["ensemble.method_used"] in ("blend", "select") and sum(weights) == pytest.approx(1.0, abs=1e-3)
+    assert min(weights) >= 0 and sum(weights) == pytest.approx(1.0, abs=1e-3)
     children = _children(runs[name].run_id)
     assert set(children) == set(members)
     for child in children.values():  # every member's out-of-fold predictions are logged
@@ -140,7 +139,7 @@ def test_the_logged_model_predicts_what_the_submission_holds(runs, name):
 def test_the_trees_stop_early_on_a_split_of_their_training_rows(task):
     train, _, _ = synthetic_frames(task, n_train=300, seed=1)
     X = train[["x1", "x2"]].fillna(0).to_numpy()
-    trees = registry.create(DEFAULT_MEMBERS[task][0], "tabular").fit(X, train["target"])
+    trees = registry.create("hist_gbm" if task == "regression" else "hist_gbm_classifier", "tabular").fit(X, train["target"])
     assert trees.early_stopping is True and trees.validation_fraction == 0.1
     assert trees.n_iter_ < trees.max_iter  # it stopped on its own held-out tenth
 
@@ -159,19 +158,6 @@ def test_proba_blend_weights_lie_on_the_simplex_and_favour_the_better_member():
     folds = np.arange(300) % 3
     blended = cross_fit(np.stack([good, noise], axis=1), y, folds, proba_blend_weights)
     assert blended.shape == (300, 3) and np.allclose(blended.sum(axis=1), 1)
-
-
-def test_weighted_ensemble_of_classifiers_predicts_probabilities_and_their_argmax():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 3))
-    y = np.array(["a", "b", "c"])[np.argmax(X, axis=1)]
-    ensemble = WeightedEnsemble([("l1", LogisticRegression(C=0.1)), ("l2", LogisticRegression(C=10.0))],
-                                [0.25, 0.75]).fit(X, y)
-    proba = ensemble.predict_proba(X)
-    assert list(ensemble.classes_) == ["a", "b", "c"] and np.allclose(proba.sum(axis=1), 1)
-    assert (ensemble.predict(X) == ensemble.classes_[proba.argmax(axis=1)]).all()
-    expected = sum(w * est.predict_proba(X) for (_, est), w in zip(ensemble.estimators_, ensemble.weights_, strict=True))
-    assert np.allclose(proba, expected)
 
 
 def test_the_classifier_trees_still_fit_when_a_class_is_too_rare_to_hold_out():

@@ -1,0 +1,310 @@
+"""The anytime portfolio: configurations fit one after another until the time limit, and the best
+weighted ensemble of whatever finished.
+
+Each configuration (a registered model and its parameters, from ``pipeline/portfolios/tabular.toml``
+or the config's ``[ensemble] models``) runs k-fold on the same folds. Each fold's feature steps are
+fit on its training part only and shared by every configuration that encodes features the same
+way. A configuration keeps its out-of-fold predictions and its test predictions: the average of
+its fold models (bagging), and those fold models (``models.ensemble.FoldBag``).
+
+Before a configuration starts, its cost is predicted from the ones already fit: the median of
+their seconds per unit of their ``cost`` (the portfolio's relative price of each, measured on
+this machine) times its own ``cost``. A model that cannot stop itself is skipped when that does
+not fit the time left, and a later, cheaper one may still run. A model that can (a booster, the
+torch MLP: its ``time_limit`` parameter) gets each fold's share of the time left, so that a
+misjudged price shortens it instead of overrunning, and it runs on what is left rather than
+being skipped (the selection weighs a short fit by what it scores); a fold does not start when
+the folds already timed say it would not end in time, and a configuration that cannot finish its
+folds is dropped.
+
+After each configuration the ensemble is selected again on the out-of-fold predictions
+(``models.ensemble.select``, cross-fitted: the score printed is honest), so the result is always
+the best ensemble so far.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from models import ensemble as ensembles
+from models.targets import forward_inverse
+from models.time_limit import TimeLimit
+from pipeline.config import Competition
+from pipeline.console import say
+from pipeline.errors import UserError
+from pipeline.metrics import Metric
+from pipeline.submission import check_finite
+from pipeline.tasks import kfold
+
+PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabular.toml"
+CACHE_BYTES = 1 << 30  # fold feature matrices kept for the next configuration up to this size
+MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
+MIN_STOPPABLE_FOLD_SECONDS = 3.0  # a model that stops itself runs on a shorter share than its price
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One entry of the portfolio: a display name, a registered model and its parameters, and its
+    relative ``cost`` (a price before any configuration has been timed)."""
+
+    name: str
+    model: str
+    params: dict = field(default_factory=dict)
+    cost: float = 1.0
+
+
+def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
+    """The ordered configurations for ``task`` (regression, binary, multiclass): data, not code."""
+    with open(path or PORTFOLIO_FILE, "rb") as handle:
+        raw = tomllib.load(handle)
+    section = "regression" if task == "regression" else "classification"
+    return tuple(Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
+                               float(entry.get("cost", 1.0))) for entry in raw[section])
+
+
+@dataclass
+class Fitted:
+    """One configuration's k-fold result. ``oof`` and ``test`` are in the space the model was
+    trained in (log prices, probabilities); ``folds`` the first repeat's fold of each row."""
+
+    config: Configuration
+    oof: np.ndarray
+    test: np.ndarray
+    fold_scores: list[float]
+    score: float
+    seconds: float
+    bag: ensembles.FoldBag
+    repeat_oofs: list[np.ndarray]
+    histories: list[list[dict]]
+    seed_scores: list[float] = field(default_factory=list)  # each seed's score (first repeat), with --seeds
+    seeds: list[int] = field(default_factory=list)  # the seeds used, with --seeds
+
+
+@dataclass
+class Outcome:
+    fitted: list[Fitted]
+    skipped: list[str]
+    selection: ensembles.Selection | None
+    folds: np.ndarray
+    finished: bool  # every configuration ran (none skipped or dropped for time)
+
+
+def _accepts(model, name: str) -> bool:
+    return name in model.get_params()
+
+
+SEED_KNOBS = ("random_state", "random_seed", "seed")
+
+
+def _seed_knob(model) -> str | None:
+    return next((knob for knob in SEED_KNOBS if _accepts(model, knob)), None)
+
+
+def _seeds(model, count: int) -> list[dict]:
+    """The parameters of each of ``count`` seeds (the model's own seed, then the next ones); one
+    fit for a model without a seed, which every seed would fit alike."""
+    knob = _seed_knob(model)
+    if knob is None or count == 1:
+        return [{}]
+    base = model.get_params()[knob]
+    base = 0 if base is None else int(base)
+    return [{knob: base + s} for s in range(count)]
+
+
+def _time_knob(model) -> str | None:
+    """The parameter through which a model stops itself at a time limit, if it has one."""
+    for knob in ("time_limit", "max_seconds"):
+        if _accepts(model, knob):
+            return knob
+    return None
+
+
+class _FoldFeatures:
+    """Each fold's fitted feature steps (fit on its training part only) and, while they fit in
+    ``CACHE_BYTES``, its matrices: shared by the configurations that encode features alike."""
+
+    def __init__(self, comp: Competition, X: pd.DataFrame, X_test: pd.DataFrame, target: np.ndarray,
+                 fit_index: dict[tuple[int, int], np.ndarray]):
+        self.comp, self.X, self.X_test, self.target, self.fit_index = comp, X, X_test, target, fit_index
+        self.fitted: dict[tuple, object] = {}
+        self.matrices: dict[tuple, tuple] = {}
+        self.bytes = 0
+
+    def get(self, encoding: str, split: tuple[int, int], valid_idx: np.ndarray):
+        key = (encoding, *split)
+        if key in self.matrices:
+            return self.fitted[key], *self.matrices[key]
+        fit_idx = self.fit_index[split]
+        if key not in self.fitted:
+            features = kfold.build_features(self.comp, encoding)
+            train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
+            self.fitted[key] = features
+        else:
+            features = self.fitted[key]
+            train = features.transform(self.X.iloc[fit_idx])
+        valid = features.transform(self.X.iloc[valid_idx])
+        test = _chunked(features.transform, self.X_test)
+        size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid, test))
+        if self.bytes + size <= CACHE_BYTES:
+            self.matrices[key] = (train, valid, test)
+            self.bytes += size
+        return features, train, valid, test
+
+
+def _chunked(function, frame: pd.DataFrame, rows: int = 50_000):
+    if len(frame) <= rows:
+        return function(frame)
+    parts = [function(frame.iloc[start:start + rows]) for start in range(0, len(frame), rows)]
+    return pd.concat(parts) if isinstance(parts[0], pd.DataFrame) else np.concatenate(parts)
+
+
+class Portfolio:
+    """Fit ``configs`` in order on ``comp``'s folds until ``time_limit``; select after each."""
+
+    def __init__(self, comp: Competition, X: pd.DataFrame, y: pd.Series, X_test: pd.DataFrame, *, task: str,
+                 metric: Metric, configs: tuple[Configuration, ...], methods: dict[str, Callable],
+                 time_limit: TimeLimit, proba: bool, seeds: int = 1):
+        self.comp, self.X, self.y, self.X_test = comp, X, y, X_test
+        self.task, self.metric, self.configs, self.methods = task, metric, configs, methods
+        self.time_limit, self.proba, self.seeds = time_limit, proba, seeds
+        self.forward, self.inverse = forward_inverse(comp.target_transform)
+        self.y_true = y.to_numpy()
+        self.outliers = kfold.outlier_mask(comp, X, y)
+        self.target = np.asarray(self.forward(self.y_true)) if comp.target_transform else self.y_true
+        self.splits = [(r, k, train_idx, valid_idx) for r in range(comp.cv.repeats)
+                       for k, (train_idx, valid_idx) in enumerate(kfold.splitter(comp, task, r).split(X, y))]
+        fit_index = {(r, k): train_idx[~self.outliers[train_idx]] for r, k, train_idx, _ in self.splits}
+        self.features = _FoldFeatures(comp, X, X_test, self.target, fit_index)
+        self.folds = np.full(len(X), -1, dtype=int)
+        for r, k, _, valid_idx in self.splits:
+            if r == 0:
+                self.folds[valid_idx] = k
+
+    # --- scores -------------------------------------------------------------------------------
+    def _score(self, rows: np.ndarray | slice, predictions: np.ndarray) -> float:
+        values = predictions if self.proba else self.inverse(predictions)
+        return kfold.score(self.metric, self.y_true[rows], values, self.proba)
+
+    def _loss(self, target: np.ndarray, combined: np.ndarray) -> float:
+        """What the greedy selection lowers: the metric itself, signed (target: the fit rows')."""
+        values = combined if self.proba else self.inverse(combined)
+        truth = target if self.proba else self.inverse(target)
+        if self.proba:
+            truth = np.asarray(self.metric.classes)[np.asarray(truth, dtype=int)]
+        value = kfold.score(self.metric, truth, values, self.proba)
+        return -value if self.metric.greater_is_better else value
+
+    # --- one configuration --------------------------------------------------------------------
+    def _fit_one(self, config: Configuration) -> Fitted | None:
+        clock = self.time_limit.clock
+        started = clock()
+        n_fits = len(self.splits)
+        seeds = _seeds(kfold.create_model(config.model, config.params), self.seeds)
+        test_sum = None
+        fold_scores: list[float] = []
+        histories: list[list[dict]] = []
+        estimators = []
+        repeat_oofs: dict[int, np.ndarray] = {}
+        seed_oofs: dict[int, np.ndarray] = {}  # the first repeat's, per seed: the spread across seeds
+        for done, (r, k, _, valid_idx) in enumerate(self.splits):
+            if self.time_limit.limited and done:
+                per_fold = (clock() - started) / done
+                if per_fold > self.time_limit.left():
+                    say(f"  {config.name}: dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, "
+                        f"{self.time_limit.left():.0f} s left)")
+                    return None
+            fold_sum = None
+            for seed in seeds:
+                model = kfold.create_model(config.model, {**config.params, **seed})
+                knob = _time_knob(model)
+                if self.time_limit.limited and knob:
+                    share = self.time_limit.left() / ((n_fits - done) * len(seeds))
+                    model.set_params(**{knob: max(share, MIN_FOLD_SECONDS)})
+                encoding = getattr(model, "feature_encoding", "onehot")
+                features, train, valid, test = self.features.get(encoding, (r, k), valid_idx)
+                kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
+                predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)
+                check_finite(predictions, config.name, "out-of-fold")
+                if r == 0 and len(seeds) > 1:
+                    key = seeds.index(seed)
+                    seed_oofs.setdefault(key, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
+                fold_sum = predictions.astype(float) if fold_sum is None else fold_sum + predictions
+                test_part = kfold.predict(model, test, self.metric, proba=self.proba or None)
+                test_sum = test_part.astype(float) if test_sum is None else test_sum + test_part
+                histories.append(getattr(model, "history_", []))
+                estimators.append(_fold_pipeline(features, model))
+            predictions = fold_sum / len(seeds)
+            repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
+            fold_scores.append(self._score(valid_idx, predictions))
+        each = [repeat_oofs[r] for r in sorted(repeat_oofs)]
+        score = float(np.mean([self._score(slice(None), oof) for oof in each]))
+        seed_scores = [self._score(slice(None), seed_oofs[s]) for s in sorted(seed_oofs)]
+        return Fitted(config, np.mean(each, axis=0), test_sum / (n_fits * len(seeds)), fold_scores, score,
+                      clock() - started, ensembles.FoldBag(estimators), each, histories, seed_scores,
+                      [s.get(_seed_knob(model), None) for s in seeds] if len(seeds) > 1 else [])
+
+    # --- the loop -----------------------------------------------------------------------------
+    def _estimate(self, config: Configuration, fitted: list[Fitted]) -> float | None:
+        if not fitted:
+            return None
+        per_cost = float(np.median([f.seconds / f.config.cost for f in fitted]))
+        return per_cost * config.cost
+
+    def select(self, fitted: list[Fitted]) -> ensembles.Selection:
+        predictions = np.stack([f.oof for f in fitted], axis=1)
+        fit_rows = ~self.outliers
+        if self.proba:
+            index = {c: i for i, c in enumerate(self.metric.classes)}
+            target = np.array([index[v] for v in self.y_true])
+            methods = {name: partial(method, loss=self._loss) for name, method in self.methods.items()}
+            return ensembles.select(predictions, self.y_true, self.folds, methods,
+                                    lambda y, p: kfold.score(self.metric, y, p, True),
+                                    self.metric.greater_is_better, fit_rows=fit_rows, target=target)
+        methods = {name: (partial(method, loss=self._loss) if name == "select" else method)
+                   for name, method in self.methods.items()}
+        return ensembles.select(predictions, self.y_true, self.folds, methods, self.metric.score,
+                                self.metric.greater_is_better, fit_rows=fit_rows, target=self.target,
+                                inverse=self.inverse)
+
+    def run(self, on_fitted: Callable[[Fitted, ensembles.Selection], None] | None = None) -> Outcome:
+        fitted: list[Fitted] = []
+        skipped: list[str] = []
+        selection = None
+        for position, config in enumerate(self.configs):
+            limit = self.time_limit
+            if limit.limited:
+                estimate = self._estimate(config, fitted)
+                if limit.left() < MIN_FOLD_SECONDS * len(self.splits):
+                    skipped.extend(c.name for c in self.configs[position:])
+                    say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
+                        f"({limit.left():.0f} s of work left)")
+                    break
+                stoppable = _time_knob(kfold.create_model(config.model, config.params)) is not None
+                short = limit.left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
+                if estimate is not None and estimate > limit.left() and (short or not stoppable):
+                    skipped.append(config.name)
+                    say(f"  {config.name}: skipped (about {estimate:.0f} s, {limit.left():.0f} s left)")
+                    continue
+            one = self._fit_one(config)
+            if one is None:
+                skipped.append(config.name)
+                continue
+            fitted.append(one)
+            selection = self.select(fitted)
+            if on_fitted:
+                on_fitted(one, selection)
+        if not fitted:
+            raise UserError("time limit: not one model finished its folds; give the run more time")
+        return Outcome(fitted, skipped, selection, self.folds, finished=not skipped)
+
+
+def _fold_pipeline(features, model) -> Pipeline:
+    return Pipeline([*features.steps, ("model", model)])

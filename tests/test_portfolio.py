@@ -1,0 +1,164 @@
+"""The anytime portfolio (issue 19): Caruana's ensemble selection, its cross-fitted score, and the
+loop that fits configurations until the time limit, driven by a fake clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge
+
+from models import ensemble as ensembles
+from models import registry
+from models.time_limit import TimeLimit
+from pipeline.config import Competition, CVConfig
+from pipeline.metrics import get as get_metric
+from pipeline.tasks import portfolio
+
+
+def test_greedy_selection_matches_the_hand_computed_rounds():
+    y = np.zeros(4)
+    a, b, c = np.ones(4), -np.ones(4), np.full(4, 2.0)
+    # Round 1: a and b tie at MSE 1 (a, the earlier, wins); round 2: (a+b)/2 = 0 beats (a+a)/2 = 1
+    # and (a+c)/2 = 1.5; round 3: (a+b+a)/3 = 1/3 ties (a+b+b)/3 = -1/3 (a wins), c gives 2/3.
+    weights, intercept = ensembles.greedy_weights(np.column_stack([a, b, c]), y, rounds=3)
+    np.testing.assert_allclose(weights, [2 / 3, 1 / 3, 0.0])
+    assert intercept == 0.0
+
+
+def test_greedy_selection_takes_the_loss_it_is_given():
+    """``calibrated`` has the lower squared error, ``ranked`` the higher AUC (every mix with
+    ``calibrated`` misorders one pair): by AUC the selection is ``ranked`` alone."""
+    y = np.array([0, 1, 1, 0])
+    calibrated, ranked = np.array([0.4, 0.6, 0.45, 0.55]), np.array([0.0, 0.99, 0.98, 0.97])
+    members = np.column_stack([calibrated, ranked])
+    auc_loss = lambda t, p: -get_metric("roc_auc").score(t, p)  # noqa: E731
+    np.testing.assert_allclose(ensembles.greedy_weights(members, y, loss=auc_loss, rounds=5)[0], [0.0, 1.0])
+    assert ensembles.greedy_weights(members, y, rounds=5)[0][0] > 0  # squared error takes calibrated in
+
+
+def test_the_selection_score_is_cross_fitted():
+    """Member ``a`` is right on fold 0 and wrong on fold 1, ``b`` the reverse. Weights learned on
+    the other fold put every fold's rows on the member that is wrong there: a selection that
+    learned on every row (or on the held fold) would mix them, or pick the right one, and score
+    far better than it honestly can."""
+    folds = np.repeat([0, 1], 50)
+    y = np.linspace(-1, 1, 100)
+    noise = np.where(np.arange(100) % 2, 1.0, -1.0)
+    a = np.where(folds == 0, y, y + noise)
+    b = np.where(folds == 1, y, y + noise)
+    metric = get_metric("rmse")
+    chosen = ensembles.select(np.column_stack([a, b]), y, folds, {"select": ensembles.greedy_weights},
+                              metric.score, metric.greater_is_better)
+    np.testing.assert_allclose(chosen.oof, y + noise)  # each fold from the member that is wrong on it
+    assert chosen.score == pytest.approx(1.0)
+    in_sample, _ = ensembles.greedy_weights(np.column_stack([a, b]), y)
+    assert metric.score(y, np.column_stack([a, b]) @ in_sample) < 0.8  # what an in-sample score would claim
+
+
+def test_select_keeps_the_method_that_cross_fits_better():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=300)
+    folds = np.arange(300) % 3
+    members = np.column_stack([2 * y + 1 + rng.normal(scale=0.1, size=300), y + rng.normal(scale=1.0, size=300)])
+    metric = get_metric("rmse")
+    chosen = ensembles.select(members, y, folds, dict(ensembles.METHODS), metric.score, False)
+    assert chosen.method == "stack"  # only a meta-learner with a slope and intercept undoes 2y + 1
+    assert chosen.scores["stack"] < min(chosen.scores["blend"], chosen.scores["select"])
+
+
+# --- the loop, on a fake clock ----------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = FakeClock()
+
+
+class TimedRidge(Ridge):
+    """A ridge whose every fit takes ``seconds`` of the fake clock."""
+
+    def __init__(self, alpha=1.0, seconds=10.0):
+        super().__init__(alpha=alpha)
+        self.seconds = seconds
+
+    def fit(self, X, y, sample_weight=None):
+        CLOCK.now += self.seconds
+        return super().fit(X, y, sample_weight)
+
+
+@pytest.fixture
+def timed_model():
+    registry.register("timed_ridge_test")(lambda **params: TimedRidge(**params))
+    yield "timed_ridge_test"
+    registry._REGISTRY.pop(("tabular", "timed_ridge_test"))
+
+
+def _table(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n)})
+    y = pd.Series(2 * X.x1 - X.x2 + rng.normal(scale=0.1, size=n), name="target")
+    return X, y
+
+
+def _portfolio(configs, limit: TimeLimit):
+    X, y = _table()
+    comp = Competition(name="fake-clock", target="target", id="id", cv=CVConfig(folds=3))
+    metric = get_metric("rmse")
+    return portfolio.Portfolio(comp, X, y, X.head(10), task="regression", metric=metric, configs=configs,
+                               methods={"select": ensembles.greedy_weights}, time_limit=limit, proba=False)
+
+
+def test_the_portfolio_stops_before_the_deadline(timed_model):
+    """100 s with 8 kept back: two 30 s configurations (3 folds of 10 s) run; one priced at five
+    times theirs is skipped; a cheap one still fits after it; then too little is left to start."""
+    configs = tuple(portfolio.Configuration(name, timed_model, {"seconds": seconds}, cost) for name, seconds, cost in
+                    [("first", 10.0, 1.0), ("second", 10.0, 1.0), ("dear", 10.0, 5.0), ("cheap", 10.0, 0.5),
+                     ("last", 10.0, 0.5)])
+    CLOCK.now = 1000.0
+    limit = TimeLimit(100, started=CLOCK.now, clock=CLOCK)
+    outcome = _portfolio(configs, limit).run()
+    assert [f.config.name for f in outcome.fitted] == ["first", "second", "cheap"]
+    assert outcome.skipped == ["dear", "last"]
+    assert not outcome.finished
+    assert CLOCK.now <= limit.work_deadline
+    np.testing.assert_allclose(outcome.selection.weights.sum(), 1.0)
+
+
+def test_a_configuration_that_cannot_finish_its_folds_is_dropped(timed_model):
+    """The price says 30 s, the folds take 25 s each: after the first fold the rest cannot end in
+    time, so it is dropped, and what finished before it is kept."""
+    configs = (portfolio.Configuration("quick", timed_model, {"seconds": 10.0}, 1.0),
+               portfolio.Configuration("misjudged", timed_model, {"seconds": 25.0}, 1.0))
+    CLOCK.now = 1000.0
+    limit = TimeLimit(80, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+    outcome = _portfolio(configs, limit).run()
+    assert [f.config.name for f in outcome.fitted] == ["quick"]
+    assert outcome.skipped == ["misjudged"]
+    assert CLOCK.now <= limit.deadline
+
+
+def test_without_a_limit_every_configuration_runs(timed_model):
+    configs = tuple(portfolio.Configuration(f"c{i}", timed_model, {"seconds": 50.0, "alpha": a}, 1.0)
+                    for i, a in enumerate([0.1, 10.0, 1000.0]))
+    outcome = _portfolio(configs, TimeLimit(None, clock=CLOCK)).run()
+    assert [f.config.name for f in outcome.fitted] == ["c0", "c1", "c2"] and outcome.finished
+    best = min(outcome.fitted, key=lambda f: f.score)
+    assert outcome.selection.weights[outcome.fitted.index(best)] > 0  # the best member is in the ensemble
+
+
+def test_the_default_portfolio_is_data_with_every_family_the_issue_names():
+    for task in ("regression", "binary"):
+        configs = portfolio.load(task)
+        models = [c.model for c in configs]
+        for family in ("lightgbm", "catboost", "xgboost", "hist_gbm", "extra_trees", "mlp"):
+            assert any(m.startswith(family) for m in models), (task, family)
+        assert {"ridge", "logistic"} & set(models)
+        assert len({c.name for c in configs}) == len(configs)
+        for c in configs:
+            assert task in registry.get(c.model, "tabular").tasks
