@@ -23,7 +23,6 @@ SUBMIT ?=
 MESSAGE ?= kaggle-pipeline submission
 PORT ?= 5000
 TRIALS ?= 50
-TIMEOUT ?=
 JOBS ?= 1
 PARAMS ?=
 STORAGE ?=
@@ -59,7 +58,7 @@ help: ## list the targets
 	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
 	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats> SEEDS=<seeds averaged per model>"
 	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
-	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIMEOUT=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
+	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIME=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
 # the CPU build of torch goes in first, so the `torch>=` range then installs nothing more.
@@ -107,8 +106,8 @@ lint: $(VENV)/.installed ## ruff, the package's shape (imports, cycles, sizes) a
 bench: $(VENV)/.installed ## CV log-RMSE and wall time of `make submit` on the bundled and the real Kaggle files
 	$(PY) bench/house_prices.py
 
-tune: $(VENV)/.installed ## Optuna study of MODEL until it has TRIALS finished trials: resumes, prunes, JOBS workers
-	$(PY) -m pipeline tune $(COMMON) $(MODEL_ARGS) --trials $(TRIALS) --jobs $(JOBS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(STORAGE_ARGS)
+tune: $(VENV)/.installed ## Optuna study of MODEL until it has TRIALS finished trials or TIME s: resumes, prunes, JOBS workers
+	$(PY) -m pipeline tune $(COMMON) $(MODEL_ARGS) --trials $(TRIALS) --jobs $(JOBS) $(STORAGE_ARGS)
 
 dashboard: $(VENV)/.installed ## serve optuna-dashboard for the tuning studies on 127.0.0.1 (DASHBOARD_PORT=8080)
 	$(PY) -m pipeline dashboard --port $(DASHBOARD_PORT) $(STORAGE_ARGS)

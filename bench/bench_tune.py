@@ -29,10 +29,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.time_limit import TimeLimit  # noqa: E402
 from pipeline import config, stages, studies, tasks, tune  # noqa: E402
 from pipeline.params import ENSEMBLE  # noqa: E402
 
 FALLBACK_MODELS = ("ridge", "gbm")
+
+
+def _limit(seconds: float) -> TimeLimit:
+    """A tuning time limit of ``seconds`` from now, on the wall clock its workers share."""
+    return TimeLimit(seconds, time.time(), reserve=0.0, clock=time.time)
 
 
 def default_models(comp: config.Competition) -> list[str]:
@@ -95,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         before, seconds = default_cv(comp, args.data_dir, model)
         print(f"{model}: cv {metric.name} {before:.5f} with the config's params ({seconds:.1f} s)", flush=True)
         print(f"\n== {model}: tune, 1 worker, {share * 2 / 3:.0f} s", flush=True)
-        single = tune.tune(comp, args.data_dir, model=model, n_trials=100_000, timeout=share * 2 / 3, jobs=1, storage=one)
+        single = tune.tune(comp, args.data_dir, model=model, n_trials=100_000, time_limit=_limit(share * 2 / 3), jobs=1, storage=one)
         replayed = replay(two, one, comp, model, direction)
         print(f"\n== {model}: the same {replayed} trials, 2 workers", flush=True)
         double = tune.tune(comp, args.data_dir, model=model, n_trials=replayed, jobs=2, storage=two,
-                           timeout=max(single.wall_seconds, 30.0))
+                           time_limit=_limit(max(single.wall_seconds, 30.0)))
         speedup = double.trials_per_minute / single.trials_per_minute if single.trials_per_minute else float("nan")
         rows.append((model, before, single.best_value, single.ran, single.wall_seconds, single.trials_per_minute,
                      double.ran, double.wall_seconds, double.trials_per_minute, speedup))

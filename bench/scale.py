@@ -9,6 +9,8 @@ Run from the repository root::
     .venv/bin/python bench/scale.py --task binary --model hist_gbm_classifier --time-limit 600
     .venv/bin/python bench/scale.py --stages               # in-process memory by data-path stage
     .venv/bin/python bench/scale.py --wide                 # 8 of the numbers as 45-level categories
+    .venv/bin/python bench/scale.py --rows 1000000 --numbers 32 --levels 10000 --task regression \
+        --time-limit 900                                   # issue 19: 1M rows x 40 columns in TIME=900
     .venv/bin/python bench/scale.py --code /tmp/old        # the pipeline of another checkout (before/after)
 
 Each task (``regression``: RMSE, ``binary``: AUC from a sample of probabilities) is a Kaggle-style
@@ -53,12 +55,13 @@ GB = 1024**3
 
 # --- the data ---------------------------------------------------------------------------------
 
-def features(rows: int, rng: np.random.Generator, wide: bool = False) -> pd.DataFrame:
-    """20 feature columns: numbers with gaps, low-cardinality categories, a 4,000-level string, a
-    timestamp, an integer code, a count and a flag; ``wide``: eight of the numbers as 45-level
-    categories."""
+def features(rows: int, rng: np.random.Generator, wide: bool = False, numbers: int = 12,
+             levels: int = 4000) -> pd.DataFrame:
+    """``numbers`` + 8 feature columns: numbers with gaps, low-cardinality categories, a
+    ``levels``-level string, a timestamp, an integer code, a count and a flag; ``wide``: eight of
+    the numbers as 45-level categories."""
     frame = {}
-    for i in range(12):
+    for i in range(numbers):
         if wide and i >= 4:
             frame[f"cat_{i}"] = np.char.add(f"k{i}_", rng.integers(0, 45, size=rows).astype(str))
             continue
@@ -70,9 +73,9 @@ def features(rows: int, rng: np.random.Generator, wide: bool = False) -> pd.Data
     region = rng.choice([f"region_{i:02d}" for i in range(30)], size=rows).astype(object)
     region[rng.random(rows) < 0.03] = None
     frame["region"] = region
-    # A 4,000-level string with a long tail: a few cities hold many rows, most a handful.
-    weights = 1.0 / np.arange(1, 4001) ** 0.8
-    frame["city"] = np.char.add("city_", rng.choice(4000, size=rows, p=weights / weights.sum()).astype(str))
+    # A many-level string with a long tail: a few cities hold many rows, most a handful.
+    weights = 1.0 / np.arange(1, levels + 1) ** 0.8
+    frame["city"] = np.char.add("city_", rng.choice(levels, size=rows, p=weights / weights.sum()).astype(str))
     seconds = rng.integers(0, 2 * 365 * 86400, size=rows)
     frame["stamp"] = (pd.Timestamp("2022-01-01") + pd.to_timedelta(seconds, unit="s")).strftime("%Y-%m-%d %H:%M:%S")
     frame["code"] = rng.integers(1, 8, size=rows)  # an integer code: 7 levels
@@ -84,7 +87,7 @@ def features(rows: int, rng: np.random.Generator, wide: bool = False) -> pd.Data
 def signal(frame: pd.DataFrame, seed: int) -> np.ndarray:
     """A score the targets are made from: numbers, categories, the city, the hour and the code."""
     rng = np.random.default_rng(seed + 99)
-    city_effect = rng.normal(scale=0.7, size=4000)
+    city_effect = rng.normal(scale=0.7, size=int(frame["city"].str.removeprefix("city_").astype(int).max()) + 1)
     city = frame["city"].str.removeprefix("city_").astype(int).to_numpy()
     hour = pd.to_datetime(frame["stamp"]).dt.hour.to_numpy()
     return (0.8 * np.nan_to_num(frame["num_0"].to_numpy()) - 0.5 * np.nan_to_num(frame["num_1"].to_numpy() - 1)
@@ -93,11 +96,12 @@ def signal(frame: pd.DataFrame, seed: int) -> np.ndarray:
             + 0.2 * frame["code"].to_numpy() % 3 + 0.3 * frame["flag"].to_numpy())
 
 
-def write_competition(folder: Path, task: str, rows: int, test_rows: int, seed: int = 0, wide: bool = False) -> Path:
+def write_competition(folder: Path, task: str, rows: int, test_rows: int, seed: int = 0, wide: bool = False,
+                      numbers: int = 12, levels: int = 4000) -> Path:
     """train.csv, test.csv and sample_submission.csv of one task in ``folder``; returns it."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    X = features(rows + test_rows, rng, wide)
+    X = features(rows + test_rows, rng, wide, numbers, levels)
     score = signal(X, seed)
     if task == "regression":
         target = (10 + score + rng.normal(scale=0.8, size=len(X))).round(4)
@@ -271,6 +275,8 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="write the data here and keep it (default: a temporary folder)")
     parser.add_argument("--quiet", action="store_true", help="no line per stage while it runs")
     parser.add_argument("--wide", action="store_true", help="eight of the numbers as 45-level categories")
+    parser.add_argument("--numbers", type=int, default=12, help="number columns (default 12: 20 columns in all)")
+    parser.add_argument("--levels", type=int, default=4000, help="levels of the many-level string (default 4,000)")
     parser.add_argument("--code", type=Path, default=REPO, help="run the pipeline of this copy of the repository")
     args = parser.parse_args()
     test_rows = args.test_rows or max(args.rows // 3, 10)
@@ -282,7 +288,8 @@ def main() -> int:
             data_dir = root / f"scale-{task}{'-wide' if args.wide else ''}-{args.rows}"
             started = time.perf_counter()
             if not (data_dir / "train.csv").is_file():
-                write_competition(data_dir, task, args.rows, test_rows, wide=args.wide)
+                write_competition(data_dir, task, args.rows, test_rows, wide=args.wide, numbers=args.numbers,
+                                  levels=args.levels)
             size = sum(f.stat().st_size for f in data_dir.glob("*.csv")) / 1024**2
             print(f"{task}: {args.rows} train rows, {test_rows} test rows, 20 features ({size:.0f} MB of CSV, "
                   f"{time.perf_counter() - started:.0f} s to write)", flush=True)

@@ -268,7 +268,8 @@ class FoldBag(BaseEstimator):
     def predict(self, X) -> np.ndarray:
         if self._is_classifier():
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        return np.mean([np.asarray(e.predict(X), dtype=float) for e in self.estimators], axis=0)
+        # One row may come back as a scalar (a net squeezes its output): one value per row, always.
+        return np.mean([np.asarray(e.predict(X), dtype=float).reshape(len(X)) for e in self.estimators], axis=0)
 
 
 class PrefitEnsemble(BaseEstimator):

@@ -11,6 +11,7 @@ import ast
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--model", "-m", dest="model", help="registered model name (default: the config's)")
     tune.add_argument("--trials", type=_positive(int), default=50,
                       help="the study's total of finished trials: a rerun completes the remainder (default 50)")
-    tune.add_argument("--timeout", type=_positive(float), help="seconds after which no new trial starts")
     tune.add_argument("--jobs", "-j", type=_positive(int), default=1, help="worker processes (default 1)")
     tune.add_argument("--storage", help="Optuna storage: a journal file or an RDB URL "
                                         "(default $OPTUNA_STORAGE, else .optuna/journal.log)")
@@ -211,7 +211,8 @@ def _stage_train(args, output: Path | None) -> None:
 def _stage_tune(args) -> None:
     comp = _load_competition(args)
     tune.tune(comp, stages.filled_data_dir(comp, _data_dir(args)), model=args.model, n_trials=args.trials,
-              timeout=args.timeout, jobs=args.jobs, storage=args.storage, seed=args.seed)
+              time_limit=TimeLimit.start(comp.time_limit, age=processes.age(), clock=time.time),
+              jobs=args.jobs, storage=args.storage, seed=args.seed)
 
 
 def _stage_dashboard(args) -> None:

@@ -33,8 +33,8 @@ def recorded(monkeypatch):
     original = kfold.build_features
     RecordFitRows.fits = []
 
-    def recording(comp):
-        return Pipeline([("record", RecordFitRows()), *original(comp).steps])
+    def recording(comp, encoding="onehot"):
+        return Pipeline([("record", RecordFitRows()), *original(comp, encoding).steps])
 
     monkeypatch.setattr(kfold, "build_features", recording)
     return RecordFitRows.fits
@@ -50,20 +50,22 @@ def _competition(**extra) -> config.Competition:
     return config.from_dict(raw, "test")
 
 
-@pytest.mark.parametrize("model", ["ridge", "ensemble"])
-def test_feature_steps_are_fit_on_the_training_fold_only(workdir, recorded, model):
+@pytest.mark.parametrize("model, refit", [("ridge", False), ("ensemble", False), ("ensemble", True)])
+def test_feature_steps_are_fit_on_the_training_fold_only(workdir, recorded, model, refit):
     folder = _houses(workdir)
     comp = _competition(outliers="GrLivArea > 2500", model={"name": model},
-                        ensemble={"models": ["ridge", "lasso"]})
-    stages.run(comp, folder, output=workdir / "submission.csv", tuned=False)
+                        ensemble={"models": ["ridge", "lasso"], "refit": refit})
+    outcome = stages.run(comp, folder, output=workdir / "submission.csv", tuned=False)
 
     data = tabular.load(comp, folder)
     X, y = data.train.drop(columns=["SalePrice", "Id"]), data.train["SalePrice"]
     outliers = set(X.index[X["GrLivArea"] > 2500])
     assert outliers, "the data must have outlier rows for this test to mean anything"
     expected = [set(X.index[train]) - outliers for train, _ in kfold.splitter(comp, "regression").split(X, y)]
-    # One fit per fold (an ensemble's members share it), then the refit on every row but the outliers.
-    assert recorded == [*expected, set(X.index) - outliers]
+    # One fit per fold (an ensemble's members share it); the fold models are the final model, or
+    # with refit, each selected member is fit again on every row but the outliers.
+    refits = sum(w > 0 for w in (outcome.weights or {model: 1.0}).values()) if refit else 0
+    assert recorded == [*expected, *[set(X.index) - outliers] * refits]
 
 
 def test_outlier_rows_leave_training_but_not_scoring():

@@ -115,7 +115,6 @@ class TabularTask(FileTask):
         return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "ensemble.method": plan.method,
                 "columns.roles": self.roles_summary(data)[:6000], "cv.folds": plan.folds, "cv.repeats": plan.repeats,
                 "cv.seed": plan.comp.cv.seed, "cv.seeds": plan.comp.cv.seeds,
-                "time_limit": plan.time_limit.seconds if plan.time_limit.limited else "none",
                 **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in _given(plan, name).items()},
                 **{f"param_source.{name}.{k}": source for name, given in plan.sources.items()
                    for k, source in given.items() if source != "registry"}}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import optuna
 
+from models.time_limit import TimeLimit
 from pipeline import processes, studies, tasks, tracking
 from pipeline.config import Competition
 from pipeline.console import say
@@ -56,16 +57,17 @@ def tune(
     *,
     model: str | None = None,
     n_trials: int = 50,
-    timeout: float | None = None,
+    time_limit: TimeLimit | None = None,
     jobs: int = 1,
     storage: str | None = None,
     seed: int = 0,
 ) -> TuneOutcome:
-    """Run the study of ``model`` until it holds ``n_trials`` finished trials (or ``timeout`` s pass)."""
+    """Run the study of ``model`` until it holds ``n_trials`` finished trials, or until
+    ``time_limit`` (default: the config's ``time_limit``, from now): no trial starts after its work
+    deadline. The limit counts on the wall clock (``time.time``), which every worker shares."""
     if n_trials < 1 or jobs < 1:
         raise UserError("--trials and --jobs must be at least 1")
-    if timeout is not None and timeout <= 0:
-        raise UserError("--timeout must be positive")
+    time_limit = time_limit or TimeLimit(comp.time_limit, time.time(), clock=time.time)
     started = time.time()
     task = tasks.for_competition(comp)
     data = task.load(data_dir)  # bad files fail here, once, before any worker starts
@@ -95,10 +97,10 @@ def tune(
 
     n_workers = max(1, min(jobs, remaining))
     say(f"running up to {remaining} trials with {n_workers} worker process{'es' if n_workers > 1 else ''}"
-        + (f", timeout {timeout:.0f} s" if timeout else "") + (" (RDB storage with heartbeats)" if is_rdb else ""))
+        + (f", time limit {time_limit.seconds:g} s" if time_limit.limited else "") + (" (RDB storage with heartbeats)" if is_rdb else ""))
     jobs_spec = [
         workers.Job(comp=comp, data_dir=Path(data_dir).resolve(), model=model, storage=url, study=name,
-                    n_trials=n_trials, deadline=started + timeout if timeout else None, seed=seed, index=i,
+                    n_trials=n_trials, deadline=time_limit.work_deadline if time_limit.limited else None, seed=seed, index=i,
                     jobs=n_workers, parent_pid=os.getpid() if n_workers > 1 else 0)
         for i in range(n_workers)
     ]
@@ -109,7 +111,8 @@ def tune(
         run_id, experiment_id = tracking.active_run_id(), tracking.active_experiment_id()
         tracking.log_params({**comp.as_params(), "model.name": model, "task": objective.plan.task,
                              "metric": metric.name, "direction": objective.direction, "optuna.study": name,
-                             "optuna.storage": where, "trials": n_trials, "jobs": n_workers, "timeout": timeout,
+                             "optuna.storage": where, "trials": n_trials, "jobs": n_workers,
+                             "time_limit": time_limit.seconds if time_limit.limited else "none",
                              "seed": seed})
         say(f"mlflow run {run_id} in {tracking.tracking_uri()}: one child run per trial")
         children = runs.ChildRuns(experiment_id, run_id, name, metric.name, adopted)
