@@ -10,7 +10,8 @@ fit as each fold's share of the time left: ``pipeline.tasks.portfolio``):
 - the study: the best trial of the model's Optuna study (``tuned``), or a trial's suggestion;
 - the command line's ``--param KEY=VALUE``.
 
-Every value keeps the name of its source (:class:`Resolved`), which the run logs. ``check``
+Every value keeps the name of its source (:class:`Resolved`), which the run logs; the registry's
+defaults are applied when the model is built, so ``values`` holds what the run chose. ``check``
 builds the estimator with the values and validates them without fitting, so that an unknown
 or out-of-range parameter is one line before any work.
 """
@@ -84,8 +85,8 @@ def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = 
         study = studies.best_params(comp, model)
         if study:
             say(f"params: {model} uses the best trial of its Optuna study (--study ignore does not)")
-    layers = (("registry", registry.get(model, kind).defaults), ("portfolio", portfolio),
-              ("config", config_params(comp, config_name or model)), ("study", study), ("command line", cli))
+    layers = (("portfolio", portfolio), ("config", config_params(comp, config_name or model)), ("study", study),
+              ("command line", cli))
     values, sources = {}, {}
     for source, given in layers:
         for key, value in (given or {}).items():
@@ -98,12 +99,11 @@ def check(model: str, kind: str, resolved: Resolved) -> None:
     where the estimator has them): an unknown name or a bad value is one line, before any work."""
     entry = registry.get(model, kind)
     try:
-        built = entry.factory(**resolved.values)
+        built = entry.build(**resolved.values)
         if hasattr(built, "_parameter_constraints"):  # scikit-learn's own estimators declare theirs
             built._validate_params()
     except (TypeError, ValueError) as exc:
-        culprits = [f"{k}={v!r} ({resolved.sources[k]})" for k, v in resolved.values.items()
-                    if k in str(exc) and resolved.sources.get(k) != "registry"]
+        culprits = [f"{k}={v!r} ({resolved.sources[k]})" for k, v in resolved.values.items() if k in str(exc)]
         where = f" [{', '.join(culprits)}]" if culprits else ""
         raise UserError(f"model {model!r}: {str(exc).splitlines()[0]}{where}") from None
 

@@ -100,7 +100,7 @@ def run(
                           active.info.run_id, result.scores, result.scores_without_outliers, result.weights)
         if not distributed.is_main():  # the other ranks only train
             return outcome
-        predictions = task.predict(fitted, data, plan, result)
+        predictions = task.predict(fitted, data, plan)
         if output is not None:
             rows = task.submission(data, plan, predictions, Path(output))
             outcome.submission = Path(output)

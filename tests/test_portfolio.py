@@ -110,7 +110,7 @@ def _portfolio(configs, limit: TimeLimit):
     X, y = _table()
     comp = Competition(name="fake-clock", target="target", id="id", cv=CVConfig(folds=3))
     metric = get_metric("rmse")
-    return portfolio.Portfolio(comp, X, y, X.head(10), task="regression", metric=metric, configs=configs,
+    return portfolio.Portfolio(comp, X, y, 10, task="regression", metric=metric, configs=configs,
                                methods={"select": ensembles.greedy_weights}, time_limit=limit, proba=False)
 
 

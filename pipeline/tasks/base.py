@@ -64,7 +64,6 @@ class CVResult:
     scores_without_outliers: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] | None = None
     repeats: list[CVResult] = field(default_factory=list)  # repeated k-fold: each repeat's own result
-    test: Any = None  # the test set's predictions, where the CV made them (bagged fold models)
     fitted: Any = None  # the final model, already fit (bagged fold models): no refit needed
     members: list = field(default_factory=list)  # each member's own result (a portfolio's configurations)
     rows: int = 0  # training rows the scores came from
@@ -132,7 +131,7 @@ class Task(Protocol):
     def refit(self, data: Any, plan: Plan, result: CVResult, *, progress: bool | None) -> Any:
         """The final model, fit on every training row and logged."""
 
-    def predict(self, fitted: Any, data: Any, plan: Plan, result: CVResult) -> Any: ...
+    def predict(self, fitted: Any, data: Any, plan: Plan) -> Any: ...
 
     def submission(self, data: Any, plan: Plan, predictions: Any, path: Path) -> int:
         """Check and write the submission; returns its row count."""

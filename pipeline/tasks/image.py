@@ -295,7 +295,7 @@ class ImageTask(FileTask):
                             first_pixel=1 if data.layout == "fashion-mnist-csv" else 0)  # as its CSV files number them
         return final
 
-    def predict(self, fitted: ImageClassifier, data: Images, plan: Plan, result: CVResult | None = None) -> pd.DataFrame:
+    def predict(self, fitted: ImageClassifier, data: Images, plan: Plan) -> pd.DataFrame:
         """One row per test image: its predicted class, and the probability of each class."""
         proba = fitted.predict_proba(data.data.X_test)
         if not np.isfinite(proba).all():

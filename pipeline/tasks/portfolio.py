@@ -4,8 +4,11 @@ weighted ensemble of whatever finished.
 Each configuration (a registered model and its parameters, from ``pipeline/portfolios/tabular.toml``
 or the config's ``[ensemble] models``) runs k-fold on the same folds. Each fold's feature steps are
 fit on its training part only and shared by every configuration that encodes features the same
-way. A configuration keeps its out-of-fold predictions and its test predictions: the average of
-its fold models (bagging), and those fold models (``models.ensemble.FoldBag``).
+way. A configuration keeps its out-of-fold predictions and its fold models
+(``models.ensemble.FoldBag``): the test set is predicted by their average (bagging), through the
+final model itself, so that the submission is what the registered model predicts. The time that
+prediction will take (each fit's measured seconds per held-out row, times the test rows) is kept
+out of the time the loop may use.
 
 Before a configuration starts, its cost is predicted from the ones already fit: the median of
 their seconds per unit of their ``cost`` (the portfolio's relative price of each, measured on
@@ -77,7 +80,7 @@ class Fitted:
 
     config: Configuration
     oof: np.ndarray
-    test: np.ndarray
+    predict_seconds: float  # what its fold models will take to predict the test set
     fold_scores: list[float]
     score: float
     seconds: float
@@ -131,9 +134,9 @@ class _FoldFeatures:
     """Each fold's fitted feature steps (fit on its training part only) and, while they fit in
     ``CACHE_BYTES``, its matrices: shared by the configurations that encode features alike."""
 
-    def __init__(self, comp: Competition, X: pd.DataFrame, X_test: pd.DataFrame, target: np.ndarray,
+    def __init__(self, comp: Competition, X: pd.DataFrame, target: np.ndarray,
                  fit_index: dict[tuple[int, int], np.ndarray]):
-        self.comp, self.X, self.X_test, self.target, self.fit_index = comp, X, X_test, target, fit_index
+        self.comp, self.X, self.target, self.fit_index = comp, X, target, fit_index
         self.fitted: dict[tuple, object] = {}
         self.matrices: dict[tuple, tuple] = {}
         self.bytes = 0
@@ -151,28 +154,20 @@ class _FoldFeatures:
             features = self.fitted[key]
             train = features.transform(self.X.iloc[fit_idx])
         valid = features.transform(self.X.iloc[valid_idx])
-        test = _chunked(features.transform, self.X_test)
-        size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid, test))
+        size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
-            self.matrices[key] = (train, valid, test)
+            self.matrices[key] = (train, valid)
             self.bytes += size
-        return features, train, valid, test
-
-
-def _chunked(function, frame: pd.DataFrame, rows: int = 50_000):
-    if len(frame) <= rows:
-        return function(frame)
-    parts = [function(frame.iloc[start:start + rows]) for start in range(0, len(frame), rows)]
-    return pd.concat(parts) if isinstance(parts[0], pd.DataFrame) else np.concatenate(parts)
+        return features, train, valid
 
 
 class Portfolio:
     """Fit ``configs`` in order on ``comp``'s folds until ``time_limit``; select after each."""
 
-    def __init__(self, comp: Competition, X: pd.DataFrame, y: pd.Series, X_test: pd.DataFrame, *, task: str,
+    def __init__(self, comp: Competition, X: pd.DataFrame, y: pd.Series, test_rows: int, *, task: str,
                  metric: Metric, configs: tuple[Configuration, ...], methods: dict[str, Callable],
                  time_limit: TimeLimit, proba: bool, seeds: int = 1):
-        self.comp, self.X, self.y, self.X_test = comp, X, y, X_test
+        self.comp, self.X, self.y, self.test_rows = comp, X, y, test_rows
         self.task, self.metric, self.configs, self.methods = task, metric, configs, methods
         self.time_limit, self.proba, self.seeds = time_limit, proba, seeds
         self.forward, self.inverse = forward_inverse(comp.target_transform)
@@ -182,7 +177,8 @@ class Portfolio:
         self.splits = [(r, k, train_idx, valid_idx) for r in range(comp.cv.repeats)
                        for k, (train_idx, valid_idx) in enumerate(kfold.splitter(comp, task, r).split(X, y))]
         fit_index = {(r, k): train_idx[~self.outliers[train_idx]] for r, k, train_idx, _ in self.splits}
-        self.features = _FoldFeatures(comp, X, X_test, self.target, fit_index)
+        self.features = _FoldFeatures(comp, X, self.target, fit_index)
+        self.fitted: list[Fitted] = []
         self.folds = np.full(len(X), -1, dtype=int)
         for r, k, _, valid_idx in self.splits:
             if r == 0:
@@ -208,7 +204,7 @@ class Portfolio:
         started = clock()
         n_fits = len(self.splits)
         seeds = _seeds(kfold.create_model(config.model, config.params), self.seeds)
-        test_sum = None
+        predict_seconds = 0.0
         fold_scores: list[float] = []
         histories: list[list[dict]] = []
         estimators = []
@@ -217,28 +213,29 @@ class Portfolio:
         for done, (r, k, _, valid_idx) in enumerate(self.splits):
             if self.time_limit.limited and done:
                 per_fold = (clock() - started) / done
-                if per_fold > self.time_limit.left():
+                left = self._left(predict_seconds * n_fits / done)
+                if per_fold > left:
                     say(f"  {config.name}: dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, "
-                        f"{self.time_limit.left():.0f} s left)")
+                        f"{left:.0f} s left)")
                     return None
             fold_sum = None
             for seed in seeds:
                 model = kfold.create_model(config.model, {**config.params, **seed})
                 knob = _time_knob(model)
                 if self.time_limit.limited and knob:
-                    share = self.time_limit.left() / ((n_fits - done) * len(seeds))
+                    share = self._left(predict_seconds * n_fits / max(done, 1)) / ((n_fits - done) * len(seeds))
                     model.set_params(**{knob: max(share, MIN_FOLD_SECONDS)})
                 encoding = getattr(model, "feature_encoding", "onehot")
-                features, train, valid, test = self.features.get(encoding, (r, k), valid_idx)
+                features, train, valid = self.features.get(encoding, (r, k), valid_idx)
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
+                predicting = clock()
                 predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)
+                predict_seconds += (clock() - predicting) * 2 * self.test_rows / len(valid_idx)  # 2: the features too
                 check_finite(predictions, config.name, "out-of-fold")
                 if r == 0 and len(seeds) > 1:
                     key = seeds.index(seed)
                     seed_oofs.setdefault(key, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
                 fold_sum = predictions.astype(float) if fold_sum is None else fold_sum + predictions
-                test_part = kfold.predict(model, test, self.metric, proba=self.proba or None)
-                test_sum = test_part.astype(float) if test_sum is None else test_sum + test_part
                 histories.append(getattr(model, "history_", []))
                 estimators.append(_fold_pipeline(features, model))
             predictions = fold_sum / len(seeds)
@@ -247,11 +244,16 @@ class Portfolio:
         each = [repeat_oofs[r] for r in sorted(repeat_oofs)]
         score = float(np.mean([self._score(slice(None), oof) for oof in each]))
         seed_scores = [self._score(slice(None), seed_oofs[s]) for s in sorted(seed_oofs)]
-        return Fitted(config, np.mean(each, axis=0), test_sum / (n_fits * len(seeds)), fold_scores, score,
+        return Fitted(config, np.mean(each, axis=0), predict_seconds, fold_scores, score,
                       clock() - started, ensembles.FoldBag(estimators), each, histories, seed_scores,
                       [s.get(_seed_knob(model), None) for s in seeds] if len(seeds) > 1 else [])
 
     # --- the loop -----------------------------------------------------------------------------
+    def _left(self, predicting: float = 0.0) -> float:
+        """Seconds of work left: the limit's, less what the fold models fit so far (and
+        ``predicting``: the one being fit) will take to predict the test set at the end."""
+        return max(0.0, self.time_limit.left() - sum(f.predict_seconds for f in self.fitted) - predicting)
+
     def _estimate(self, config: Configuration, fitted: list[Fitted]) -> float | None:
         if not fitted:
             return None
@@ -275,23 +277,23 @@ class Portfolio:
                                 inverse=self.inverse)
 
     def run(self, on_fitted: Callable[[Fitted, ensembles.Selection], None] | None = None) -> Outcome:
-        fitted: list[Fitted] = []
+        fitted = self.fitted = []
         skipped: list[str] = []
         selection = None
         for position, config in enumerate(self.configs):
             limit = self.time_limit
             if limit.limited:
                 estimate = self._estimate(config, fitted)
-                if limit.left() < MIN_FOLD_SECONDS * len(self.splits):
+                if self._left() < MIN_FOLD_SECONDS * len(self.splits):
                     skipped.extend(c.name for c in self.configs[position:])
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
-                        f"({limit.left():.0f} s of work left)")
+                        f"({self._left():.0f} s of work left)")
                     break
                 stoppable = _time_knob(kfold.create_model(config.model, config.params)) is not None
-                short = limit.left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
-                if estimate is not None and estimate > limit.left() and (short or not stoppable):
+                short = self._left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
+                if estimate is not None and estimate > self._left() and (short or not stoppable):
                     skipped.append(config.name)
-                    say(f"  {config.name}: skipped (about {estimate:.0f} s, {limit.left():.0f} s left)")
+                    say(f"  {config.name}: skipped (about {estimate:.0f} s, {self._left():.0f} s left)")
                     continue
             one = self._fit_one(config)
             if one is None:

@@ -84,7 +84,7 @@ class TabularTask(FileTask):
             name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, model)
             resolved = params.members(comp, name, tuned=tuned, study=study_params, cli=cli_params)
             models, costs = {member: member for member in resolved}, {member: 1.0 for member in resolved}
-            method = comp.ensemble.method if name == params.ENSEMBLE else "best"
+            method = comp.ensemble.method if name == params.ENSEMBLE else "select"  # one model: itself
         for member, values in resolved.items():
             params.check(models[member], self.registry_kind, values)
         return Plan(task, metric, name, {m: v.values for m, v in resolved.items()}, comp=comp,
@@ -96,7 +96,7 @@ class TabularTask(FileTask):
 
     def describe(self, data: TabularData, plan: Plan) -> list[str]:
         many = plan.model in (params.ENSEMBLE, PORTFOLIO)
-        model = plan.model + (f" of {', '.join(plan.members)}" if many else f" {_given(plan, plan.model) or ''}".rstrip())
+        model = plan.model + (f" of {', '.join(plan.members)}" if many else f" {plan.members.get(plan.model, {}) or ''}".rstrip())
         limit = f", time limit {plan.time_limit.seconds:g} s" if plan.time_limit.limited else ""
         return [f"data: {data.source} ({len(data.train)} train rows, {len(data.test)} test rows)",
                 f"task: {plan.task}, metric: {plan.metric.name}{'' if self.comp.metric else ' (inferred)'}, "
@@ -112,12 +112,12 @@ class TabularTask(FileTask):
         return {"device": str(pick_device())}
 
     def run_params(self, data: TabularData, plan: Plan) -> dict:
-        return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "ensemble.method": plan.method,
+        return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "weights.method": plan.method,
                 "columns.roles": self.roles_summary(data)[:6000], "cv.folds": plan.folds, "cv.repeats": plan.repeats,
                 "cv.seed": plan.comp.cv.seed, "cv.seeds": plan.comp.cv.seeds,
-                **{f"params.{name}.{k}": v for name, p in plan.members.items() for k, v in _given(plan, name).items()},
-                **{f"param_source.{name}.{k}": source for name, given in plan.sources.items()
-                   for k, source in given.items() if source != "registry"}}
+                **{f"params.{name}.{k}": v for name, values in plan.members.items() for k, v in values.items()},
+                **{f"param_sources.{name}": ", ".join(f"{k}: {source}" for k, source in given.items())
+                   for name, given in plan.sources.items() if given}}
 
     def _xy(self, data: TabularData) -> tuple[pd.DataFrame, pd.Series]:
         return data.train.drop(columns=[self.comp.target, self.comp.id]), data.train[self.comp.target]
@@ -142,7 +142,7 @@ class TabularTask(FileTask):
         configs = tuple(portfolio.Configuration(name, plan.models.get(name, name), values, plan.costs.get(name, 1.0))
                         for name, values in plan.members.items())
         methods = _methods(plan.method, proba)
-        run = portfolio.Portfolio(comp, X, y, data.test.drop(columns=[comp.id]), task=plan.task, metric=metric,
+        run = portfolio.Portfolio(comp, X, y, len(data.test), task=plan.task, metric=metric,
                                   configs=configs, methods=methods, time_limit=limit, proba=proba,
                                   seeds=comp.cv.seeds)
         inverse = (lambda v: v) if proba else run.inverse
@@ -156,7 +156,7 @@ class TabularTask(FileTask):
             if len(configs) > 1:
                 with tracking.child_run(one.config.name, tags={"model": one.config.model, "configuration": one.config.name,
                                                                      "parent_model": plan.model}):
-                    tracking.log_params({f"params.{k}": v for k, v in _given(plan, one.config.name).items()})
+                    tracking.log_params({f"params.{k}": v for k, v in plan.members.get(one.config.name, {}).items()})
                     tracking.log_metrics({"seconds": one.seconds, **({f"cv_{metric.name}_seeds_std": float(
                         np.std(one.seed_scores))} if one.seed_scores else {})})
                     if one.seeds:
@@ -200,27 +200,23 @@ class TabularTask(FileTask):
         if comp.ensemble.refit:
             needed = sum(f.seconds / len(f.fold_scores) * comp.cv.folds / max(comp.cv.folds - 1, 1)
                          for f in result.members if result.weights.get(f.config.name, 0) > 0)
-            if plan.time_limit.fits(needed):
+            if plan.time_limit.fits(needed + sum(f.predict_seconds for f in result.members)):
                 members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, kfold.create_model(
                     f.config.model, f.config.params), transform=False, encoding=_encoding(f))]))
                     for f in result.members if result.weights.get(f.config.name, 0) > 0]
                 weights = [result.weights[name] for name, _ in members]
                 estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
-                result.test = None  # predicted by the refit model
             else:
                 say(f"refit: skipped (about {needed:.0f} s, {plan.time_limit.left():.0f} s left); the fold models predict")
         models_io.log_tabular(comp, data.train, plan, estimator, result, ~kfold.outlier_mask(comp, X, y))
         return estimator
 
-    def predict(self, fitted, data: TabularData, plan: Plan, result: CVResult) -> np.ndarray:
+    def predict(self, fitted, data: TabularData, plan: Plan) -> np.ndarray:
         sample, metric = data.sample, plan.metric
         per_class = len(submission.sample_targets(sample, self.comp.id)) > 1
         wants_proba = submission.wants_probabilities(sample, self.comp.id, metric)
-        if result.test is not None:
-            predictions = _as_submitted(result.test, metric, plan.task, wants_proba, per_class)
-        else:
-            predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
-                                        proba=wants_proba)
+        predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
+                                    proba=wants_proba)
         submission.check_finite(predictions, plan.model, "test")
         return predictions
 
@@ -268,11 +264,6 @@ class TabularTask(FileTask):
             tracking.log_figure(plots.residuals(y.to_numpy(), result.oof, log=log, title=title), "residuals.png")
 
 
-def _given(plan: Plan, name: str) -> dict:
-    """``name``'s parameters that are not the registry's own defaults: what the run chose."""
-    sources = plan.sources.get(name, {})
-    return {k: v for k, v in plan.members.get(name, {}).items() if sources.get(k) != "registry"}
-
 
 def _methods(method: str, proba: bool) -> dict:
     """The ways of learning the members' weights that the run compares (cross-fitted)."""
@@ -297,14 +288,13 @@ def _as_result(one: portfolio.Fitted, inverse, folds: np.ndarray) -> CVResult:
 
 def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: portfolio.Portfolio,
                      target_transform: str | None, proba: bool) -> CVResult:
-    """The selected ensemble: its cross-fitted out-of-fold predictions and score, its weights, its
-    test predictions and the fold models behind them."""
+    """The selected ensemble: its cross-fitted out-of-fold predictions and score, its weights, and
+    the fold models behind them."""
     selection, fitted, folds = outcome.selection, outcome.fitted, outcome.folds
     y = run.y_true
     oof = selection.oof
     weights = selection.weights
     fold_scores = [kfold.score(metric, y[folds == k], oof[folds == k], proba) for k in np.unique(folds)]
-    test = ensembles.combine(np.stack([f.test for f in fitted], axis=1), weights, selection.intercept)
     repeats = []
     if len(fitted[0].repeat_oofs) > 1:
         for r in range(len(fitted[0].repeat_oofs)):
@@ -316,18 +306,7 @@ def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: p
     return CVResult(oof, fold_scores, kfold.score(metric, y, oof, proba), folds,
                     seconds=sum(f.seconds for f in fitted), final=final, fitted=final,
                     weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},
-                    repeats=repeats, test=inverse(test), members=fitted, rows=len(y), finished=outcome.finished)
-
-
-def _as_submitted(test: np.ndarray, metric: Metric, task: str, wants_proba: bool, per_class: bool) -> np.ndarray:
-    """Test predictions (values, P(classes[1]) or class columns) in the form the submission takes."""
-    if task == "regression":
-        return test
-    if not wants_proba:
-        return kfold.as_labels(test, metric)
-    if test.ndim == 1 and per_class:
-        return np.column_stack([1.0 - test, test])
-    return test
+                    repeats=repeats, members=fitted, rows=len(y), finished=outcome.finished)
 
 
 def _without(result: CVResult, y: pd.Series, outliers: np.ndarray, metric: Metric, proba: bool = False) -> float:
