@@ -68,6 +68,7 @@ def test_the_booster_keeps_a_minimum_of_iterations_and_folds_go_to_two_last():
     assert fitted.cuts == ["folds 5 -> 3", f"hist_gbm max_iter 600 -> {budget.MIN_ITERATIONS}", "folds 3 -> 2"]
 
 
+@pytest.mark.slow
 def test_the_probe_times_each_member_by_its_knob():
     train, _, _ = synthetic_frames("binary", n_train=400, seed=3)
     X, y = train.drop(columns=["target", "id"]), train["target"]
@@ -78,6 +79,7 @@ def test_the_probe_times_each_member_by_its_knob():
     assert found["logistic"].knob is None and found["logistic"].fixed > 0
 
 
+@pytest.mark.slow
 def test_a_run_keeps_to_its_time_limit_and_says_what_it_cut(workdir, capsys):
     train, test, _ = synthetic_frames("binary", n_train=3000, n_test=200, seed=5)
     folder = write_competition(workdir / "limited", train, test, placeholder=0.5)
@@ -121,6 +123,7 @@ def test_one_fold_in_time_gives_the_best_member_alone(workdir):
     assert outcome.cv_score == outcome.scores[max(outcome.weights, key=outcome.weights.get)]
 
 
+@pytest.mark.slow
 def test_repeats_give_each_repeat_its_score_and_the_spread(workdir):
     train, test, _ = synthetic_frames("regression", n_train=120, n_test=30, seed=6)
     folder = write_competition(workdir / "repeated", train, test, placeholder=0.0)

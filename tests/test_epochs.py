@@ -95,6 +95,7 @@ def test_param_checks_accept_auto_and_budgets():
         classifier_params({"epochs": "Auto"})
 
 
+@pytest.mark.slow
 def test_submit_with_auto_epochs_and_a_budget(workdir):
     data = write_digit_folder(workdir / "tiny")
     cfg = write_config(workdir, "holdout = 0.2", params="epochs = \"auto\"\nbatch_size = 16")

@@ -68,6 +68,7 @@ def test_notebook_uses_the_package_and_a_parameters_cell(path):
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, workdir, monkeypatch):
     import nbformat

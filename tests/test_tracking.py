@@ -167,6 +167,7 @@ def dead_identity() -> str:
     return identity
 
 
+@pytest.mark.slow
 def test_a_run_whose_process_was_killed_9_is_closed_killed_by_the_next_run(workdir):
     doomed = _child(
         "import os, signal\n"
@@ -188,6 +189,7 @@ def test_a_run_whose_process_was_killed_9_is_closed_killed_by_the_next_run(workd
     assert closed.info.status == "KILLED" and closed.info.end_time is not None
 
 
+@pytest.mark.slow
 def test_close_dead_runs_ends_only_the_runs_of_dead_processes_here(workdir):
     client = MlflowClient()
     experiment = client.create_experiment("exp")
