@@ -376,6 +376,7 @@ def plain_predictions(module_workdir):
     return pd.read_csv(folder / "submission.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SAME))
 def test_formats_read_as_the_plain_files(house, plain_predictions, case):
     workdir, data, frames, config, trained = house
@@ -402,6 +403,7 @@ TRAINS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(TRAINS))
 def test_odd_but_valid_columns_train(house, case):
     workdir, data, frames, config, trained = house

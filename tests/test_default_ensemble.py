@@ -26,6 +26,7 @@ from models.ensemble import WeightedEnsemble, cross_fit, proba_blend_weights
 from pipeline.tasks.tabular import DEFAULT_MEMBERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+SLOW_FIXTURES = {"runs"}  # a submit for each case (tests/conftest.py)
 
 FOLDS = 3
 CLASSES = ["high", "low", "middle"]
@@ -78,7 +79,6 @@ def _children(run_id: str) -> dict[str, object]:
     return {child.data.tags["model"]: child for child in children}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_the_default_model_is_the_ensemble_of_trees_and_a_linear_model(runs, name):
     task, _, metric = CASES[name]
@@ -98,7 +98,6 @@ def test_the_default_model_is_the_ensemble_of_trees_and_a_linear_model(runs, nam
         assert "oof_predictions.csv" in {a.path for a in client().list_artifacts(child.info.run_id)}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_the_ensemble_scores_no_worse_than_its_best_member(runs, name):
     _, _, metric = CASES[name]
@@ -112,7 +111,6 @@ def test_the_ensemble_scores_no_worse_than_its_best_member(runs, name):
     assert (ensemble >= best - slack) if greater else (ensemble <= best + slack)
 
 
-@pytest.mark.slow
 def test_binary_submissions_hold_probabilities_or_labels_as_the_sample_does(runs):
     proba = runs["binary-auc"].submission["target"]
     assert proba.dtype == float and proba.between(0, 1).all() and proba.nunique() > 2
@@ -120,13 +118,11 @@ def test_binary_submissions_hold_probabilities_or_labels_as_the_sample_does(runs
     assert pd.api.types.is_integer_dtype(labels) and set(labels) <= {0, 1}
 
 
-@pytest.mark.slow
 def test_multiclass_log_loss_rows_sum_to_one(runs):
     p = runs["multiclass"].submission[CLASSES].to_numpy()
     assert np.allclose(p.sum(axis=1), 1.0) and ((p >= 0) & (p <= 1)).all()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_the_logged_model_predicts_what_the_submission_holds(runs, name):
     found = runs[name]
