@@ -89,7 +89,7 @@ def imports(path: Path, modules: dict[str, Path]) -> list[tuple[str, int, bool]]
             visit(child, nested)
 
     visit(tree, False)
-    return found
+    return list(dict.fromkeys(found))  # `from a.b import c` names a.b twice when c is not a module
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
