@@ -26,6 +26,7 @@ FAST = ["-p", "epochs=4"]  # the config's CNN recipe, shortened
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+SLOW_FIXTURES = {"digits_submit"}  # an image submit that the tests below inspect (tests/conftest.py)
 
 
 # --- tiny synthetic image folders ----------------------------------------------------------------
