@@ -244,6 +244,7 @@ def test_record_run_writes_a_finished_child_run_in_one_go(workdir, mlflow_warnin
     assert [r.getMessage() for r in mlflow_warnings] == []  # the long param was cut here, not by MLflow
 
 
+@pytest.mark.slow
 def test_ui_command_serves_the_store_with_artifacts_beside_it(tmp_path, monkeypatch):
     store = tmp_path / "fresh" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
