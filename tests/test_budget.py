@@ -112,6 +112,7 @@ def test_the_cv_stops_at_its_deadline_and_the_ensemble_uses_the_folds_that_ran()
     assert results["logistic"].score == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_one_fold_in_time_gives_the_best_member_alone(workdir):
     train, test, _ = synthetic_frames("binary", n_train=300, n_test=40, seed=4)
     folder = write_competition(workdir / "onefold", train, test, placeholder=0.5)
