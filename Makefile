@@ -50,7 +50,7 @@ STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
 DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
-.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve
+.PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,12 +61,12 @@ help: ## list the targets
 	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIME=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
-# the CPU build of torch goes in first, so the `torch>=` range then installs nothing more.
+# the CPU build of torch goes in first (PyTorch's CPU index, else pip's usual sources; one line says
+# which build), so the `torch>=` range then installs nothing more.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
-		$(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)"; fi
+	@$(PY) scripts/install_torch.py $(TORCH_CPU_VERSION)
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
@@ -95,8 +95,11 @@ serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001)
 ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
 	$(PY) -m pipeline ui --port $(PORT)
 
-test: $(VENV)/.installed ## run the test suite
+test: $(VENV)/.installed ## run the whole test suite, as CI does (.ci/run)
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed ## the unit tier, minutes: no servers, subprocess CLIs, torchrun or notebooks
+	$(PY) -m pytest -m "not slow and not server"
 
 lint: $(VENV)/.installed ## ruff, the package's shape (imports, cycles, sizes) and no config field reaching code
 	$(PY) -m ruff check .

@@ -31,8 +31,14 @@ _ISOLATED_VARS = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_C
 
 # --- markers --------------------------------------------------------------------------------
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.cuda`` tests run only where torch sees a CUDA GPU."""
+    """A test that uses a fixture its module names in ``SLOW_FIXTURES`` (a training or a server
+    that the module's tests share) is ``slow``; ``@pytest.mark.cuda`` tests run only where torch
+    sees a CUDA GPU."""
+    for item in items:
+        if set(getattr(getattr(item, "module", None), "SLOW_FIXTURES", ())) & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
     marked = [item for item in items if item.get_closest_marker("cuda") is not None]
     if not marked:
         return

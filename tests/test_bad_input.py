@@ -38,7 +38,6 @@ from pipeline.data import tabular
 from pipeline.tasks import kfold
 
 OLD_SUBMISSION = b"Id,SalePrice\n1,123456.0\n"
-TIME_LIMIT = 15.0  # seconds: a bad case fails well before any training would end
 FILES = ("train.csv", "test.csv", "sample_submission.csv")
 TIMINGS: dict[str, float] = {}
 
@@ -285,8 +284,7 @@ def test_bad_input_is_one_line_before_any_work(house, case):
     assert len(result.err_lines) == 1 and result.err.startswith("error: "), result.err
     for fragment in fragments:
         assert fragment in result.err, (fragment, result.err)
-    assert seconds < TIME_LIMIT
-    assert trained == []  # no fold was fit, no refit started
+    assert trained == []  # no fold was fit, no refit started: early, counted rather than timed
     assert mlflow_runs() == []  # found before the MLflow run starts
     assert snapshot(workdir) == before  # nothing written: the earlier submission is byte-identical
     assert (workdir / "submission.csv").read_bytes() == OLD_SUBMISSION
@@ -301,7 +299,7 @@ def report_timings(request):
     values = sorted(TIMINGS.values())
     slowest = max(TIMINGS, key=TIMINGS.get)
     line = (f"bad input: {len(values)} cases failed in {statistics.median(values):.3f} s (median), "
-            f"{values[-1]:.3f} s at most ({slowest}), limit {TIME_LIMIT:g} s")
+            f"{values[-1]:.3f} s at most ({slowest})")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         print(f"\n{line}")
@@ -378,6 +376,7 @@ def plain_predictions(module_workdir):
     return pd.read_csv(folder / "submission.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SAME))
 def test_formats_read_as_the_plain_files(house, plain_predictions, case):
     workdir, data, frames, config, trained = house
@@ -404,6 +403,7 @@ TRAINS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(TRAINS))
 def test_odd_but_valid_columns_train(house, case):
     workdir, data, frames, config, trained = house

@@ -147,6 +147,7 @@ def final_metrics(run) -> dict[str, float]:
             for k in keys} | {"cv_accuracy": [run.data.metrics["cv_accuracy"]]}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_uninterrupted_metrics(workdir, monkeypatch):
     data = write_digit_folder(workdir / "tiny", n_train=400, n_test=20)
     config = write_config(workdir, "holdout = 0.1", model="lenet_bn",

@@ -24,6 +24,8 @@ from conftest import (
 
 from pipeline import config, metrics
 
+SLOW_FIXTURES = {"bundled_submit"}  # tests/conftest.py
+
 # --- bundled data, data then submit: one run that the tests below inspect ----------------------
 
 
@@ -144,6 +146,7 @@ def test_run_artifacts(bundled_submit):
 # --- errors ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
     command = [sys.executable, "-m", "pipeline", "data", "-c", "no-such-competition", "--data-dir", "d"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -266,6 +269,7 @@ def test_upload_without_credentials_stops_before_any_work(kaggle_data, fake_kagg
     assert [c for c in fake_kaggle.calls if c[:2] == ["competitions", "submit"]] == []
 
 
+@pytest.mark.slow
 def test_upload_calls_kaggle_submit_and_never_shows_the_key(kaggle_data, fake_kaggle, workdir):
     data_dir, cfg = kaggle_data
     result = run_cli("submit", "--data-dir", data_dir, "--config", cfg, "--model", "ridge",
@@ -283,6 +287,7 @@ def test_upload_calls_kaggle_submit_and_never_shows_the_key(kaggle_data, fake_ka
                       *run.data.params.keys(), *run.data.tags.keys())
 
 
+@pytest.mark.slow
 def test_failed_upload_is_one_line_and_keeps_the_submission(kaggle_data, fake_kaggle, workdir):
     data_dir, cfg = kaggle_data
     fake_kaggle.fail("400 - Bad Request: submission limit reached")

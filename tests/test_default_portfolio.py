@@ -25,7 +25,8 @@ from models import registry
 from models.ensemble import cross_fit, proba_blend_weights
 from pipeline.tasks import portfolio
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.usefixtures("one_thread")
+SLOW_FIXTURES = {"runs"}  # a submit for each case (tests/conftest.py)
 
 FOLDS = 3
 CLASSES = ["high", "low", "middle"]

@@ -37,6 +37,7 @@ def two_ranks(module_workdir):
     return folder, done, ranks
 
 
+@pytest.mark.slow
 def test_one_mlflow_run_and_one_submission(two_ranks):
     folder, done, _ = two_ranks
     [run] = mlflow_runs("tiny-digits")
@@ -50,6 +51,7 @@ def test_one_mlflow_run_and_one_submission(two_ranks):
     assert not (folder / ".checkpoints").exists()  # logged to the run, then removed
 
 
+@pytest.mark.slow
 def test_shards_are_disjoint_and_cover_every_epoch(two_ranks):
     *_, ranks = two_ranks
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["code"] for r in ranks] == [0, 0]
@@ -65,6 +67,7 @@ def test_shards_are_disjoint_and_cover_every_epoch(two_ranks):
         assert epochs[0][0] != epochs[0][1]  # a new permutation each epoch
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_the_same_weights(two_ranks):
     *_, ranks = two_ranks
     for state0, state1 in zip(ranks[0]["states"], ranks[1]["states"], strict=True):
@@ -96,6 +99,7 @@ def test_several_machines_need_the_address_of_the_first(workdir):
     assert "--master-addr" in result.err
 
 
+@pytest.mark.slow
 def test_make_submit_nproc_2_runs_the_cli_under_torchrun(workdir):
     """The user's path: ``--nproc 2`` re-executes the command under torchrun."""
     data = write_digit_folder(workdir / "tiny", n_train=N_TRAIN, n_test=N_TEST)

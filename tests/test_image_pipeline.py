@@ -26,6 +26,7 @@ FAST = ["-p", "epochs=4"]  # the config's CNN recipe, shortened
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+SLOW_FIXTURES = {"digits_submit"}  # an image submit that the tests below inspect (tests/conftest.py)
 
 
 # --- tiny synthetic image folders ----------------------------------------------------------------
@@ -199,6 +200,7 @@ def test_models_lists_vision_models_with_parameter_counts(workdir):
 # --- validation from the config ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cv", ["holdout = 0.25", "folds = 3"])
 def test_holdout_or_k_fold_as_the_config_says(workdir, cv):
     data = write_digit_folder(workdir / "tiny")
@@ -263,6 +265,7 @@ def test_bad_parameters_and_models_are_one_line_exit_2(workdir):
 # --- Fashion-MNIST: CSV, IDX, download, no upload --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fashion_mnist_csv_folder(workdir):
     data = write_fashion_csv(workdir / "fm")
     result = run_cli("submit", "-c", "fashion-mnist", "--data-dir", data, "--model", "lenet", "-p", "epochs=1",
@@ -275,6 +278,7 @@ def test_fashion_mnist_csv_folder(workdir):
     assert list(written.columns) == ["ImageId", "Label"] and written["ImageId"].tolist() == list(range(1, 16))
 
 
+@pytest.mark.slow
 def test_fashion_mnist_idx_folder_is_detected_and_layout_can_be_forced(workdir):
     data = write_fashion_idx(workdir / "fm")
     result = run_cli("submit", "-c", "fashion-mnist", "--data-dir", data, "--model", "softmax_regression",
@@ -326,6 +330,7 @@ def test_fashion_mnist_is_a_kaggle_dataset_downloaded_and_never_uploaded(workdir
 # --- tuning ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tune_an_image_model_reports_every_epoch_and_submit_uses_the_best(workdir, monkeypatch):
     monkeypatch.setenv("OPTUNA_STORAGE", str(workdir / "journal.log"))
     monkeypatch.setattr(pruners, "PRUNER_STARTUP_TRIALS", 2)

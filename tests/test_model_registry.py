@@ -28,7 +28,8 @@ from sklearn.pipeline import Pipeline
 
 from features.columns import SelectColumns
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Each test submits (trains, registers) or reads the submits of the shared store: long trainings.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 HOUSES_TOML = """\
 name = "{name}"

@@ -68,6 +68,7 @@ def test_notebook_uses_the_package_and_a_parameters_cell(path):
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, workdir, monkeypatch):
     import nbformat
@@ -86,14 +87,10 @@ def test_notebook_runs_top_to_bottom(path, workdir, monkeypatch):
         timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
         startup_timeout=60,
     )
-    started = time.monotonic()
     try:
-        client.execute()  # raises CellExecutionError with the cell's traceback
+        client.execute()  # raises CellExecutionError, or a timeout past NOTEBOOK_BUDGET in all
     finally:
         nbformat.write(notebook, workdir / path.name)  # the executed copy, to look at when it fails
-    elapsed = time.monotonic() - started
-    print(f"{path.name}: {elapsed:.1f} s")
-    assert elapsed < NOTEBOOK_BUDGET
 
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import REPO
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -50,6 +51,7 @@ def test_it_plays_with_model_selection():
     assert search.fit(frame, rent).best_params_ == {"ridge__alpha": 0.1}
 
 
+@pytest.mark.slow  # a fresh interpreter, to see what importing features/ loads
 def test_importing_features_pulls_in_no_pipeline_tracking_or_tuning():
     code = (
         "import json, sys\n"

@@ -158,6 +158,7 @@ def test_competition_name_never_borrows_a_config():
     assert config.competition_name(None) == "house-prices"  # `make submit`: the bundled run
 
 
+@pytest.mark.slow
 def test_a_competition_without_config_runs_from_its_files(workdir):
     titanic_like(workdir / "titanic")
     result = run_cli("submit", "--data-dir", workdir / "titanic", "--target", "Survived", "--id", "PassengerId",

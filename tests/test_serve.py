@@ -30,7 +30,7 @@ from test_model_registry import HOUSES_TOML, write_houses
 
 STARTUP_SECONDS = 180  # an MLflow server takes 10-30 s to answer on a busy 2-core machine
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.server]  # make serve, a tracking server
 
 
 def _free_port() -> int:

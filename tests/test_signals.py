@@ -23,6 +23,8 @@ from conftest import fast_house_prices_config, mlflow_runs, run_cli, write_house
 
 from pipeline import cli
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a subprocess and signals it
+
 ROOT = Path(__file__).resolve().parents[1]
 OLD_SUBMISSION = b"Id,SalePrice\n1,123456.0\n"
 BEFORE_THE_RUN = "task: "  # the last line before tracking.run starts

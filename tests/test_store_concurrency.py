@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow  # processes started together
 
 PROCESSES = 4
 CHILD = """

@@ -132,6 +132,7 @@ def _assert_failed_cleanly(result, workdir, fragment):
     assert not [p for p in workdir.iterdir() if p.name.startswith(".submission.csv")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["house-prices", "plain"])
 def test_nan_predictions_fail_the_run_and_keep_the_submission(house, nan_model, config):
     workdir, data = house
@@ -142,6 +143,7 @@ def test_nan_predictions_fail_the_run_and_keep_the_submission(house, nan_model, 
     assert nan_model in result.err
 
 
+@pytest.mark.slow
 def test_nan_only_on_test_rows_fails_before_the_file_is_touched(house, nan_model):
     workdir, data = house
     test = pd.read_csv(data / "test.csv")

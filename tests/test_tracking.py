@@ -167,6 +167,7 @@ def dead_identity() -> str:
     return identity
 
 
+@pytest.mark.slow
 def test_a_run_whose_process_was_killed_9_is_closed_killed_by_the_next_run(workdir):
     doomed = _child(
         "import os, signal\n"
@@ -188,6 +189,7 @@ def test_a_run_whose_process_was_killed_9_is_closed_killed_by_the_next_run(workd
     assert closed.info.status == "KILLED" and closed.info.end_time is not None
 
 
+@pytest.mark.slow
 def test_close_dead_runs_ends_only_the_runs_of_dead_processes_here(workdir):
     client = MlflowClient()
     experiment = client.create_experiment("exp")
@@ -242,6 +244,7 @@ def test_record_run_writes_a_finished_child_run_in_one_go(workdir, mlflow_warnin
     assert [r.getMessage() for r in mlflow_warnings] == []  # the long param was cut here, not by MLflow
 
 
+@pytest.mark.slow
 def test_ui_command_serves_the_store_with_artifacts_beside_it(tmp_path, monkeypatch):
     store = tmp_path / "fresh" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")

@@ -34,6 +34,7 @@ from pipeline.tune.objective import Objective
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = 3
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SLOW_FIXTURES = {"tuned"}  # a study that the tests below inspect (tests/conftest.py)
 
 # Runs the real CLI with each CV slowed down by a second, so that a signal lands mid-trial.
 SLOW_CLI = """
@@ -127,6 +128,7 @@ def snapshot(study: optuna.Study) -> dict[int, tuple]:
     return {t.number: (t.state, t.value, t.params) for t in study.get_trials(states=FINISHED)}
 
 
+@pytest.mark.slow
 def test_kill_9_and_ctrl_c_mid_trial_then_the_same_command_completes_the_study(competition, tune_dir, capsys):
     journal = tune_dir / ".optuna" / "journal.log"
     n_trials = 5
@@ -197,6 +199,7 @@ def check_parallel_study(study: optuna.Study, n_trials: int) -> None:
     assert os.getpid() not in pids  # the trials ran in the worker processes
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_the_journal_study(competition, tune_dir, capfd):
     n_trials = 10
     assert cli.main(tune_args(competition, "--trials", str(n_trials), "--jobs", "2")) == 0
@@ -209,6 +212,7 @@ def test_two_worker_processes_share_the_journal_study(competition, tune_dir, cap
     assert all("cv_rmse_running" in r.data.metrics and "alpha" in r.data.params for r in children)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_postgresql_study(tune_dir, capfd):
     url = os.environ.get("KP_TEST_POSTGRES_URL")
     if not url:

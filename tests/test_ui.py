@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, fast_house_prices_config, run_cli, stop_process_group
 
+pytestmark = [pytest.mark.slow, pytest.mark.server]  # `make ui`: MLflow's server, started by the tests
+
 STARTUP_SECONDS = 120  # MLflow's server takes 10-30 s to answer on a busy 2-core machine
 PLOTS = ("predicted_vs_actual.png", "residuals.png")
 

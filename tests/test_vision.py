@@ -154,6 +154,7 @@ def _has_mallinfo2() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc 2.33 or later")
 def test_after_fit_on_a_cpu_freed_buffers_stay_for_reuse():
     # By default glibc gives freed activations back to the OS (keeping 64 MiB at most) and
@@ -231,6 +232,7 @@ def fitted(digits):
     return clf.fit(X.reshape(len(X), -1), y, X_val=X_val, y_val=y_val)
 
 
+@pytest.mark.slow
 def test_image_classifier_learns_digits(fitted, digits):
     _, _, X_test, y_test = digits
     assert (fitted.predict(X_test) == y_test).mean() > 0.8
@@ -243,6 +245,7 @@ def test_image_classifier_learns_digits(fitted, digits):
     assert fitted.history_[-1]["val_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_state_dict_round_trips_through_a_weights_only_load(fitted, digits, tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(fitted.state_dict(), path)
@@ -253,6 +256,7 @@ def test_state_dict_round_trips_through_a_weights_only_load(fitted, digits, tmp_
     assert np.allclose(restored.predict_proba(X_test), fitted.predict_proba(X_test), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights(digits):
     X, y, _, _ = digits
 
