@@ -234,7 +234,7 @@ def command(side: str, info: dict, data_dir: Path, time_limit: float, output: Pa
               "--metric", info["metric"]]
     if side == "ours":
         cmd = [str(OUR_PY), "-m", "pipeline", "submit", *common, "--no-progress", "--no-resume",
-               "--params", "default"]
+               "--study", "ignore"]
         if time_flag:
             cmd += ["--time-limit", f"{time_limit:g}"]
         return [*cmd, "-o", str(output)]

@@ -66,7 +66,7 @@ def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = 
     if tuned and study is None:
         study = studies.best_params(comp, model)
         if study:
-            say(f"params: {model} uses the best trial of its Optuna study (PARAMS=default ignores it)")
+            say(f"params: {model} uses the best trial of its Optuna study (STUDY=ignore ignores it)")
     return {**config_params(comp, model), **(study or {}), **(cli or {})}
 
 

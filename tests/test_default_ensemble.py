@@ -63,7 +63,7 @@ def runs(module_workdir):
         data, test, truth = _write(folder / name, task, placeholder)
         config = folder / f"{name}.toml"
         config.write_text(f'name = "{name}"\ntarget = "target"\nid = "id"\n[cv]\nfolds = {FOLDS}\nseed = 0\n')
-        result = run_cli("submit", "--config", config, "--data-dir", data, "--params", "default",
+        result = run_cli("submit", "--config", config, "--data-dir", data, "--study", "ignore",
                          "-o", folder / f"{name}.csv")
         assert result.code == 0, result.err
         run_id = re.search(r"mlflow run (\w+) in", result.out).group(1)

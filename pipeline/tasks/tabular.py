@@ -24,6 +24,7 @@ from models.training import pick_device
 from pipeline import models_io, params, plots, submission, tracking
 from pipeline.config import Competition
 from pipeline.console import say
+from pipeline.data import checks
 from pipeline.data import tabular as files
 from pipeline.data.tabular import TabularData
 from pipeline.errors import UserError
@@ -50,6 +51,9 @@ class TabularTask(FileTask):
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
+        # bad-input: the config's columns against the files, before any work (pipeline/data/checks.py)
+        checks.check_config_columns(self.comp, data.train, self.comp.train_file)
+        checks.check_features_left(self.comp, data.train, self.comp.train_file)
         if self.comp.outliers is not None:
             try:
                 RowRule.parse(self.comp.outliers).check_columns(data.train.columns)
@@ -66,6 +70,9 @@ class TabularTask(FileTask):
             metric = metric.with_classes(np.unique(data.train[comp.target].to_numpy()))
         if len(sample_targets) > 1:  # a probability column per class: each must map, before any work
             submission.class_columns(sample_targets, metric.classes or (), comp.target)
+        # bad-input: task, metric and folds against the files, before any work (pipeline/data/checks.py)
+        checks.check_plan(comp, data.train, sample_targets, task, metric,
+                          (comp.train_file, comp.sample_submission_file))
         return task, metric
 
     def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,

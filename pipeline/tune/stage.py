@@ -179,7 +179,7 @@ def _say_summary(outcome: TuneOutcome, model: str) -> None:
         return
     params = " ".join(f"{k}={workers.short(v)}" for k, v in outcome.best_params.items())
     say(f"best cv {outcome.metric}: {outcome.best_value:.5f} (trial {outcome.best_trial}) {params}")
-    say(f"make submit MODEL={model} now starts from these params (PARAMS=default ignores them)")
+    say(f"make submit MODEL={model} now starts from these params (STUDY=ignore ignores them)")
     if outcome.run_id:
         say(f"mlflow run {outcome.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 
