@@ -26,7 +26,7 @@ import pandas as pd
 from models import ensemble as ensembles
 from pipeline import models_io, predict, tracking
 from pipeline.console import say
-from pipeline.data.tabular import read_csv
+from pipeline.data.files import check_not_an_input, check_writable
 from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
 from pipeline.tasks.kfold import TARGET_TRANSFORMS
@@ -74,6 +74,8 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
         raise UserError("blend needs at least two different runs")
     if method not in METHODS:
         raise UserError(f"unknown blend method {method!r}: use one of {', '.join(METHODS)}")
+    check_writable(Path(output))
+    check_not_an_input(Path(output), [input_path, sample_path])
     with tempfile.TemporaryDirectory() as tmp:
         loaded = [_load(run_id, Path(tmp) / f"run{k}") for k, run_id in enumerate(run_ids)]
     models, metas, oofs = (list(part) for part in zip(*loaded, strict=True))
@@ -97,8 +99,8 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
         say(f"  run {run_id}: cv {metric.name} {scores[run_id]:.5f}, weight {weight:.3f}")
     say(f"blend ({chosen}): cv {metric.name} {candidates[chosen][0]:.5f}")
 
-    input_path = Path(input_path) if input_path else predict.default_input(meta, data_dir)
-    frame = read_csv(input_path)
+    input_path, sample_path = predict.inputs(meta, input_path, data_dir, sample_path, output)
+    frame = predict.read_input(input_path, meta["id"])
     combined = np.full(len(frame), float(intercept))
     for model, weight in zip(models, weights, strict=True):
         if weight > 0:
@@ -109,8 +111,7 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
 
     tags = {"competition": meta["competition"], "stage": "blend", "blended_runs": " ".join(run_ids)}
     with tracking.run(meta["competition"], f"blend-{len(run_ids)}", tags=tags) as active:
-        rows = predict.write(meta, frame, values, Path(output),
-                             sample_path or input_path.parent / meta["sample_submission_file"])
+        rows = predict.write(meta, frame, values, Path(output), sample_path)
         tracking.log_params({"blend.method": chosen, "blend.intercept": round(float(intercept), 6),
                              **{f"weight.{run_id}": round(float(w), 4) for run_id, w in zip(run_ids, weights, strict=True)}})
         tracking.log_metrics({f"cv_{metric.name}": candidates[chosen][0]})

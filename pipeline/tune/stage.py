@@ -75,6 +75,8 @@ def tune(
     where = studies.describe_storage(url)
     study = _open_study(url, name, objective, comp)
 
+    for run_id in tracking.close_dead_runs_of(comp.name):  # even when this tune has nothing left to run
+        say(f"mlflow run {run_id} was left RUNNING by a process that is gone: marked KILLED")
     adopted = workers.fail_dead_trials(study)
     for number in adopted:
         say(f"trial {number} was left RUNNING by a worker that is gone: marked FAIL")
