@@ -70,12 +70,12 @@ def _check_alike(run_ids: list[str], metas: list[dict], oofs: list[pd.DataFrame]
 
 def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path: Path | None = None,
           data_dir: Path | None = None, sample_path: Path | None = None) -> Blend:
+    check_writable(Path(output))
+    check_not_an_input(Path(output), [input_path, sample_path])
     if len(set(run_ids)) < 2:
         raise UserError("blend needs at least two different runs")
     if method not in METHODS:
         raise UserError(f"unknown blend method {method!r}: use one of {', '.join(METHODS)}")
-    check_writable(Path(output))
-    check_not_an_input(Path(output), [input_path, sample_path])
     with tempfile.TemporaryDirectory() as tmp:
         loaded = [_load(run_id, Path(tmp) / f"run{k}") for k, run_id in enumerate(run_ids)]
     models, metas, oofs = (list(part) for part in zip(*loaded, strict=True))

@@ -139,14 +139,15 @@ def check_features_left(comp, train: pd.DataFrame, name: str) -> None:
                         + (" once [columns] drop is applied" if comp.drop else ""))
 
 
-def check_numeric_target(y: pd.Series, name: str) -> None:
+def check_numeric_target(y: pd.Series, name: str, task: str | None) -> None:
     """A column of numbers with a stray word in it is junk at that row, not a multiclass target."""
     if pd.api.types.is_numeric_dtype(y) or not is_numeric_column(y, y):
         return
     parsed = pd.to_numeric(y.astype(object), errors="coerce")
     row = int(np.flatnonzero((y.notna() & parsed.isna()).to_numpy())[0])
     raise UserError(f"{name}: column {y.name!r} is numeric except at row {file_row(row)} "
-                    f"(value {y.iloc[row]!r}): fix it, or set task = \"multiclass\" to take the column as labels")
+                    f"(value {y.iloc[row]!r})" + (": a regression target is numbers" if task == "regression"
+                                                 else ': fix it, or set task = "multiclass" for labels'))
 
 
 def check_plan(comp, train: pd.DataFrame, sample_targets: list[str], task: str, metric, names: tuple[str, str]) -> None:

@@ -139,7 +139,7 @@ def check_frames(
 
     y = train[target]
     if task in (None, "regression"):
-        checks.check_numeric_target(y, train_name)
+        checks.check_numeric_target(y, train_name, task)
     if y.isna().any():
         raise UserError(f"{train_name}: target {target!r} has missing values (row {int(np.flatnonzero(y.isna())[0]) + 2})")
     if positive_target:
