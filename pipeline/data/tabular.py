@@ -188,14 +188,14 @@ def load(comp: Competition, data_dir: Path) -> TabularData:
         target=comp.target,
         id_column=comp.id,
         files=files,
-        categorical=comp.categorical,
+        categorical=(*comp.categorical, comp.id),  # ids stay as read: text, or plain integers
         positive_target=comp.target_transform == "log",
         task=comp.task,
     )
     checks.check_sample(sample, comp.id, files[2], train[comp.target])
     checks.check_rows(train, comp.cv.folds, files[0])
     checks.check_target_varies(train[comp.target], files[0])
-    train, test = checks.align(train, test, target=comp.target, categorical=comp.categorical)
+    train, test = checks.align(train, test, target=comp.target, categorical=(*comp.categorical, comp.id))
     checks.check_finite(train, files[0])
     checks.check_finite(test, files[1])
     source = source_of(data_dir)
