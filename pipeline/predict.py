@@ -85,7 +85,9 @@ def score(model, meta: dict, frame: pd.DataFrame, name: str) -> np.ndarray:
 def write(meta: dict, frame: pd.DataFrame, values: np.ndarray, output: Path, sample_path: Path | None) -> int:
     """Shape ``values`` like the sample (``sample_path``, else made from the ids), check, write atomically."""
     id_column, target = meta["id"], meta["target"]
-    ids = frame[id_column] if id_column in frame.columns else pd.Series(np.arange(1, len(frame) + 1), name=id_column)
+    # Ids as text, as the input and the sample are read; an input without ids is numbered 1, 2, ...
+    ids = (frame[id_column] if id_column in frame.columns
+           else pd.Series(np.arange(1, len(frame) + 1).astype(str), name=id_column))
     if sample_path is not None and Path(sample_path).is_file():
         sample = read_csv(Path(sample_path), dtype={id_column: "str"})
         if id_column not in sample.columns:
