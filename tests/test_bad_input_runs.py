@@ -399,6 +399,7 @@ def test_tune_closes_a_parent_run_left_running_even_with_nothing_to_run(workdir)
     assert client.get_run(left).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_the_makefile_passes_model_parameters_and_the_study_choice():
     made = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", "PY=python",
                            "submit", "PARAMS=alpha=1 max_iter=300", "STUDY=ignore"],
