@@ -120,10 +120,11 @@ def predict(uri: str, *, output: Path, input_path: Path | None = None, competiti
 def inputs(meta: dict, input_path: Path | None, data_dir: Path | None, sample_path: Path | None,
            output: Path) -> tuple[Path, Path]:
     """The rows to score (default: the competition's test file) and the sample beside them, neither
-    of them ``output``, which is not in the data folder's subfolders either (checked before scoring)."""
+    of them ``output``, which is no file of the competition's data folder either (before scoring)."""
+    data_folders = [] if input_path else [default_input(meta, data_dir).parent]
     input_path = Path(input_path) if input_path else default_input(meta, data_dir)
     sample_path = Path(sample_path) if sample_path else input_path.parent / meta["sample_submission_file"]
-    check_not_an_input(Path(output), [input_path, sample_path], [input_path.parent])
+    check_not_an_input(Path(output), [input_path, sample_path], data_folders)
     return input_path, sample_path
 
 

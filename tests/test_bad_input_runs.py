@@ -66,14 +66,30 @@ def _symlink_to_train(work, data):
     return work / "link.csv"
 
 
+def _an_image(work, data):
+    (data / "images").mkdir()
+    (data / "images" / "0001.png").write_bytes(b"\x89PNG")
+    return data / "images" / "0001.png"
+
+
 OUTPUTS = {
     "the test file": (lambda work, data: data / "test.csv", "is the input file"),
     "the train file": (lambda work, data: data / "train.csv", "is the input file"),
     "the sample, by a relative path": (lambda work, data: "data/../data/sample_submission.csv", "is the input file"),
     "a symlink to the train file": (_symlink_to_train, "is the input file"),
     "the config file": (lambda work, data: work / "house-prices-fast.toml", "is the input file"),
-    "a subfolder of the data": (lambda work, data: data / "images" / "submission.csv", "among the inputs in the data folder"),
+    "a file in a subfolder of the data": (_an_image, "is a file of the data folder"),
 }
+
+
+def test_an_output_beside_or_under_the_data_files_is_fine_when_it_is_new(tmp_path):
+    from pipeline.data.files import check_not_an_input
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "submission.csv").write_text("earlier")  # --data-dir . with an earlier submission
+    for fine in (data / "submission.csv", data / "images" / "new.csv", tmp_path / "out" / "s.csv"):
+        check_not_an_input(fine, [data / "train.csv", data / "test.csv"], [data])
 
 
 @pytest.mark.parametrize("case", list(OUTPUTS))

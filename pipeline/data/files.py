@@ -74,18 +74,18 @@ def check_writable(path: Path, what: str = "--output") -> None:
 def check_not_an_input(path: Path, inputs: list[Path | None], data_folders: list[Path | None] = (),
                        what: str = "--output") -> None:
     """Before any work: ``path`` is none of the ``inputs`` (data files, config, the rows to score),
-    whichever way it is written (relative, through a symlink, a hard link), nor in a subfolder of
-    one of ``data_folders`` (where image competitions keep their files): a run never overwrites
-    what it reads."""
+    whichever way it is written (relative, through a symlink, a hard link), nor a file already in
+    a subfolder of one of ``data_folders`` (where image competitions keep their images): a run
+    never overwrites what it reads. A new file there, or an earlier submission beside the data
+    files (``--data-dir .``), is fine."""
     target = Path(path).resolve()
     for given in (Path(p) for p in inputs if p is not None):
         source = given.resolve()
         if target == source or (target.exists() and source.exists() and os.path.samefile(target, source)):
             raise UserError(f"{what} {path} is the input file {given}: write the output elsewhere")
-    for folder in (Path(f) for f in data_folders if f is not None):
-        inside = target.is_relative_to(folder.resolve()) and target.parent != folder.resolve()
-        if inside:
-            raise UserError(f"{what} {path} is among the inputs in the data folder {folder}: write the output elsewhere")
+    for folder in (Path(f).resolve() for f in data_folders if f is not None):
+        if target.exists() and target.is_relative_to(folder) and target.parent != folder:
+            raise UserError(f"{what} {path} is a file of the data folder {folder}: write the output elsewhere")
 
 
 def write_frames(dest: Path, frames: dict[str, pd.DataFrame]) -> None:
