@@ -25,6 +25,7 @@ PORT ?= 5000
 TRIALS ?= 50
 JOBS ?= 1
 PARAMS ?=
+STUDY ?=
 STORAGE ?=
 DASHBOARD_PORT ?= 8080
 BUDGET ?=
@@ -45,7 +46,8 @@ COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--da
 	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC)) \
 	$(if $(TIME),--time-limit $(TIME)) $(if $(REPEATS),--repeats $(REPEATS)) $(if $(SEEDS),--seeds $(SEEDS))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
-PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
+# PARAMS="alpha=1 max_iter=300": one --param KEY=VALUE each; STUDY=ignore: not the Optuna study's best trial.
+PARAMS_ARGS = $(foreach param,$(PARAMS),--param $(param)) $(if $(STUDY),--study $(STUDY))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
 DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
@@ -58,7 +60,8 @@ help: ## list the targets
 	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
 	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats> SEEDS=<seeds averaged per model>"
 	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
-	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIME=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
+	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIME=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) STUDY=ignore"
+	@echo "  params:    PARAMS=\"alpha=1 max_iter=300\" (model parameters: one --param KEY=VALUE each)"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
 # the CPU build of torch goes in first (PyTorch's CPU index, else pip's usual sources; one line says
@@ -81,7 +84,8 @@ train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
 submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
 	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
 
-REUSE_ARGS = $(if $(MODEL_URI),--model "$(MODEL_URI)") $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+REUSE_ARGS = $(if $(MODEL_URI),--model "$(MODEL_URI)") $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID))
 
 predict: $(VENV)/.installed ## score INPUT (default: the test file) with MODEL_URI (default models:/<competition>@champion), write OUTPUT
 	$(PY) -m pipeline predict $(REUSE_ARGS) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)

@@ -3,7 +3,7 @@
 For each model (default: the members of the config's ensemble, else ridge and gbm), within an
 equal share of ``--budget-minutes``:
 
-1. the CV log-RMSE of the config's params (what `make submit PARAMS=default` fits);
+1. the CV log-RMSE of the config's params (what `make submit STUDY=ignore` fits);
 2. `tune` with one worker for two thirds of the model's share: the best CV and trials/minute;
 3. `tune` with two workers (JOBS=2) replaying the very same trials (the params of step 2's
    trials, enqueued in order) in a fresh study: trials/minute, and the speed-up over one worker

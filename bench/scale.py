@@ -172,7 +172,7 @@ def submit(data_dir: Path, task: str, workdir: Path, *, model: str | None, time_
            quiet: bool, code: Path = REPO) -> dict:
     """``python -m pipeline submit`` on ``data_dir`` in ``workdir``: wall time, peak memory, stages."""
     command = [sys.executable, "-m", "pipeline", "submit", "--data-dir", str(data_dir), "--target", "target",
-               "--id", "id", "--params", "default", "-o", str(workdir / "submission.csv")]
+               "--id", "id", "--study", "ignore", "-o", str(workdir / "submission.csv")]
     if task == "regression":
         command += ["--metric", "rmse"]
     if model:

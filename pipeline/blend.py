@@ -28,7 +28,7 @@ from models import ensemble as ensembles
 from models.targets import forward_inverse
 from pipeline import models_io, predict, tracking
 from pipeline.console import say
-from pipeline.data.tabular import read_csv
+from pipeline.data.files import check_not_an_input, check_writable
 from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
 
@@ -71,6 +71,8 @@ def _check_alike(run_ids: list[str], metas: list[dict], oofs: list[pd.DataFrame]
 
 def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path: Path | None = None,
           data_dir: Path | None = None, sample_path: Path | None = None) -> Blend:
+    check_writable(Path(output))
+    check_not_an_input(Path(output), [input_path, sample_path])
     if len(set(run_ids)) < 2:
         raise UserError("blend needs at least two different runs")
     if method not in METHODS:
@@ -96,8 +98,8 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
         say(f"  run {run_id}: cv {metric.name} {scores[run_id]:.5f}, weight {weight:.3f}")
     say(f"blend ({chosen.method}): cv {metric.name} {cv_score:.5f}")
 
-    input_path = Path(input_path) if input_path else predict.default_input(meta, data_dir)
-    frame = read_csv(input_path)
+    input_path, sample_path = predict.inputs(meta, input_path, data_dir, sample_path, output)
+    frame = predict.read_input(input_path, meta["id"])
     combined = np.full(len(frame), float(intercept))
     for model, weight in zip(models, weights, strict=True):
         if weight > 0:
@@ -108,8 +110,7 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
 
     tags = {"competition": meta["competition"], "stage": "blend", "blended_runs": " ".join(run_ids)}
     with tracking.run(meta["competition"], f"blend-{len(run_ids)}", tags=tags) as active:
-        rows = predict.write(meta, frame, values, Path(output),
-                             sample_path or input_path.parent / meta["sample_submission_file"])
+        rows = predict.write(meta, frame, values, Path(output), sample_path)
         tracking.log_params({"blend.method": chosen.method, "blend.intercept": round(float(intercept), 6),
                              **{f"weight.{run_id}": round(float(w), 4) for run_id, w in zip(run_ids, weights, strict=True)}})
         tracking.log_metrics({f"cv_{metric.name}": cv_score})

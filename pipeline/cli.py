@@ -117,10 +117,18 @@ def torchrun_command(args, argv: list[str]) -> list[str]:
     return [*command, "-m", "pipeline", *rest]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, ``error: ...`` with exit 2, as bad input is: the usage only with --help."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog.removeprefix('python -m pipeline').strip() or 'pipeline'}: "
+                                   f"{message} (--help for usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE", parser_class=OneLineParser)
 
     data = stages.add_parser("data", help="download (Kaggle) or write the bundled default data")
     _competition_options(data)
@@ -132,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         _model_options(stage)
         stage.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                            help="progress bars (default: only in a terminal)")
-        stage.add_argument("--params", dest="params_from", choices=("best", "default"), default="best",
-                           help="best: start from the Optuna study's best trial when one exists (default); "
-                                "default: the config's and the model's own params")
+        stage.add_argument("--study", choices=("best", "ignore"), default="best",
+                           help="which Optuna study parameters to start from: best, the study's best trial "
+                                "when one exists (default); ignore, none (the config's and the model's own); "
+                                "make: STUDY=")
         _distributed_options(stage)
         stage.add_argument("--register", action=argparse.BooleanOptionalAction, default=name == "submit",
                            help="register the run's model under the competition's name (default: submit only)")
@@ -200,11 +209,12 @@ def _stage_train(args, output: Path | None) -> None:
             output=output,
             upload_message=args.message if getattr(args, "upload", False) else None,
             progress=args.progress,
-            tuned=args.params_from == "best",
+            tuned=args.study == "best",
             resume=args.resume,
             register=args.register,
             # TIME= counts the interpreter and imports too
             time_limit=TimeLimit.start(comp.time_limit, age=processes.age()),
+            config_file=args.config,
         )
 
 
@@ -269,7 +279,10 @@ def _sigterm_raises_terminated() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error, already printed as one line (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     try:
         if getattr(args, "nproc", 1) * getattr(args, "nnodes", 1) > 1 and not distributed.launched():
             command = torchrun_command(args, argv)  # the same command, once per process

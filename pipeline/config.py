@@ -129,6 +129,7 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
     for key in ("name", "target", "id"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UserError(f"{source}: {key!r} is required and must be a string")
+    _check_lists(source, columns, ensemble)
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
     if top.get("outliers") is not None:  # kept as the rule's canonical text: a string, whichever form
         try:
@@ -152,6 +153,20 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
     return comp
 
 
+def _check_lists(source: str, columns: dict, ensemble: dict) -> None:
+    """A list given as one string (``categorical = "colour"``) would become its characters."""
+    given = [(f"[columns] {key}", value) for key, value in columns.items() if key != "infer"]
+    if "models" in ensemble:
+        given.append(("[ensemble] models", ensemble["models"]))
+    for where, value in given:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise UserError(f"{source}: {where} must be a list of names, e.g. [{value!r}], got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check(comp: Competition, source: str) -> None:
     """Every field's value, before any work: a wrong config is one line naming the field."""
     if comp.task is not None and comp.task not in TASKS:
@@ -162,11 +177,13 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: [columns] infer must be true or false")
     if comp.kind not in ("tabular", "image"):
         raise UserError(f"{source}: kind {comp.kind!r} is not 'tabular' or 'image'")
-    if not isinstance(comp.cv.folds, int) or comp.cv.folds < 2:
+    if not _is_int(comp.cv.seed) or comp.cv.seed < 0:
+        raise UserError(f"{source}: [cv] seed must be an integer >= 0, got {comp.cv.seed!r}")
+    if not _is_int(comp.cv.folds) or comp.cv.folds < 2:
         raise UserError(f"{source}: [cv] folds must be an integer >= 2, got {comp.cv.folds!r}")
     for key in ("repeats", "seeds"):
         value = getattr(comp.cv, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not _is_int(value) or value < 1:
             raise UserError(f"{source}: [cv] {key} must be an integer >= 1, got {value!r}")
     limit = comp.time_limit
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
@@ -175,7 +192,8 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: [ensemble] method must be best, select, blend or stack")
     if not isinstance(comp.ensemble.refit, bool):
         raise UserError(f"{source}: [ensemble] refit must be true or false, got {comp.ensemble.refit!r}")
-    if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
+    holdout = comp.cv.holdout
+    if holdout is not None and (isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 < holdout < 1):
         raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")
     if comp.features:  # a wrong [features] table is a config error, found before any work starts
         try:

@@ -17,8 +17,8 @@ submission column (``pipeline.predict`` reads it). In the signature a text colum
 ``string`` and a numeric one ``any`` (see ``input_spec``).
 
 Registry: ``register`` makes the run's model a new version of the model named after the
-competition; ``@champion`` moves to it only when its CV score beats the champion's on the same
-metric and the same folds.
+competition (``registered_name``); ``@champion`` moves to it only when its CV score beats the
+champion's on the same metric, split, folds, repeats and rows (``Coverage``), or covers more.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from models.image import ImageClassifier
 from pipeline import tracking
 from pipeline.config import Competition
 from pipeline.console import say
+from pipeline.errors import UserError
 from pipeline.metrics import Metric
 
 EXAMPLE_ROWS = 5
@@ -164,32 +167,86 @@ def _load_pyfunc(data_path: str) -> ImagePredictor:
 # --- the registry ---------------------------------------------------------------------------------
 
 
-def folds_of(comp: Competition) -> str:
-    """The folds a CV score was computed on: scores on other folds are not comparable."""
+def registered_name(competition: str) -> str:
+    """The registered model's name for a competition: its name, with what MLflow refuses in a model
+    name or what breaks a ``models:/<name>@champion`` URI (``/``, ``:``, ``@``, spaces) as ``-``.
+    ``submit`` registers under it; ``predict`` and ``serve`` look it up by the same function."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", competition).strip("-.")
+    if not name:
+        raise UserError(f"competition name {competition!r} gives no usable model name: name it with letters or digits")
+    return name
+
+
+def split_of(comp: Competition) -> str:
+    """The split a CV score was computed on: scores on other splits are not comparable."""
     cv = comp.cv
     return f"holdout {cv.holdout:g}, seed {cv.seed}" if cv.holdout is not None else f"{cv.folds}-fold, seed {cv.seed}"
 
 
-def register(comp: Competition, run_id: str, metric: Metric, score: float) -> str:
-    """The run's model as a new version of the model named after the competition; ``@champion``
-    moves to it when no version has the alias yet, or when it beats the champion's CV score on the
-    same metric and folds. Returns the new version."""
-    folds = folds_of(comp)
-    tags = {"run_id": run_id, "metric": metric.name, "cv_score": repr(float(score)), "folds": folds}
+@dataclass(frozen=True)
+class Coverage:
+    """What a CV score was actually computed on: the split, and the folds, repeats and rows that ran
+    (a time limit runs fewer). A champion is displaced only by a score on as much."""
+
+    split: str
+    folds: int
+    repeats: int
+    rows: int
+
+    @classmethod
+    def of(cls, comp: Competition, result: Any) -> Coverage:
+        """``comp``: the config the CV ran (its cut folds); ``result``: the CV result."""
+        held = np.asarray(result.folds)[np.asarray(result.folds) >= 0]
+        return cls(split_of(comp), len(np.unique(held)), max(1, len(result.repeats)), len(held))
+
+    def tags(self) -> dict[str, str]:
+        return {"folds": self.split, "folds_run": str(self.folds), "repeats_run": str(self.repeats),
+                "rows_run": str(self.rows)}
+
+    @classmethod
+    def from_tags(cls, tags: dict) -> Coverage | None:
+        try:
+            return cls(tags["folds"], int(tags["folds_run"]), int(tags["repeats_run"]), int(tags["rows_run"]))
+        except (KeyError, ValueError):
+            return None  # a version registered before these tags: its split alone is known
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.folds, self.repeats, self.rows
+
+    def __str__(self) -> str:
+        return f"{self.split}: {self.folds} folds, {self.repeats} repeats, {self.rows} rows"
+
+
+def register(comp: Competition, run_id: str, metric: Metric, score: float, coverage: Coverage) -> str:
+    """The run's model as a new version of the model named after the competition, tagged with the
+    folds, repeats and rows its CV score ``coverage`` covers. ``@champion`` moves to it when no
+    version has the alias yet; or on the same metric and split, when its score covers more (every
+    count at least the champion's, one more), or as much and is better. A score on fewer folds,
+    repeats or rows never displaces one on more. Returns the new version."""
+    tags = {"run_id": run_id, "metric": metric.name, "cv_score": repr(float(score)), **coverage.tags()}
+    why = []
 
     def beats(champion: dict | None) -> bool:
         if champion is None:
             return True
-        if champion.get("metric") != metric.name or champion.get("folds") != folds:
+        if champion.get("metric") != metric.name or champion.get("folds") != coverage.split:
+            why.append(f"its score is on {champion.get('metric')}, {champion.get('folds')}")
+            return False
+        held = Coverage.from_tags(champion)
+        if held is not None and held.counts() != coverage.counts():
+            if all(a >= b for a, b in zip(coverage.counts(), held.counts(), strict=True)):
+                return True  # the champion's score covers less: not a fair bar
+            why.append(f"its score covers more ({held}) than this run's ({coverage})")
             return False
         best = float(champion["cv_score"])
         return score > best if metric.greater_is_better else score < best
 
+    name = registered_name(comp.name)
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version ..." there
-        version, champion = tracking.register_model(f"runs:/{run_id}/{tracking.MODEL}", comp.name, tags,
-                                                    CHAMPION, beats)
+        version, champion = tracking.register_model(f"runs:/{run_id}/{tracking.MODEL}", name, tags, CHAMPION, beats)
     if champion == version:
-        say(f"registered model {comp.name} version {version}, now @{CHAMPION} (cv {metric.name} {score:.5f})")
+        say(f"registered model {name} version {version}, now @{CHAMPION} (cv {metric.name} {score:.5f}, {coverage})")
     else:
-        say(f"registered model {comp.name} version {version}; @{CHAMPION} stays on version {champion}")
+        say(f"registered model {name} version {version}; @{CHAMPION} stays on version {champion}"
+            + (f": {why[0]}" if why else ""))
     return version

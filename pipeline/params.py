@@ -84,7 +84,7 @@ def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = 
     if tuned and study is None:
         study = studies.best_params(comp, model)
         if study:
-            say(f"params: {model} uses the best trial of its Optuna study (--study ignore does not)")
+            say(f"params: {model} uses the best trial of its Optuna study (STUDY=ignore ignores it)")
     layers = (("portfolio", portfolio), ("config", config_params(comp, config_name or model)), ("study", study),
               ("command line", cli))
     values, sources = {}, {}

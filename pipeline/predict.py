@@ -23,6 +23,7 @@ import pandas as pd
 
 from features.tabular import category_label
 from pipeline import models_io, submission, tracking
+from pipeline.data.files import check_not_an_input, check_writable
 from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
 
@@ -84,9 +85,11 @@ def score(model, meta: dict, frame: pd.DataFrame, name: str) -> np.ndarray:
 def write(meta: dict, frame: pd.DataFrame, values: np.ndarray, output: Path, sample_path: Path | None) -> int:
     """Shape ``values`` like the sample (``sample_path``, else made from the ids), check, write atomically."""
     id_column, target = meta["id"], meta["target"]
-    ids = frame[id_column] if id_column in frame.columns else pd.Series(np.arange(1, len(frame) + 1), name=id_column)
+    # Ids as text, as the input and the sample are read; an input without ids is numbered 1, 2, ...
+    ids = (frame[id_column] if id_column in frame.columns
+           else pd.Series(np.arange(1, len(frame) + 1).astype(str), name=id_column))
     if sample_path is not None and Path(sample_path).is_file():
-        sample = read_csv(Path(sample_path))
+        sample = read_csv(Path(sample_path), dtype={id_column: "str"})
         if id_column not in sample.columns:
             raise UserError(f"{sample_path}: missing column {id_column!r}")
     else:
@@ -104,13 +107,30 @@ def predict(uri: str, *, output: Path, input_path: Path | None = None, competiti
             data_dir: Path | None = None, sample_path: Path | None = None) -> int:
     """Score ``input_path`` (default: the competition's test file) with the model at ``uri`` and
     write the submission ``output``; returns its row count."""
+    check_writable(Path(output))
+    check_not_an_input(Path(output), [input_path, sample_path])
     model = tracking.load_model(uri)
     meta = model_metadata(model, uri, competition)
-    input_path = Path(input_path) if input_path else default_input(meta, data_dir)
-    frame = read_csv(input_path)
+    input_path, sample_path = inputs(meta, input_path, data_dir, sample_path, output)
+    frame = read_input(input_path, meta["id"])
     values = score(model, meta, frame, input_path.name)
-    sample_path = sample_path or input_path.parent / meta["sample_submission_file"]
     return write(meta, frame, values, output, sample_path)
+
+
+def inputs(meta: dict, input_path: Path | None, data_dir: Path | None, sample_path: Path | None,
+           output: Path) -> tuple[Path, Path]:
+    """The rows to score (default: the competition's test file) and the sample beside them, neither
+    of them ``output``, which is no file of the competition's data folder either (before scoring)."""
+    data_folders = [] if input_path else [default_input(meta, data_dir).parent]
+    input_path = Path(input_path) if input_path else default_input(meta, data_dir)
+    sample_path = Path(sample_path) if sample_path else input_path.parent / meta["sample_submission_file"]
+    check_not_an_input(Path(output), [input_path, sample_path], data_folders)
+    return input_path, sample_path
+
+
+def read_input(path: Path, id_column: str) -> pd.DataFrame:
+    """The rows to score, their ids as written: a submission's ids are the sample's, byte for byte."""
+    return read_csv(path, dtype={id_column: "str"})
 
 
 def serve_command(uri: str, port: int) -> list[str]:

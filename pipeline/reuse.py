@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from pathlib import Path
 
 from pipeline import blend, config, models_io, predict, tracking
 from pipeline.console import say
+from pipeline.errors import UserError
 
 MODEL_HELP = "models:/<competition>@champion, models:/<competition>/<version> or runs:/<run id>/model"
 
@@ -21,6 +23,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="refuse a model of any other competition (default: the model's own)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ["DATA_DIR"]) if os.environ.get("DATA_DIR") else None,
                         help="folder of the default input (default data/<competition>)")
+    parser.add_argument("--target", help="as given to submit: a competition without a config is named after "
+                                         "--data-dir, and so is its registered model")
+    parser.add_argument("--id", dest="id_column", help="as given to submit (see --target)")
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +51,18 @@ def add_parsers(stages) -> None:
 
     server = stages.add_parser("serve", help="serve a logged model on 127.0.0.1 (mlflow models serve)")
     _model_options(server)
-    server.add_argument("--port", type=int, default=5001)
+    server.add_argument("--port", type=int, default=5001, help="a free port, 1-65535 (default 5001)")
 
 
 def _model_uri(args) -> str:
-    """``--model``, else the @champion of the competition (``--competition``, else the data folder's name)."""
+    """``--model``, else the @champion of the model ``submit`` registers for the same arguments:
+    the competition's name as ``submit`` finds it (``--competition``, else the data folder's when
+    ``--target``/``--id`` are given or a config has its name), through ``models_io.registered_name``."""
     if args.model_uri:
         return args.model_uri
-    return f"models:/{config.competition_name(args.competition, data_dir=args.data_dir)}@{models_io.CHAMPION}"
+    name = config.competition_name(args.competition, data_dir=args.data_dir,
+                                   columns_given=bool(args.target or args.id_column))
+    return f"models:/{models_io.registered_name(name)}@{models_io.CHAMPION}"
 
 
 def _stage_predict(args) -> None:
@@ -71,9 +80,23 @@ def _stage_blend(args) -> None:
 
 def _stage_serve(args) -> None:
     uri = _model_uri(args)
+    check_port(args.port)
+    predict.model_metadata(tracking.load_model(uri), uri, args.competition)  # there, and one of ours
     command = predict.serve_command(uri, args.port)
     say(f"serving {uri} on http://127.0.0.1:{args.port}/invocations")
     os.execv(command[0], command)
+
+
+def check_port(port: int) -> None:
+    """A port that ``serve`` can listen on at 127.0.0.1: in range and free, before MLflow starts."""
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: a port is 1-65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+                            "pick another (SERVE_PORT=)") from None
 
 
 STAGES = {"predict": _stage_predict, "blend": _stage_blend, "serve": _stage_serve}

@@ -8,6 +8,7 @@ check and write the submission atomically -> score it on held-back labels where 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from models.time_limit import TimeLimit
 from pipeline import kaggle_api, models_io, processes, tracking
 from pipeline.config import Competition
 from pipeline.console import say
-from pipeline.data import sources
-from pipeline.data.files import check_writable
+from pipeline.data import sources, tabular
+from pipeline.data.files import SOURCE_FILE, check_not_an_input, check_writable, staged
 from pipeline.errors import UserError
 from pipeline.tasks import for_competition
 
@@ -51,6 +52,12 @@ def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
     return default
 
 
+def data_files(comp: Competition, data_dir: Path) -> list[Path]:
+    """What a run reads, or a data folder holds, at the top of ``data_dir``: never an output."""
+    names = (comp.train_file, comp.test_file, comp.sample_submission_file, tabular.LABELS_FILE, SOURCE_FILE)
+    return [Path(data_dir) / name for name in names]
+
+
 def run(
     comp: Competition,
     data_dir: Path,
@@ -64,6 +71,7 @@ def run(
     resume: bool = True,
     register: bool | None = None,
     time_limit: TimeLimit | None = None,
+    config_file: Path | None = None,
 ) -> Outcome:
     """Cross-validate, refit on all rows and, when ``output`` is given, write the submission.
 
@@ -73,6 +81,7 @@ def run(
     With ``register`` (default: when there is an ``output``), the run's logged model becomes a new
     version of the registered model named after the competition (``models_io.register``).
     ``time_limit``: the run's clock, made at start-up (default: the config's ``time_limit``, from now).
+    The submission replaces an earlier one last, once everything that can fail has run.
     """
     time_limit = time_limit or TimeLimit(comp.time_limit)
     uploading = upload_message is not None and output is not None
@@ -80,6 +89,10 @@ def run(
         kaggle_api.check_upload(comp.kaggle, comp.name)
     if output is not None:
         check_writable(Path(output))
+        check_not_an_input(Path(output), [config_file, *data_files(comp, data_dir)], [data_dir])
+    registering = register if register is not None else output is not None  # submit registers by default
+    if registering:
+        models_io.registered_name(comp.name)  # a name MLflow refuses fails now, not after the training
     task = for_competition(comp)
     task.resume = resume
     if distributed.world_size() > 1 and not task.distributed:
@@ -101,17 +114,22 @@ def run(
         if not distributed.is_main():  # the other ranks only train
             return outcome
         predictions = task.predict(fitted, data, plan)
-        if output is not None:
-            rows = task.submission(data, plan, predictions, Path(output))
-            outcome.submission = Path(output)
-            tracking.log_artifact(output)
-            say(f"submission: {output} ({rows} rows)")
-        outcome.local_score = task.local_score(data, plan, predictions)
-        if outcome.local_score is not None:
-            tracking.log_metrics({f"local_test_{plan.metric.name}": outcome.local_score})
-        if register if register is not None else output is not None:  # submit registers by default
-            outcome.model_version = models_io.register(comp, active.info.run_id, plan.metric, result.score)
-        tracking.log_metrics({"wall_seconds": time_limit.elapsed()})
+        with staged(output) as written:  # the new submission, moved onto `output` last
+            if output is not None:
+                rows = task.submission(data, plan, predictions, written)
+                outcome.submission = Path(output)
+                tracking.log_artifact(written)
+            outcome.local_score = task.local_score(data, plan, predictions)
+            if outcome.local_score is not None:
+                tracking.log_metrics({f"local_test_{plan.metric.name}": outcome.local_score})
+            if registering:  # what the CV ran: the plan's split, the folds and rows of the result
+                coverage = models_io.Coverage.of(plan.comp or comp, result)
+                outcome.model_version = models_io.register(comp, active.info.run_id, plan.metric, result.score,
+                                                           coverage)
+            tracking.log_metrics({"wall_seconds": time_limit.elapsed()})
+            if output is not None:
+                os.replace(written, output)
+                say(f"submission: {output} ({rows} rows)")
         say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 
     if uploading:

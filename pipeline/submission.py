@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.tabular import category_label
+from pipeline.console import say
 from pipeline.data.files import write_csv_atomic
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, top_k_labels
@@ -47,6 +48,37 @@ def class_columns(columns: list[str], classes, target: str | None) -> list[int]:
     return found
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so
+
+
+def escape_formulas(values: np.ndarray) -> np.ndarray:
+    """Text labels that a spreadsheet would run as a formula (``=cmd|...``), with a leading ``'``,
+    as OWASP advises for CSV files. Numbers are left alone (``-1.5`` is a value, not a formula),
+    and so are ids, which must match the sample's byte for byte. Kaggle scores labels as text: a
+    class whose name itself starts so is then scored as not predicted, which is said when it
+    happens; we keep the file safe to open over that rare case."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+
+    def runs(value) -> bool:
+        return isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value)
+
+    escaped = np.array(["'" + v if runs(v) else v for v in values], dtype=object)
+    changed = sum(map(runs, values))
+    if changed:
+        say(f"submission: {changed} label{'s' if changed > 1 else ''} starting with = + - @ written with a "
+            "leading ' (a spreadsheet would run them as formulas)")
+    return escaped
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def build(
     sample: pd.DataFrame, test_ids: pd.Series, predictions: np.ndarray, id_column: str, *, labels: bool,
     classes=None, target: str | None = None, top_k: int | None = None,
@@ -64,7 +96,8 @@ def build(
         rows = pd.DataFrame(predictions, index=test_ids.to_numpy()).reindex(sample[id_column].to_numpy())
         if top_k is not None and len(targets) == 1:
             ranked = top_k_labels(rows.to_numpy(), [category_label(c) for c in classes], top_k)
-            return pd.DataFrame({id_column: sample[id_column].to_numpy(), targets[0]: [" ".join(r) for r in ranked]})
+            labels_listed = escape_formulas(np.array([" ".join(r) for r in ranked], dtype=object))
+            return pd.DataFrame({id_column: sample[id_column].to_numpy(), targets[0]: labels_listed})
         found = class_columns(targets, classes, target)
         return pd.DataFrame({id_column: sample[id_column].to_numpy(),
                              **{column: rows[i].to_numpy() for column, i in zip(targets, found, strict=True)}})
@@ -76,7 +109,7 @@ def build(
     if labels and pd.api.types.is_integer_dtype(sample[target]) and pd.api.types.is_numeric_dtype(values):
         if np.isfinite(values.astype(float)).all():
             values = values.astype(sample[target].dtype)
-    return pd.DataFrame({id_column: sample[id_column].to_numpy(), target: values})
+    return pd.DataFrame({id_column: sample[id_column].to_numpy(), target: escape_formulas(values)})
 
 
 def check_submission(

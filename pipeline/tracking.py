@@ -167,6 +167,12 @@ def close_dead_runs(experiment_id: str) -> list[str]:
             return closed
 
 
+def close_dead_runs_of(experiment: str) -> list[str]:
+    """``close_dead_runs`` for the experiment named ``experiment``, when there is one (none is created)."""
+    found = _client().get_experiment_by_name(experiment)
+    return close_dead_runs(found.experiment_id) if found is not None else []
+
+
 def _terminate(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while closing: no more waiting
     raise Terminated()

@@ -144,7 +144,7 @@ def main() -> None:
     env.pop("DATA_DIR", None)
     server = None
     try:
-        submit = [sys.executable, "-m", "pipeline", "submit", "--params", "default", "--no-progress"]
+        submit = [sys.executable, "-m", "pipeline", "submit", "--study", "ignore", "--no-progress"]
         if args.quick:
             submit += ["--model", "ridge"]
         subprocess.run(submit, cwd=work, env=env, check=True)

@@ -253,7 +253,7 @@ BAD = {
     "non-positive prices": (_frames_case("train.csv", lambda f: cell(f, "SalePrice", 2, 0)),
                             ["train.csv", "target 'SalePrice' must be positive"]),
     "text target": (_frames_case("train.csv", lambda f: cell(f, "SalePrice", 3, "expensive")),
-                    ["train.csv", "target 'SalePrice' must be numeric"]),
+                    ["train.csv", "column 'SalePrice' is numeric except at row 5 (value 'expensive')"]),
     "constant target": (_frames_case("train.csv", lambda f: f.assign(SalePrice=1)),
                         ["train.csv: target 'SalePrice' is 1 in every row: nothing to learn"]),
     "constant classification target": (_constant_classes,

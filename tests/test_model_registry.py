@@ -93,7 +93,7 @@ def write_digits(folder: Path, n_train: int = 90, n_test: int = 20) -> Path:
 
 def submit(*args) -> str:
     """``submit ARGS`` in this process; returns the run id."""
-    result = run_cli("submit", "--params", "default", *args)
+    result = run_cli("submit", "--study", "ignore", *args)
     assert result.code == 0, result.err
     return re.search(r"mlflow run (\w+) in", result.out).group(1)
 
@@ -127,7 +127,7 @@ def store(module_workdir):
     runs["lasso-3"] = submit("--config", three_folds, "--data-dir", houses, "--model", "lasso",
                              "--output", folder / "lasso-3.csv")
     champions.append(champion("house-prices"))
-    trained = run_cli("train", *common, "--model", "ridge", "--params", "default")
+    trained = run_cli("train", *common, "--model", "ridge", "--study", "ignore")
     assert trained.code == 0, trained.err
     runs["image"] = submit("--config", folder / "digits.toml", "--data-dir", digits, "--output", folder / "image.csv")
     return SimpleNamespace(folder=folder, houses=houses, digits=digits, runs=runs, champions=champions, config=config)

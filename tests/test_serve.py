@@ -84,7 +84,7 @@ def _started(command: list[str], cwd: Path, log: Path, ready: str, env: dict) ->
 def _submit(folder: Path, houses: Path, output: Path) -> str:
     config = folder / "houses.toml"
     config.write_text(HOUSES_TOML.format(name="house-prices", folds=2))
-    result = run_cli("submit", "--config", config, "--data-dir", houses, "--model", "ridge", "--params", "default",
+    result = run_cli("submit", "--config", config, "--data-dir", houses, "--model", "ridge", "--study", "ignore",
                      "--output", output)
     assert result.code == 0, result.err
     return re.search(r"mlflow run (\w+) in", result.out).group(1)

@@ -282,18 +282,18 @@ def test_tuned_params_beat_the_defaults(tuned, competition, monkeypatch):
     assert tuned_run.cv_score < 0.5 * default_run.cv_score
 
 
-@pytest.mark.parametrize("params_from", ["best", "default"])
-def test_submit_uses_the_study_unless_told_default(tuned, competition, monkeypatch, tmp_path, capsys, params_from):
+@pytest.mark.parametrize("study", ["best", "ignore"])
+def test_submit_uses_the_study_unless_told_to_ignore_it(tuned, competition, monkeypatch, tmp_path, capsys, study):
     _, outcome, _, journal = tuned
     monkeypatch.setenv("OPTUNA_STORAGE", str(journal))
     toml, data = competition
     code = cli.main(["submit", "--config", str(toml), "--data-dir", str(data), "--model", "ridge",
-                     "--output", str(tmp_path / "submission.csv"), "--params", params_from])
+                     "--output", str(tmp_path / "submission.csv"), "--study", study])
     out = capsys.readouterr().out
     assert code == 0
     logged = MlflowClient().get_run(mlflow_run_id(out)).data.params
     alphas = [float(v) for k, v in logged.items() if k.endswith("alpha")]
-    if params_from == "best":
+    if study == "best":
         assert "best trial of its Optuna study" in out
         assert alphas == [pytest.approx(outcome.best_params["alpha"])]
     else:
@@ -347,8 +347,7 @@ def test_tune_errors_are_one_line(competition, tune_dir, capsys):
     assert cli.main(["tune", "--config", str(toml), "--data-dir", str(data), "--model", "nope"]) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model 'nope'") and err.count("\n") == 1
-    with pytest.raises(SystemExit):
-        cli.main(["tune", "--config", str(toml), "--trials", "0"])
+    assert cli.main(["tune", "--config", str(toml), "--trials", "0"]) == cli.EXIT_USER_ERROR
 
 
 def test_an_ensemble_is_tuned_through_its_members_with_their_config_params(competition, tune_dir, capsys):

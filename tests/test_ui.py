@@ -68,7 +68,7 @@ def tracked(module_workdir):
     """A 2-fold ``submit --model ridge`` on the bundled data, in the module's own MLflow store."""
     folder, _ = module_workdir
     config_file = fast_house_prices_config(folder)
-    result = run_cli("submit", "--model", "ridge", "--params", "default", "--config", config_file,
+    result = run_cli("submit", "--model", "ridge", "--study", "ignore", "--config", config_file,
                      "--output", "submission.csv")
     assert result.code == 0, result.err
     from mlflow.tracking import MlflowClient

@@ -114,3 +114,69 @@ def align(train: pd.DataFrame, test: pd.DataFrame, *, target: str,
             test_types[column] = te.astype(tr.dtype)
     return (train.assign(**train_types) if train_types else train,
             test.assign(**test_types) if test_types else test)
+
+
+# --- checks of the config and the plan against the files (pipeline.tasks.tabular calls them) ------
+
+COLUMN_LISTS = ("categorical", "numeric", "drop", "text", "date", "high_cardinality")
+REGRESSION_METRICS = frozenset({"rmse", "log_rmse", "rmsle", "mae", "r2"})
+
+
+def check_config_columns(comp, train: pd.DataFrame, name: str) -> None:
+    """Every column a ``[columns]`` list names is in the training file: a typo is not ignored."""
+    for key in COLUMN_LISTS:
+        unknown = [column for column in getattr(comp, key) if column not in train.columns]
+        if unknown:
+            many = "s" if len(unknown) > 1 else ""
+            raise UserError(f"{comp.name}: [columns] {key} names unknown column{many} "
+                            f"{', '.join(map(repr, unknown[:5]))} (not in {name})")
+
+
+def check_features_left(comp, train: pd.DataFrame, name: str) -> None:
+    left = [c for c in train.columns if c not in (comp.target, comp.id, *comp.drop)]
+    if not left:
+        raise UserError(f"{name}: no feature columns left besides id {comp.id!r} and target {comp.target!r}"
+                        + (" once [columns] drop is applied" if comp.drop else ""))
+
+
+def check_numeric_target(y: pd.Series, name: str, task: str | None) -> None:
+    """A column of numbers with a stray word in it is junk at that row, not a multiclass target."""
+    if pd.api.types.is_numeric_dtype(y) or not is_numeric_column(y, y):
+        return
+    parsed = pd.to_numeric(y.astype(object), errors="coerce")
+    row = int(np.flatnonzero((y.notna() & parsed.isna()).to_numpy())[0])
+    raise UserError(f"{name}: column {y.name!r} is numeric except at row {file_row(row)} "
+                    f"(value {y.iloc[row]!r})" + (": a regression target is numbers" if task == "regression"
+                                                 else ': fix it, or set task = "multiclass" for labels'))
+
+
+def check_plan(comp, train: pd.DataFrame, sample_targets: list[str], task: str, metric, names: tuple[str, str]) -> None:
+    """The task, metric and folds against the files, before the MLflow run starts: a metric of the
+    other kind of task, a multiclass probability metric with one sample column, a class with
+    fewer rows than folds, a target out of the range of its transform or metric."""
+    train_name, sample_name = names
+    y = train[comp.target]
+    regression_metric = metric.name in REGRESSION_METRICS
+    if regression_metric != (task == "regression"):
+        hint = "--task regression" if regression_metric else "a classification metric or --task binary/multiclass"
+        raise UserError(f"{train_name}: metric {metric.name} is for "
+                        f"{'regression' if regression_metric else 'classification'}, but the target "
+                        f"{comp.target!r} is {task} (give {hint})")
+    if task == "multiclass" and metric.needs_proba and metric.top_k is None and len(sample_targets) == 1:
+        classes = y.nunique()
+        raise UserError(f"{sample_name}: metric {metric.name} scores one probability column per class "
+                        f"({classes} classes), but the sample has one column {sample_targets[0]!r}")
+    if task != "regression":
+        counts = y.value_counts()
+        if counts.min() < comp.cv.folds:
+            label = counts.idxmin()
+            raise UserError(f"{train_name}: class {category_label(label)!r} of {comp.target!r} has "
+                            f"{counts.min()} row{'s' if counts.min() != 1 else ''}, fewer than the "
+                            f"{comp.cv.folds} folds (lower [cv] folds)")
+        return
+    values = y.to_numpy(dtype=float)
+    for why, bad in (("log1p needs targets above -1", comp.target_transform == "log1p" and values <= -1),
+                     ("rmsle needs targets of 0 or more", metric.name == "rmsle" and values < 0)):
+        if np.any(bad):
+            row = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{train_name}: column {comp.target!r} holds {values[row]:g} at row {file_row(row)}: {why}")

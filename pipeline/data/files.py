@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +36,20 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
         raise
 
 
+@contextmanager
+def staged(path: Path | None) -> Iterator[Path | None]:
+    """A path of the same name as ``path`` in a temporary folder beside it, removed at the end with
+    whatever is still in it: write there, and ``os.replace`` it onto ``path`` once nothing can fail.
+    None for None."""
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+        yield Path(folder) / path.name
+
+
 def check_writable(path: Path, what: str = "--output") -> None:
     """Before any work: ``path`` names a file (not a folder) that can be written, its folder
     existing or creatable. Probes with an unnamed temporary file, so that it also holds for root
@@ -53,6 +69,23 @@ def check_writable(path: Path, what: str = "--output") -> None:
             pass
     except OSError as exc:
         raise UserError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def check_not_an_input(path: Path, inputs: list[Path | None], data_folders: list[Path | None] = (),
+                       what: str = "--output") -> None:
+    """Before any work: ``path`` is none of the ``inputs`` (data files, config, the rows to score),
+    whichever way it is written (relative, through a symlink, a hard link), nor a file already in
+    a subfolder of one of ``data_folders`` (where image competitions keep their images): a run
+    never overwrites what it reads. A new file there, or an earlier submission beside the data
+    files (``--data-dir .``), is fine."""
+    target = Path(path).resolve()
+    for given in (Path(p) for p in inputs if p is not None):
+        source = given.resolve()
+        if target == source or (target.exists() and source.exists() and os.path.samefile(target, source)):
+            raise UserError(f"{what} {path} is the input file {given}: write the output elsewhere")
+    for folder in (Path(f).resolve() for f in data_folders if f is not None):
+        if target.exists() and target.is_relative_to(folder) and target.parent != folder:
+            raise UserError(f"{what} {path} is a file of the data folder {folder}: write the output elsewhere")
 
 
 def write_frames(dest: Path, frames: dict[str, pd.DataFrame]) -> None:

@@ -40,6 +40,26 @@ def types_for_test_file(train: pd.DataFrame, target: str) -> dict[str, str]:
     return types
 
 
+_PLAIN_INTEGER = r"0|-?[1-9][0-9]{0,17}"  # int64 holds 18 digits
+
+
+def ids_are_plain_integers(frames: list[pd.DataFrame], id_column: str) -> bool:
+    """Whether every file's ids (read as text) are integers written plainly: no leading zeros, no
+    sign but a minus, no gaps. Then they are numbers; else they stay text, byte for byte as written,
+    for Kaggle matches ids as text ("001060" is not 1060)."""
+    for frame in frames:
+        if id_column not in frame.columns:
+            return False
+        ids = frame[id_column]
+        if ids.isna().any() or not ids.astype(str).str.fullmatch(_PLAIN_INTEGER).all():
+            return False
+    return True
+
+
+def _integer_ids(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    return frame.assign(**{id_column: frame[id_column].astype("int64")})
+
+
 def _first_non_numeric(series: pd.Series) -> tuple[int, object] | None:
     parsed = pd.to_numeric(series, errors="coerce")
     bad = series.notna() & parsed.isna()
@@ -81,6 +101,7 @@ def check_frames(
     files: tuple[str, str, str],
     categorical: tuple[str, ...] = (),
     positive_target: bool = False,
+    task: str | None = None,
 ) -> None:
     train_name, test_name, sample_name = files
     for frame, name, required in (
@@ -91,6 +112,10 @@ def check_frames(
         for column in required:
             if column not in frame.columns:
                 raise UserError(f"{name}: missing column {column!r}")
+        missing_ids = frame[id_column].isna()
+        if missing_ids.any():
+            raise UserError(f"{name}: column {id_column!r} is empty at row "
+                            f"{checks.file_row(int(np.flatnonzero(missing_ids.to_numpy())[0]))}: every row needs an id")
         duplicated = frame[id_column].duplicated()
         if duplicated.any():
             first = frame.loc[duplicated, id_column].tolist()[0]  # a Python value: 4, not np.int64(4)
@@ -113,6 +138,8 @@ def check_frames(
     check_numeric_columns(train, test, (train_name, test_name), categorical)
 
     y = train[target]
+    if task in (None, "regression"):
+        checks.check_numeric_target(y, train_name, task)
     if y.isna().any():
         raise UserError(f"{train_name}: target {target!r} has missing values (row {int(np.flatnonzero(y.isna())[0]) + 2})")
     if positive_target:
@@ -147,12 +174,13 @@ def load(comp: Competition, data_dir: Path) -> TabularData:
     if not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir} (run `make data`)")
     files = (comp.train_file, comp.test_file, comp.sample_submission_file)
-    train = read_csv(data_dir / files[0])
+    id_type = {comp.id: "str"}  # ids as written ("001060"), until all three files show plain integers
+    train = read_csv(data_dir / files[0], dtype=id_type)
     types = types_for_test_file(train, comp.target)
-    test = read_csv(data_dir / files[1], dtype=types)
-    # The sample's ids as test's: text ids ("0012") would otherwise not match numbers (12).
-    id_type = {comp.id: types[comp.id]} if comp.id in types else None
+    test = read_csv(data_dir / files[1], dtype={**types, **id_type})
     sample = read_csv(data_dir / files[2], dtype=id_type)
+    integer_ids = ids_are_plain_integers([train, test, sample], comp.id)
+    train, test, sample = (_integer_ids(frame, comp.id) if integer_ids else frame for frame in (train, test, sample))
     check_frames(
         train,
         test,
@@ -160,17 +188,19 @@ def load(comp: Competition, data_dir: Path) -> TabularData:
         target=comp.target,
         id_column=comp.id,
         files=files,
-        categorical=comp.categorical,
+        categorical=(*comp.categorical, comp.id),  # ids stay as read: text, or plain integers
         positive_target=comp.target_transform == "log",
+        task=comp.task,
     )
     checks.check_sample(sample, comp.id, files[2], train[comp.target])
     checks.check_rows(train, comp.cv.folds, files[0])
     checks.check_target_varies(train[comp.target], files[0])
-    train, test = checks.align(train, test, target=comp.target, categorical=comp.categorical)
+    train, test = checks.align(train, test, target=comp.target, categorical=(*comp.categorical, comp.id))
     checks.check_finite(train, files[0])
     checks.check_finite(test, files[1])
     source = source_of(data_dir)
     labels = None
     if source.startswith("bundled:") and (data_dir / LABELS_FILE).is_file():
         labels = read_csv(data_dir / LABELS_FILE, dtype=id_type)
+        labels = _integer_ids(labels, comp.id) if integer_ids else labels
     return TabularData(train=train, test=test, sample=sample, source=source, test_labels=labels)

@@ -24,6 +24,7 @@ from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import models_io, params, plots, submission, tracking
 from pipeline.console import say
+from pipeline.data import checks
 from pipeline.data import tabular as files
 from pipeline.data.tabular import TabularData
 from pipeline.errors import UserError
@@ -42,6 +43,9 @@ class TabularTask(FileTask):
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
+        # bad-input: the config's columns against the files, before any work (pipeline/data/checks.py)
+        checks.check_config_columns(self.comp, data.train, self.comp.train_file)
+        checks.check_features_left(self.comp, data.train, self.comp.train_file)
         if self.comp.outliers is not None:
             try:
                 RowRule.parse(self.comp.outliers).check_columns(data.train.columns)
@@ -58,6 +62,9 @@ class TabularTask(FileTask):
             metric = metric.with_classes(np.unique(data.train[comp.target].to_numpy()))
         if len(sample_targets) > 1:  # a probability column per class: each must map, before any work
             submission.class_columns(sample_targets, metric.classes or (), comp.target)
+        # bad-input: task, metric and folds against the files, before any work (pipeline/data/checks.py)
+        checks.check_plan(comp, data.train, sample_targets, task, metric,
+                          (comp.train_file, comp.sample_submission_file))
         return task, metric
 
     def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,

@@ -77,6 +77,8 @@ def tune(
     where = studies.describe_storage(url)
     study = _open_study(url, name, objective, comp)
 
+    for run_id in tracking.close_dead_runs_of(comp.name):  # even when this tune has nothing left to run
+        say(f"mlflow run {run_id} was left RUNNING by a process that is gone: marked KILLED")
     adopted = workers.fail_dead_trials(study)
     for number in adopted:
         say(f"trial {number} was left RUNNING by a worker that is gone: marked FAIL")
@@ -182,7 +184,7 @@ def _say_summary(outcome: TuneOutcome, model: str) -> None:
         return
     params = " ".join(f"{k}={workers.short(v)}" for k, v in outcome.best_params.items())
     say(f"best cv {outcome.metric}: {outcome.best_value:.5f} (trial {outcome.best_trial}) {params}")
-    say(f"make submit MODEL={model} now starts from these params (PARAMS=default ignores them)")
+    say(f"make submit MODEL={model} now starts from these params (STUDY=ignore ignores them)")
     if outcome.run_id:
         say(f"mlflow run {outcome.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 
