@@ -116,7 +116,7 @@ class Booster(BaseEstimator):
         frame = as_frame(X)
         if frame.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {frame.shape[1]} columns; the model was fit on {self.n_features_in_}")
-        return self._predict(frame)
+        return np.asarray(self._predict(frame), dtype=np.float64)  # XGBoost's are float32
 
 
 class BoostedRegressor(RegressorMixin, Booster):
@@ -138,8 +138,8 @@ class BoostedClassifier(ClassifierMixin, Booster):
     def predict_proba(self, X) -> np.ndarray:
         probabilities = self._outputs(X)
         if probabilities.ndim == 1:  # two classes: P(classes_[1])
-            probabilities = np.column_stack([1.0 - probabilities, probabilities])
-        return probabilities
+            return np.column_stack([1.0 - probabilities, probabilities])
+        return probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 sums drift from 1
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
