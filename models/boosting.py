@@ -92,7 +92,8 @@ class Booster(BaseEstimator):
     def _fit(self, X, y: np.ndarray, n_classes: int):
         limit = TimeLimit.start(self.time_limit, reserve=0.0)  # validates time_limit
         self._check_params()
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object) if isinstance(X, pd.DataFrame) else None
+        if isinstance(X, pd.DataFrame):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         frame = as_frame(X)
         self.n_features_in_ = frame.shape[1]
         split = None

@@ -36,7 +36,7 @@ def _lightgbm_space(trial) -> dict:
         "min_child_samples": trial.suggest_int("min_child_samples", 2, 100, log=True),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-4, 10.0, log=True),
+        "reg_lambda": trial.suggest_float("reg_lambda", 0.0, 10.0),
     }
 
 
@@ -60,37 +60,56 @@ def _catboost_space(trial) -> dict:
     }
 
 
-@register("lightgbm", space=_lightgbm_space)
+class _Names:
+    """A trial that answers each suggestion with its low end: what a search space names."""
+
+    def suggest_float(self, name, low, high, **options):
+        return low
+
+    suggest_int = suggest_float
+
+    def suggest_categorical(self, name, choices):
+        return choices[0]
+
+
+def _defaults(estimator, space) -> dict:
+    """``estimator``'s defaults for what ``space`` tunes: the registry's defaults, so that a study's
+    first trial is the untuned model (``pipeline/tune``)."""
+    params = estimator.get_params()
+    return {name: params[name] for name in space(_Names())}
+
+
+@register("lightgbm", space=_lightgbm_space, **_defaults(LightGBMRegressor(), _lightgbm_space))
 def lightgbm(**params):
     """LightGBM, native categories, early stopping inside the training fold."""
     return LightGBMRegressor(**params)
 
 
-@register("lightgbm_classifier", tasks=CLASSES, space=_lightgbm_space)
+@register("lightgbm_classifier", tasks=CLASSES, space=_lightgbm_space, **_defaults(LightGBMClassifier(), _lightgbm_space))
 def lightgbm_classifier(**params):
     """LightGBM classifier, native categories, early stopping inside the training fold."""
     return LightGBMClassifier(**params)
 
 
-@register("xgboost", space=_xgboost_space)
+@register("xgboost", space=_xgboost_space, **_defaults(XGBoostRegressor(), _xgboost_space))
 def xgboost(**params):
     """XGBoost (hist trees), native categories, early stopping inside the training fold."""
     return XGBoostRegressor(**params)
 
 
-@register("xgboost_classifier", tasks=CLASSES, space=_xgboost_space)
+@register("xgboost_classifier", tasks=CLASSES, space=_xgboost_space, **_defaults(XGBoostClassifier(), _xgboost_space))
 def xgboost_classifier(**params):
     """XGBoost classifier (hist trees), native categories, early stopping inside the training fold."""
     return XGBoostClassifier(**params)
 
 
-@register("catboost", space=_catboost_space)
+@register("catboost", space=_catboost_space, **_defaults(CatBoostRegressor(), _catboost_space))
 def catboost(**params):
     """CatBoost, native categories, early stopping inside the training fold."""
     return CatBoostRegressor(**params)
 
 
-@register("catboost_classifier", tasks=CLASSES, space=_catboost_space)
+@register("catboost_classifier", tasks=CLASSES, space=_catboost_space, **_defaults(CatBoostClassifier(), _catboost_space))
 def catboost_classifier(**params):
     """CatBoost classifier, native categories, early stopping inside the training fold."""
     return CatBoostClassifier(**params)
@@ -106,7 +125,7 @@ def _forest_space(trial) -> dict:
 
 # AutoGluon's forests are 300 trees of up to 15,000 leaves; 200 of up to 4,096 are 5-8x smaller,
 # which matters where every fold's model is kept for bagging (118 MB a forest at most).
-_FOREST = {"n_estimators": 200, "max_leaf_nodes": 4096, "random_state": 0}
+_FOREST = {"n_estimators": 200, "max_leaf_nodes": 4096, "min_samples_leaf": 1, "random_state": 0}
 
 
 def _forest(cls, params: dict):
