@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     task = tabular_suite.TASKS[args.task]
     folder = tabular_suite.build(task)
     comp = config.load(task.name, target=task.target, id_column=task.id, task=task.kind, metric=task.metric)
-    comp = dataclasses.replace(comp, cv=dataclasses.replace(comp.cv, folds=args.folds))
+    comp = dataclasses.replace(comp, cv=dataclasses.replace(comp.cv, folds=args.folds),
+                               target_transform="log1p" if task.metric == "rmsle" else None)  # as train does
     data = tabular.load(comp, folder)
     train = data.train if args.rows is None else data.train.head(args.rows)
     X, y = train.drop(columns=[task.target, task.id]), train[task.target]
