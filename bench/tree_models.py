@@ -2,7 +2,7 @@
 
 One model at a time, each through ``kfold.cross_validate_many`` as ``train --model NAME`` runs it
 (its own feature flavour: native categories for LightGBM, XGBoost and CatBoost; one-hot for
-HistGradientBoosting and the forests): out-of-fold score with the task's metric, and seconds::
+HistGradientBoosting and the forests): out-of-fold score with the task's metric, wall and CPU seconds (every thread's)::
 
     PYTHONPATH=. .venv/bin/python bench/tree_models.py --task hotel_price --folds 5 \\
         [--models hist_gbm lightgbm ...] [--rows N]
@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     if task.is_classification:
         metric = metric.with_classes(tabular_suite.classes_of(task, y))
     print(f"{task.name}: {len(X)} rows, {X.shape[1]} columns, {args.folds}-fold, {task.metric}", flush=True)
-    print(f"{'model':<24} {'score':>10} {'seconds':>8}")
+    print(f"{'model':<24} {'score':>10} {'seconds':>8} {'CPU s':>8}")
     for name in args.models:
         model = name if task.kind == "regression" or name.endswith("_classifier") else f"{name}_classifier"
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = kfold.cross_validate_many(comp, X, y, task=task.kind, metric=metric, models={model: {}},
                                            progress=False)[model]
-        print(f"{model:<24} {result.score:>10.4f} {time.perf_counter() - started:>8.1f}", flush=True)
+        print(f"{model:<24} {result.score:>10.4f} {time.perf_counter() - started:>8.1f} "
+              f"{time.process_time() - cpu:>8.1f}", flush=True)
     return 0
 
 

@@ -71,3 +71,17 @@ def test_kfold_builds_the_native_features_for_the_models_that_take_them():
     assert type(kfold.build_estimator(comp, lightgbm, "onehot").steps[-2][1]).__name__ == "TabularPreprocessor"
     with pytest.raises(ValueError, match="feature encoding"):
         kfold.build_features(comp, "ordinal")
+
+
+@pytest.mark.parametrize("name", ["hist_gbm", "hist_gbm_classifier"])
+def test_histogram_boosting_splits_on_the_native_categories(name):
+    comp = config.load("native-test", target="y", id_column="key")
+    X = table(n=300)
+    y = X["size"].fillna(0) + (X["zone"] == "north")
+    if name.endswith("classifier"):
+        y = y > y.median()
+    pipe = kfold.build_estimator(comp, registry.create(name, "tabular", max_iter=20), "native").fit(X, y)
+    model = pipe.steps[-1][1]
+    # rooms (number codes, 1 to 5) and zone, from their dtype
+    assert model.is_categorical_.tolist() == [False, True, True, False]
+    assert pipe.predict(table(n=20, seed=1)).shape == (20,)
