@@ -33,8 +33,8 @@ def recorded(monkeypatch):
     original = kfold.build_features
     RecordFitRows.fits = []
 
-    def recording(comp):
-        return Pipeline([("record", RecordFitRows()), *original(comp).steps])
+    def recording(comp, encoding="onehot"):
+        return Pipeline([("record", RecordFitRows()), *original(comp, encoding).steps])
 
     monkeypatch.setattr(kfold, "build_features", recording)
     return RecordFitRows.fits
@@ -50,7 +50,7 @@ def _competition(**extra) -> config.Competition:
     return config.from_dict(raw, "test")
 
 
-@pytest.mark.parametrize("model", ["ridge", "ensemble"])
+@pytest.mark.parametrize("model", ["ridge", "ensemble", "lightgbm"])  # lightgbm: the native features
 def test_feature_steps_are_fit_on_the_training_fold_only(workdir, recorded, model):
     folder = _houses(workdir)
     comp = _competition(outliers="GrLivArea > 2500", model={"name": model},
