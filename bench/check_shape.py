@@ -29,7 +29,8 @@ MAX_LINES = 400
 # (module, imported module): imports inside a function that are allowed, and left out of the
 # cycle search. The registry loads the built-in models on its first lookup, and they import it to
 # register themselves (timm's pattern): registration, not a dependency of one's logic on the other.
-LAZY_ALLOWED: set[tuple[str, str]] = {("models.registry", "models.tabular"), ("models.registry", "models.vision")}
+LAZY_ALLOWED: set[tuple[str, str]] = {("models.registry", "models.tabular"), ("models.registry", "models.trees"),
+                                       ("models.registry", "models.vision")}
 # module: (most lines, why it may pass MAX_LINES). Reviewed: each holds one family of parts that
 # read better side by side than split across files; the cap stops it growing (split it then).
 LONG_ALLOWED: dict[str, tuple[int, str]] = {

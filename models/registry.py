@@ -64,7 +64,7 @@ def register(
 
 def _load_builtin_models() -> None:
     # Importing the modules runs their @register decorators.
-    from models import tabular, vision  # noqa: F401
+    from models import tabular, trees, vision  # noqa: F401
 
 
 def get(name: str, kind: str | None = None) -> ModelEntry:

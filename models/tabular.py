@@ -287,7 +287,7 @@ def ridge(**params):
 @register(
     "lasso",
     space=lambda t: {"alpha": t.suggest_float("alpha", 1e-5, 1e-2, log=True)},
-    alpha=3e-4,
+    alpha=1e-3,
     max_iter=50_000,
     random_state=0,
 )
@@ -302,8 +302,8 @@ def lasso(**params):
         "alpha": t.suggest_float("alpha", 1e-5, 1e-2, log=True),
         "l1_ratio": t.suggest_float("l1_ratio", 0.05, 1.0),
     },
-    alpha=6e-4,
-    l1_ratio=0.8,
+    alpha=1e-3,
+    l1_ratio=0.5,
     max_iter=50_000,
     random_state=0,
 )
@@ -322,7 +322,7 @@ def elasticnet(**params):
     alpha=1.0,
     kernel="polynomial",
     degree=2,
-    coef0=10.0,
+    coef0=1.0,
 )
 def kernel_ridge(**params):
     """Kernel ridge regression with a polynomial kernel."""
@@ -336,9 +336,9 @@ def kernel_ridge(**params):
         "epsilon": t.suggest_float("epsilon", 1e-3, 0.1, log=True),
         "gamma": t.suggest_float("gamma", 1e-5, 1e-2, log=True),
     },
-    C=20.0,
-    epsilon=0.008,
-    gamma=3e-4,
+    C=1.0,
+    epsilon=0.1,
+    gamma=1e-2,
 )
 def svr(**params):
     """Support vector regression with an RBF kernel."""
@@ -359,17 +359,16 @@ def _gbm_space(trial) -> dict:
 @register(
     "gbm",
     space=_gbm_space,
-    n_estimators=1500,
-    learning_rate=0.03,
-    max_depth=4,
-    max_features="sqrt",
-    min_samples_leaf=15,
+    n_estimators=500,
+    learning_rate=0.05,
+    max_depth=3,
+    max_features=1.0,
+    min_samples_leaf=10,
     subsample=0.8,
-    loss="huber",
     random_state=0,
 )
 def gbm(**params):
-    """Gradient boosting (scikit-learn), Huber loss: robust to the few outlier prices."""
+    """Gradient boosting (scikit-learn)."""
     return GradientBoostingRegressor(**params)
 
 
@@ -421,21 +420,21 @@ def _residual_boosting_space(trial) -> dict:
 @register(
     "elasticnet_gbm",
     space=_residual_boosting_space,
-    alpha=6e-4,
-    l1_ratio=0.8,
-    n_estimators=1500,
-    learning_rate=0.01,
-    max_depth=4,
-    min_samples_leaf=15,
+    alpha=1e-3,
+    l1_ratio=0.5,
+    n_estimators=500,
+    learning_rate=0.05,
+    max_depth=3,
+    min_samples_leaf=10,
     subsample=0.8,
-    max_features="sqrt",
+    max_features=1.0,
     random_state=0,
 )
 def elasticnet_gbm(alpha: float, l1_ratio: float, random_state: int = 0, **booster_params):
-    """Elastic net, then Huber gradient boosting on its residuals (ResidualBoostedRegressor)."""
+    """Elastic net, then gradient boosting on its residuals (ResidualBoostedRegressor)."""
     return ResidualBoostedRegressor(
         linear=ElasticNet(alpha=alpha, l1_ratio=l1_ratio, max_iter=50_000, random_state=random_state),
-        booster=GradientBoostingRegressor(loss="huber", random_state=random_state, **booster_params),
+        booster=GradientBoostingRegressor(random_state=random_state, **booster_params),
     )
 
 

@@ -51,7 +51,8 @@ from pipeline.metrics import Metric
 EXAMPLE_ROWS = 5
 CHAMPION = "champion"
 NUMERIC_TYPE = "any"  # in a signature: see input_spec
-PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "torch", "cloudpickle", "mlflow")
+PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "torch", "cloudpickle", "mlflow",
+            "lightgbm", "catboost", "xgboost", "xgboost-cpu")  # either xgboost wheel: the one installed
 OOF_FILE = "oof_predictions.csv"  # in a tabular model's extra_files: what ``blend`` combines
 
 # Each cloudpickled model would warn that skops is safer (see ``tracking.log_model`` for why not);

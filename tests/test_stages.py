@@ -50,7 +50,8 @@ def _competition(**extra) -> config.Competition:
     return config.from_dict(raw, "test")
 
 
-@pytest.mark.parametrize("model, refit", [("ridge", False), ("ensemble", False), ("ensemble", True)])
+@pytest.mark.parametrize("model, refit", [("ridge", False), ("ensemble", False), ("ensemble", True),
+                                          ("lightgbm", False)])  # lightgbm: the native features
 def test_feature_steps_are_fit_on_the_training_fold_only(workdir, recorded, model, refit):
     folder = _houses(workdir)
     comp = _competition(outliers="GrLivArea > 2500", model={"name": model},

@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
 from features.engineering import make_feature_steps
+from features.native import NativePreprocessor
 from features.roles import ColumnRoles
 from features.rules import RowRule
 from features.tabular import TabularPreprocessor
@@ -45,11 +46,37 @@ def role_options(comp: Competition) -> dict:
             "date": comp.date, "high_cardinality": comp.high_cardinality, "infer": comp.infer_roles}
 
 
+ENCODINGS = ("onehot", "native")
+
+
+def feature_encoding(model) -> str:
+    """The features ``model`` takes: ``"native"`` (numbers with their gaps, pandas categories:
+    ``NativePreprocessor``) where it says so (``model.feature_encoding``), an ensemble where every
+    member does; else ``"onehot"`` (``TabularPreprocessor``)."""
+    members = getattr(model, "estimators", None)
+    if members is not None and not hasattr(model, "feature_encoding"):
+        return shared_encoding(member for _, member in members)
+    return getattr(model, "feature_encoding", "onehot")
+
+
+def shared_encoding(models) -> str:
+    """The one encoding for features shared by ``models``: native where every one takes it."""
+    return "native" if {feature_encoding(model) for model in models} == {"native"} else "onehot"
+
+
 def build_features(comp: Competition, encoding: str = "onehot") -> Pipeline:
-    """The config's feature-engineering steps, then the column roles, then the preprocessor;
-    ``encoding``: how the model takes categories (a model's ``feature_encoding``)."""
-    roles = ColumnRoles(**role_options(comp))
-    preprocess = TabularPreprocessor(categorical=comp.categorical, numeric=comp.numeric, drop=comp.drop)
+    """The config's feature-engineering steps, then the column roles, then the preprocessor of
+    ``encoding`` (:data:`ENCODINGS`). Native categories have no one-hot width to keep within:
+    only a column of more than ``max_onehot`` levels goes to frequency and target encoding."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"feature encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
+    columns = {"categorical": comp.categorical, "numeric": comp.numeric, "drop": comp.drop}
+    if encoding == "native":
+        roles = ColumnRoles(**role_options(comp), max_onehot_width=None)
+        preprocess = NativePreprocessor(**columns)
+    else:
+        roles = ColumnRoles(**role_options(comp))
+        preprocess = TabularPreprocessor(**columns)
     try:
         steps = make_feature_steps(comp.features)
     except ValueError as exc:
@@ -57,9 +84,10 @@ def build_features(comp: Competition, encoding: str = "onehot") -> Pipeline:
     return Pipeline([*steps, ("roles", roles), ("preprocess", preprocess)])
 
 
-def build_estimator(comp: Competition, model):
-    """``Pipeline(features..., model)``, inside the target transform when the config has one."""
-    pipe = Pipeline([*build_features(comp).steps, ("model", model)])
+def build_estimator(comp: Competition, model, encoding: str | None = None):
+    """``Pipeline(features..., model)``, inside the target transform when the config has one;
+    the features of ``encoding``, by default those the model takes (:func:`feature_encoding`)."""
+    pipe = Pipeline([*build_features(comp, encoding or feature_encoding(model)).steps, ("model", model)])
     if comp.target_transform in TARGET_TRANSFORMS:
         forward, inverse = TARGET_TRANSFORMS[comp.target_transform]
         return TransformedTargetRegressor(regressor=pipe, func=forward, inverse_func=inverse, check_inverse=False)
@@ -177,11 +205,13 @@ def cross_validate_many(
     scores: dict[str, list[list[float]]] = {name: [[] for _ in range(comp.cv.repeats)] for name in models}
     histories: dict[str, list] = {name: [] for name in models}
     y_true = y.to_numpy()
+    # One feature matrix a fold for every model: native where all of them take it (feature_encoding).
+    encoding = shared_encoding(create_model(name, params) for name, params in models.items())
     for r, k, train_idx, valid_idx in tqdm(splits, desc="folds", disable=hidden, leave=False):
         fold_of_row[r, valid_idx] = k
         X_fit, y_fit = drop_outliers(comp, X.iloc[train_idx], y.iloc[train_idx])
         target = forward(y_fit.to_numpy()) if forward else y_fit.to_numpy()
-        features = build_features(comp)
+        features = build_features(comp, encoding)
         train_matrix = features.fit_transform(X_fit, target)  # the target: for target encoding
         valid_matrix = features.transform(X.iloc[valid_idx])
         for name, params in models.items():
@@ -228,8 +258,7 @@ def cross_validate_many(
     return results
 
 
-def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model, *, transform: bool = True,
-            encoding: str = "onehot"):
+def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model, *, transform: bool = True):
     """The refit on every training row (outliers still dropped): ``model`` inside the full pipeline;
     without ``transform``, a pipeline fit on the transformed target whose predictions stay in its
     space (an ensemble that combines members there applies the inverse itself)."""
@@ -238,5 +267,5 @@ def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model, *, transfor
         if transform:
             return build_estimator(comp, model).fit(X_fit, y_fit)
         forward = TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v,))[0]
-        pipe = Pipeline([*build_features(comp, encoding).steps, ("model", model)])
+        pipe = Pipeline([*build_features(comp, feature_encoding(model)).steps, ("model", model)])
         return pipe.fit(X_fit, forward(y_fit.to_numpy()))

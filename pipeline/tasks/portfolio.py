@@ -225,7 +225,7 @@ class Portfolio:
                 if self.time_limit.limited and knob:
                     share = self._left(predict_seconds * n_fits / max(done, 1)) / ((n_fits - done) * len(seeds))
                     model.set_params(**{knob: max(share, MIN_FOLD_SECONDS)})
-                encoding = getattr(model, "feature_encoding", "onehot")
+                encoding = kfold.feature_encoding(model)
                 features, train, valid = self.features.get(encoding, (r, k), valid_idx)
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
                 predicting = clock()

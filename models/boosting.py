@@ -1,0 +1,146 @@
+"""What the gradient-boosting libraries' estimators share (``models/boosters.py`` has the three).
+
+Each is a scikit-learn estimator around the library's own training call, in HistGradientBoosting's
+vocabulary: ``early_stopping`` holds out ``validation_fraction`` of the rows given to ``fit`` (a
+fraction, or a number of rows; seeded by ``random_state``; stratified for a classifier, a class's
+last row always kept for training), training stops once ``n_iter_no_change`` rounds in a row have
+not lowered the held-out loss, and the model of the best round is kept: ``max_iter`` is a ceiling.
+Where the split would hold out fewer than ``MIN_VALIDATION_ROWS`` rows (or leave fewer for
+training), every row trains for up to ``max_iter`` rounds; ``validation_rows_`` says which
+happened. ``time_limit`` (seconds for this fit, from its start; a
+:class:`models.time_limit.TimeLimit`) stops training at the end of the round that reaches it,
+through the library's callback; the best round so far is kept.
+
+Fitted: ``n_iter_`` (rounds trained), ``best_iteration_`` (rounds the predictions use, the first
+``best_iteration_`` of them). ``random_state`` seeds the split and the library: the same seed, the
+same predictions. Threads: :func:`models.threads.budget`, the process's one thread policy.
+
+Input: a DataFrame with ``category`` columns (:class:`features.native.NativePreprocessor`'s
+output, ``feature_encoding = "native"``) goes to the library's own categorical splits; a matrix
+of numbers (the one-hot preprocessor's) works as well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.validation import check_is_fitted
+
+from models import threads
+from models.time_limit import TimeLimit
+
+# Fewer held-out rows than this and early stopping would follow noise: every row trains instead.
+MIN_VALIDATION_ROWS = 20
+
+
+def validation_split(n: int, fraction: float | int, seed: int, classes: np.ndarray | None = None):
+    """(training rows, held-out rows), or None where too few rows would be held out or left.
+
+    ``classes``: each row's class code, for a split holding out about ``fraction`` of every class
+    (a class's last row stays for training)."""
+    share = fraction / n if isinstance(fraction, int | np.integer) else float(fraction)
+    rng = np.random.default_rng([seed, 7919])
+    if classes is None:
+        held = rng.permutation(n)[: int(round(share * n))]
+    else:
+        parts = []
+        for code in np.unique(classes):
+            rows = rng.permutation(np.flatnonzero(classes == code))
+            parts.append(rows[: min(len(rows) - 1, int(round(share * len(rows))))])
+        held = np.concatenate(parts)
+    if len(held) < MIN_VALIDATION_ROWS or n - len(held) < MIN_VALIDATION_ROWS:
+        return None
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.sort(held)
+
+
+def as_frame(X) -> pd.DataFrame:
+    """``X`` as a DataFrame with positional column names (``f0``, ``f1``, ...): the libraries refuse
+    some characters in feature names, and a name is not what a tree splits on."""
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=float))
+    return frame.set_axis([f"f{i}" for i in range(frame.shape[1])], axis=1)
+
+
+def categorical_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+
+
+class Booster(BaseEstimator):
+    """The shared fit: checks, the held-out split, the time limit; a library subclass supplies
+    ``_train(X, y, X_val, y_val, n_classes, limit)`` (setting ``booster_``, ``n_iter_`` and
+    ``best_iteration_``) and ``_predict(X)`` (values, or probabilities one column per class)."""
+
+    feature_encoding = "native"  # what kfold.build_features puts in front of it
+
+    def _check_params(self) -> None:
+        for name in ("max_iter", "n_iter_no_change"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name}={value!r}: a whole number, 1 or more")
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not (
+            (isinstance(fraction, int | np.integer) and fraction >= 1)
+            or (isinstance(fraction, float | np.floating) and 0 < fraction < 1)
+        ):
+            raise ValueError(f"validation_fraction={fraction!r}: a fraction in (0, 1) or a number of rows")
+        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate={self.learning_rate!r}: a positive number")
+
+    def _fit(self, X, y: np.ndarray, n_classes: int):
+        limit = TimeLimit.start(self.time_limit, reserve=0.0)  # validates time_limit
+        self._check_params()
+        if isinstance(X, pd.DataFrame):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        frame = as_frame(X)
+        self.n_features_in_ = frame.shape[1]
+        split = None
+        if self.early_stopping:
+            split = validation_split(len(frame), self.validation_fraction, self.random_state,
+                                     y if n_classes else None)
+        self.validation_rows_ = 0 if split is None else len(split[1])
+        if split is None:
+            self._train(frame, y, None, None, n_classes, limit)
+        else:
+            fit_rows, held_rows = split
+            self._train(frame.iloc[fit_rows], y[fit_rows], frame.iloc[held_rows], y[held_rows], n_classes, limit)
+        return self
+
+    @property
+    def _threads(self) -> int:
+        return threads.budget()
+
+    def _outputs(self, X) -> np.ndarray:
+        check_is_fitted(self, "booster_")
+        frame = as_frame(X)
+        if frame.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {frame.shape[1]} columns; the model was fit on {self.n_features_in_}")
+        return np.asarray(self._predict(frame), dtype=np.float64)  # XGBoost's are float32
+
+
+class BoostedRegressor(RegressorMixin, Booster):
+    def fit(self, X, y):
+        return self._fit(X, np.asarray(y, dtype=np.float64), 0)
+
+    def predict(self, X) -> np.ndarray:
+        return self._outputs(X)
+
+
+class BoostedClassifier(ClassifierMixin, Booster):
+    def fit(self, X, y):
+        self.label_encoder_ = LabelEncoder().fit(y)
+        self.classes_ = self.label_encoder_.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs two classes or more; y has {len(self.classes_)}")
+        return self._fit(X, self.label_encoder_.transform(y).astype(np.int64), len(self.classes_))
+
+    def predict_proba(self, X) -> np.ndarray:
+        probabilities = self._outputs(X)
+        if probabilities.ndim == 1:  # two classes: P(classes_[1])
+            return np.column_stack([1.0 - probabilities, probabilities])
+        return probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 sums drift from 1
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
