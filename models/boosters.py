@@ -68,7 +68,7 @@ class LightGBMModel(Booster):
         self.time_limit = time_limit
         self.random_state = random_state
 
-    def _train(self, X, y, X_val, y_val, n_classes, limit):
+    def _train(self, X, y, X_val, y_val, n_classes, limit, rounds):
         objective = {0: "regression", 2: "binary"}.get(n_classes, "multiclass")
         params = {"objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
                   "min_child_samples": self.min_child_samples, "bagging_fraction": self.subsample,
@@ -81,7 +81,7 @@ class LightGBMModel(Booster):
         train = lightgbm.Dataset(X, y, categorical_feature=categorical_columns(X) or "auto")
         valid = [] if X_val is None else [lightgbm.Dataset(X_val, y_val, reference=train)]
         stop = _LightGBMStop(self.n_iter_no_change, limit)
-        self.booster_ = lightgbm.train(params, train, num_boost_round=self.max_iter, valid_sets=valid,
+        self.booster_ = lightgbm.train(params, train, num_boost_round=rounds, valid_sets=valid,
                                        callbacks=[stop])
         self.n_iter_ = stop.rounds
         self.best_iteration_ = self.booster_.best_iteration or stop.rounds
@@ -130,7 +130,7 @@ class XGBoostModel(Booster):
         self.time_limit = time_limit
         self.random_state = random_state
 
-    def _train(self, X, y, X_val, y_val, n_classes, limit):
+    def _train(self, X, y, X_val, y_val, n_classes, limit, rounds):
         objective = {0: "reg:squarederror", 2: "binary:logistic"}.get(n_classes, "multi:softprob")
         params = {"objective": objective, "eta": self.learning_rate, "max_depth": self.max_depth,
                   "min_child_weight": self.min_child_weight, "subsample": self.subsample,
@@ -145,7 +145,7 @@ class XGBoostModel(Booster):
         callbacks = [clock]
         if evals:
             callbacks.insert(0, xgboost.callback.EarlyStopping(rounds=self.n_iter_no_change, save_best=False))
-        self.booster_ = xgboost.train(params, train, num_boost_round=self.max_iter, evals=evals,
+        self.booster_ = xgboost.train(params, train, num_boost_round=rounds, evals=evals,
                                       callbacks=callbacks, verbose_eval=False)
         self.n_iter_ = clock.rounds
         best = self.booster_.attr("best_iteration")
@@ -206,9 +206,9 @@ class CatBoostModel(Booster):
         self.time_limit = time_limit
         self.random_state = random_state
 
-    def _train(self, X, y, X_val, y_val, n_classes, limit):
+    def _train(self, X, y, X_val, y_val, n_classes, limit, rounds):
         X, cat_features = catboost_frame(X)
-        params = {"learning_rate": self.learning_rate, "iterations": self.max_iter, "depth": self.depth,
+        params = {"learning_rate": self.learning_rate, "iterations": rounds, "depth": self.depth,
                   "l2_leaf_reg": self.l2_leaf_reg, "random_strength": self.random_strength,
                   "border_count": self.border_count, "one_hot_max_size": self.one_hot_max_size,
                   "random_seed": self.random_state, "thread_count": self._threads, "verbose": False,

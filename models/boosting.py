@@ -6,8 +6,10 @@ fraction, or a number of rows; seeded by ``random_state``; stratified for a clas
 last row always kept for training), training stops once ``n_iter_no_change`` rounds in a row have
 not lowered the held-out loss, and the model of the best round is kept: ``max_iter`` is a ceiling.
 Where the split would hold out fewer than ``MIN_VALIDATION_ROWS`` rows (or leave fewer for
-training), every row trains for up to ``max_iter`` rounds; ``validation_rows_`` says which
-happened. ``time_limit`` (seconds for this fit, from its start; a
+training), every row trains for ``UNSTOPPED_ROUNDS`` rounds at learning rate 0.1, scaled to the
+learning rate (200 at 0.05), never past ``max_iter``: LightGBM's and XGBoost's own default of 100
+rounds at 0.1; ``max_iter`` (10,000) is a ceiling for early stopping, not a count to train
+without it. ``validation_rows_`` says which happened. ``time_limit`` (seconds for this fit, from its start; a
 :class:`models.time_limit.TimeLimit`) stops training at the end of the round that reaches it,
 through the library's callback; the best round so far is kept.
 
@@ -33,6 +35,7 @@ from models.time_limit import TimeLimit
 
 # Fewer held-out rows than this and early stopping would follow noise: every row trains instead.
 MIN_VALIDATION_ROWS = 20
+UNSTOPPED_ROUNDS = 100  # at learning rate 0.1, without early stopping (scaled: 200 at 0.05)
 
 
 def validation_split(n: int, fraction: float | int, seed: int, classes: np.ndarray | None = None):
@@ -70,7 +73,7 @@ def categorical_columns(frame: pd.DataFrame) -> list[str]:
 
 class Booster(BaseEstimator):
     """The shared fit: checks, the held-out split, the time limit; a library subclass supplies
-    ``_train(X, y, X_val, y_val, n_classes, limit)`` (setting ``booster_``, ``n_iter_`` and
+    ``_train(X, y, X_val, y_val, n_classes, limit, rounds)`` (setting ``booster_``, ``n_iter_`` and
     ``best_iteration_``) and ``_predict(X)`` (values, or probabilities one column per class)."""
 
     feature_encoding = "native"  # what kfold.build_features puts in front of it
@@ -101,11 +104,14 @@ class Booster(BaseEstimator):
             split = validation_split(len(frame), self.validation_fraction, self.random_state,
                                      y if n_classes else None)
         self.validation_rows_ = 0 if split is None else len(split[1])
-        if split is None:
-            self._train(frame, y, None, None, n_classes, limit)
+        if split is None:  # too few rows to stop early on: a count of rounds, not the ceiling
+            rounds = (min(self.max_iter, max(1, round(UNSTOPPED_ROUNDS * 0.1 / self.learning_rate)))
+                      if self.early_stopping else self.max_iter)
+            self._train(frame, y, None, None, n_classes, limit, rounds)
         else:
             fit_rows, held_rows = split
-            self._train(frame.iloc[fit_rows], y[fit_rows], frame.iloc[held_rows], y[held_rows], n_classes, limit)
+            self._train(frame.iloc[fit_rows], y[fit_rows], frame.iloc[held_rows], y[held_rows], n_classes, limit,
+                        self.max_iter)
         return self
 
     @property

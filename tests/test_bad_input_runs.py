@@ -29,9 +29,9 @@ BAD_LINE = "error: "
 
 @pytest.fixture
 def trained(monkeypatch) -> list[str]:
-    """Every cross-validation or refit started."""
+    """Every model fit (k-fold, the portfolio's or tuning's) or refit started."""
     started = []
-    for name in ("cross_validate_many", "fit_all"):
+    for name in ("fit_model", "fit_all"):
         real = getattr(kfold, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
@@ -164,21 +164,26 @@ def test_a_run_that_fails_at_registration_leaves_the_earlier_submission(house, m
 # --- 4. @champion compares like with like ---------------------------------------------------------
 
 def test_a_time_limited_run_on_fewer_folds_does_not_take_champion(house):  # noqa: F811
+    """The portfolio never cuts folds to keep time (it fits fewer configurations), so a run on
+    fewer folds is one whose CV covered less: it never takes the alias, whatever its score. A
+    limit too short for any work stops before the run, champion and submission untouched."""
     workdir, data, _, config_file, _ = house
     full, _ = submit(data, config_file, "--study", "ignore")
     assert full.code == 0, full.err
+    before = (workdir / "submission.csv").read_bytes()
     cut, _ = submit(data, config_file, "--study", "ignore", "--time-limit", "0.001")
-    assert cut.code == 0, cut.err
+    assert cut.code == 2 and len(cut.err_lines) == 1 and cut.err.startswith("error: time limit"), cut.err
+    assert (workdir / "submission.csv").read_bytes() == before
     client = MlflowClient()
-    first, second = (client.get_model_version("house-prices", v) for v in ("1", "2"))
+    first = client.get_model_version("house-prices", "1")
     assert client.get_model_version_by_alias("house-prices", models_io.CHAMPION).version == 1
-    ran = [(int(v.tags["folds_run"]), int(v.tags["repeats_run"]), int(v.tags["rows_run"])) for v in (first, second)]
-    assert ran[0] == (2, 1, 40)  # the config's 2 folds over every row
-    assert ran[1] < ran[0] or ran[1][2] < ran[0][2]  # the time limit ran less
-    # Even with a better score, the run that covers less stays behind the champion.
+    assert (int(first.tags["folds_run"]), int(first.tags["repeats_run"]), int(first.tags["rows_run"])) == (2, 1, 40)
+    assert [r.info.status for r in mlflow_runs()] == ["FINISHED"]  # the short run never started one
+    # Even with a better score, a run that covers fewer folds stays behind the champion.
     comp = config.load("house-prices-fast", config_file=config_file)
     with tracking.run(comp.name, "register-again"):
-        models_io.register(comp, second.run_id, get_metric("log_rmse"), 0.0, models_io.Coverage.from_tags(second.tags))
+        models_io.register(comp, first.run_id, get_metric("log_rmse"), 0.0,
+                           models_io.Coverage(first.tags["folds"], 1, 1, 20))
     assert client.get_model_version_by_alias("house-prices", models_io.CHAMPION).version == 1
 
 

@@ -18,7 +18,8 @@ torch MLP: its ``time_limit`` parameter) gets each fold's share of the time left
 misjudged price shortens it instead of overrunning, and it runs on what is left rather than
 being skipped (the selection weighs a short fit by what it scores); a fold does not start when
 the folds already timed say it would not end in time, and a configuration that cannot finish its
-folds is dropped.
+folds is dropped. While configurations wait after it, one model takes at most ``CONFIG_SHARE`` of
+the time left (CatBoost at its defaults would take all of it on a 2-core machine).
 
 After each configuration the ensemble is selected again on the out-of-fold predictions
 (``models.ensemble.select``, cross-fitted: the score printed is honest), so the result is always
@@ -51,6 +52,7 @@ PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabula
 CACHE_BYTES = 1 << 30  # fold feature matrices kept for the next configuration up to this size
 MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
 MIN_STOPPABLE_FOLD_SECONDS = 3.0  # a model that stops itself runs on a shorter share than its price
+CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
 
 
 @dataclass(frozen=True)
@@ -199,9 +201,10 @@ class Portfolio:
         return -value if self.metric.greater_is_better else value
 
     # --- one configuration --------------------------------------------------------------------
-    def _fit_one(self, config: Configuration) -> Fitted | None:
+    def _fit_one(self, config: Configuration, last: bool = True) -> Fitted | None:
         clock = self.time_limit.clock
         started = clock()
+        own_deadline = started + self._left() * (1.0 if last else CONFIG_SHARE)
         n_fits = len(self.splits)
         seeds = _seeds(kfold.create_model(config.model, config.params), self.seeds)
         predict_seconds = 0.0
@@ -223,7 +226,8 @@ class Portfolio:
                 model = kfold.create_model(config.model, {**config.params, **seed})
                 knob = _time_knob(model)
                 if self.time_limit.limited and knob:
-                    share = self._left(predict_seconds * n_fits / max(done, 1)) / ((n_fits - done) * len(seeds))
+                    left = min(self._left(predict_seconds * n_fits / max(done, 1)), own_deadline - clock())
+                    share = left / ((n_fits - done) * len(seeds) - seeds.index(seed))
                     model.set_params(**{knob: max(share, MIN_FOLD_SECONDS)})
                 encoding = kfold.feature_encoding(model)
                 features, train, valid = self.features.get(encoding, (r, k), valid_idx)
@@ -295,7 +299,7 @@ class Portfolio:
                     skipped.append(config.name)
                     say(f"  {config.name}: skipped (about {estimate:.0f} s, {self._left():.0f} s left)")
                     continue
-            one = self._fit_one(config)
+            one = self._fit_one(config, last=position == len(self.configs) - 1)
             if one is None:
                 skipped.append(config.name)
                 continue

@@ -94,8 +94,12 @@ class TabularTask(FileTask):
             method = comp.ensemble.method if name == params.ENSEMBLE else "select"  # one model: itself
         for member, values in resolved.items():
             params.check(models[member], self.registry_kind, values)
+        time_limit = time_limit or TimeLimit(comp.time_limit)
+        if time_limit.limited and time_limit.left() < portfolio.MIN_FOLD_SECONDS * comp.cv.folds:
+            raise UserError(f"time limit {time_limit.seconds:g} s: {time_limit.elapsed():.0f} s went on start-up and "
+                            f"reading the files, {time_limit.left():.0f} s are left for work; give the run more time")
         return Plan(task, metric, name, {m: v.values for m, v in resolved.items()}, comp=comp,
-                    time_limit=time_limit or TimeLimit(comp.time_limit), sources={m: v.sources for m, v in resolved.items()},
+                    time_limit=time_limit, sources={m: v.sources for m, v in resolved.items()},
                     models=models, costs=costs, method=method)
 
     def untuned_params(self, plan: Plan) -> dict:
