@@ -20,7 +20,7 @@ import torch
 
 from models import distributed, registry
 from models.vision import parameter_count
-from pipeline import config, processes, reuse, stages, studies, tracking, tune
+from pipeline import config, leaderboard, processes, reuse, stages, studies, tracking, tune
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--output", "-o", type=Path, default=Path("submission.csv"), help="submission file")
             stage.add_argument("--upload", action="store_true", help="upload to Kaggle after writing")
             stage.add_argument("--message", "-M", default="kaggle-pipeline submission", help="upload message")
+            # competitor's loop (issue 22): how long an upload waits for its public score
+            stage.add_argument("--wait", type=float, default=leaderboard.DEFAULT_WAIT, metavar="SECONDS",
+                               help="seconds to wait for the public score after --upload (0: only record "
+                                    "the submission; `leaderboard` fetches it later)")
 
     tune = stages.add_parser("tune", help="Optuna study for a model: prunes, resumes, runs workers in parallel")
     _competition_options(tune)
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
     reuse.add_parsers(stages)  # predict, blend, serve
+    leaderboard.add_parser(stages)
     return parser
 
 
@@ -180,6 +185,12 @@ def _data_dir(args) -> Path | None:
 
 
 def _stage_data(args) -> None:
+    name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
+                                   columns_given=bool(args.target or args.id_column))
+    if args.config is None and name not in config.available() and not args.bundled:  # a Kaggle slug
+        data_dir = _data_dir(args) or Path("data") / name
+        say(f"data: {sources.fill_from_kaggle(name, data_dir)} in {data_dir}")
+        return
     comp = _load_competition(args)
     data_dir = _data_dir(args) or Path("data") / comp.name
     source = sources.fill(comp, data_dir, prefer_bundled=args.bundled)
@@ -196,6 +207,7 @@ def _stage_train(args, output: Path | None) -> None:
             params=dict(args.params),
             output=output,
             upload_message=args.message if getattr(args, "upload", False) else None,
+            score_wait=getattr(args, "wait", 0.0),
             progress=args.progress,
             tuned=args.params_from == "best",
             resume=args.resume,
@@ -239,6 +251,7 @@ STAGES = {
     "models": _stage_models,
     "ui": _stage_ui,
     **reuse.STAGES,
+    **leaderboard.STAGES,
 }
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import distributed
-from pipeline import kaggle_api, models_io, processes, tracking
+from models.time_limit import TimeLimit
+from pipeline import kaggle_api, leaderboard, models_io, processes, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import sources
@@ -36,6 +37,7 @@ class Outcome:
     submission: Path | None = None
     local_score: float | None = None
     model_version: str | None = None  # its version of the registered model named after the competition
+    public_score: float | None = None  # the Kaggle public leaderboard's, when --upload waited for it
 
 
 def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
@@ -59,6 +61,7 @@ def run(
     params: dict | None = None,
     output: Path | None = None,
     upload_message: str | None = None,
+    score_wait: float = 0.0,
     progress: bool | None = None,
     tuned: bool = True,
     resume: bool = True,
@@ -73,6 +76,8 @@ def run(
     With ``register`` (default: when there is an ``output``), the run's logged model becomes a new
     version of the registered model named after the competition (``models_io.register``).
     ``started`` (a ``perf_counter()`` value, default now): where the competition's ``time_limit`` counts from.
+    After an upload, the run gets its submission's reference and, within ``score_wait`` seconds,
+    its public score (``pipeline.leaderboard``).
     """
     started = time.perf_counter() if started is None else started
     uploading = upload_message is not None and output is not None
@@ -115,6 +120,9 @@ def run(
         say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 
     if uploading:
-        kaggle_api.upload(Path(output), comp.kaggle, upload_message)
+        kaggle_api.upload(Path(output), comp.kaggle, leaderboard.upload_message(upload_message, outcome.run_id))
         say(f"uploaded {output} to {comp.kaggle}")
+        wait = TimeLimit(score_wait, reserve=0.0) if score_wait > 0 else None
+        scored = leaderboard.follow(comp.kaggle, outcome.run_id, plan.metric.name, wait)
+        outcome.public_score = scored.public if scored is not None else None
     return outcome
