@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="best: start from the Optuna study's best trial when one exists (default); "
                                 "default: the config's and the model's own params")
         _distributed_options(stage)
+        stage.add_argument("--drop-shifted", type=_positive(int), default=0, metavar="K",
+                           help="drop the K columns that most tell the test set from the training set "
+                                "(the shift line of every tabular run names them)")
         stage.add_argument("--register", action=argparse.BooleanOptionalAction, default=name == "submit",
                            help="register the run's model under the competition's name (default: submit only)")
         if name == "submit":
@@ -208,6 +211,7 @@ def _stage_train(args, output: Path | None) -> None:
             output=output,
             upload_message=args.message if getattr(args, "upload", False) else None,
             score_wait=getattr(args, "wait", 0.0),
+            drop_shifted=args.drop_shifted,
             progress=args.progress,
             tuned=args.params_from == "best",
             resume=args.resume,

@@ -62,6 +62,7 @@ def run(
     output: Path | None = None,
     upload_message: str | None = None,
     score_wait: float = 0.0,
+    drop_shifted: int = 0,
     progress: bool | None = None,
     tuned: bool = True,
     resume: bool = True,
@@ -77,7 +78,8 @@ def run(
     version of the registered model named after the competition (``models_io.register``).
     ``started`` (a ``perf_counter()`` value, default now): where the competition's ``time_limit`` counts from.
     After an upload, the run gets its submission's reference and, within ``score_wait`` seconds,
-    its public score (``pipeline.leaderboard``).
+    its public score (``pipeline.leaderboard``). ``drop_shifted`` (K): the K columns that most tell
+    the test set from the training set leave both (``pipeline.shift``).
     """
     started = time.perf_counter() if started is None else started
     uploading = upload_message is not None and output is not None
@@ -87,6 +89,7 @@ def run(
         check_writable(Path(output))
     task = for_competition(comp)
     task.resume = resume
+    task.drop_shifted = drop_shifted
     if distributed.world_size() > 1 and not task.distributed:
         raise UserError(f"{comp.name}: only image competitions run on several processes (NPROC=1 here)")
     data = task.load(data_dir)
@@ -99,6 +102,7 @@ def run(
             "model": plan.model, "stage": stage, **task.tags(data, plan)}
     with tracking.run(comp.name, f"{stage}-{plan.model}", tags=tags) as active:
         tracking.log_params({**comp.as_params(), **task.run_params(data, plan)})
+        data = task.check_shift(data, plan)  # train-vs-test shift (pipeline/shift.py); images: nothing
         result = task.validate(data, plan, progress=progress)
         fitted = task.refit(data, plan, result, progress=progress)
         outcome = Outcome(plan.model, plan.params, plan.metric.name, result.score, result.fold_scores,

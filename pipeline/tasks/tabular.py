@@ -20,8 +20,10 @@ import pandas as pd
 from features import roles
 from features.rules import RowRule
 from models import ensemble as ensembles
+from models.time_limit import TimeLimit
 from models.training import pick_device
-from pipeline import models_io, params, plots, submission, tracking
+from pipeline import models_io, params, plots, shift, submission, tracking
+from pipeline import predictions as predictions_io
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import tabular as files
@@ -47,6 +49,7 @@ class TabularTask(FileTask):
     registry_kind = "tabular"
     progress_unit = "fold"
     _cv_rows: np.ndarray | None = None  # the rows validate's CV held out, for the refit's logged OOF
+    drop_shifted: int = 0  # --drop-shifted K: the K columns that most separate train from test leave
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
@@ -139,6 +142,12 @@ class TabularTask(FileTask):
                                          on_fold=on_fold, on_epoch=on_epoch, progress=progress,
                                          scored_rows=scored)[plan.model]
 
+    def check_shift(self, data: TabularData, plan: Plan) -> TabularData:
+        limit = None if plan.deadline is None else TimeLimit(max(plan.deadline - time.perf_counter(), 1e-3),
+                                                             reserve=0.0)
+        return shift.check(data, id_column=self.comp.id, target=self.comp.target, drop=self.drop_shifted,
+                           seed=self.comp.cv.seed, time_limit=limit)
+
     def validate(self, data: TabularData, plan: Plan, *, progress: bool | None) -> CVResult:
         comp, metric = self.comp, plan.metric
         X, y = self._xy(data)
@@ -179,6 +188,10 @@ class TabularTask(FileTask):
             result.final = kfold.create_model(plan.model, plan.params)
         result.scores, result.scores_without_outliers = scores, without
         self._log_result(result, metric, data, plan.model, rows)
+        members, first = {**results, plan.model: result}, next(iter(results.values()))  # the folds: a member's
+        predictions_io.log_oof(data.train[comp.id][rows], y, [r.folds for r in first.repeats] or [first.folds],
+                            {name: [r.oof for r in one.repeats] or [one.oof] for name, one in members.items()},
+                            metric.classes if _probabilities(plan, metric) else None)
         if len(scores) > 1:
             tracking.log_figure(plots.model_comparison(scores, metric.name), "model_comparison.png")
         say(f"cv {metric.name}: {result.score:.5f}{_spread(result)} "
@@ -201,6 +214,10 @@ class TabularTask(FileTask):
         predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
                                     proba=submission.wants_probabilities(sample, self.comp.id, metric))
         submission.check_finite(predictions, plan.model, "test")
+        proba = _probabilities(plan, metric)
+        by_member = predictions_io.member_predictions(fitted, data.test.drop(columns=[self.comp.id]), metric,
+                                                      plan.model, proba=proba)
+        predictions_io.log_test(data.test[self.comp.id], by_member, metric.classes if proba else None)
         return predictions
 
     def submission(self, data: TabularData, plan: Plan, predictions: np.ndarray, path: Path) -> int:
@@ -261,6 +278,12 @@ def _best_alone(comp: Competition, results: dict[str, CVResult], members: dict[s
     result = dataclasses.replace(results[best], weights={name: float(name == best) for name in results})
     result.final = kfold.build_ensemble(comp, members, {best: 1.0}, 0.0)
     return result
+
+
+def _probabilities(plan: Plan, metric: Metric) -> bool:
+    """Whether the out-of-fold predictions are class probabilities: an ensemble of classifiers
+    blends them, and a metric on probabilities scores them."""
+    return metric.classes is not None and (plan.model == params.ENSEMBLE or metric.needs_proba)
 
 
 def _spread(result: CVResult) -> str:
