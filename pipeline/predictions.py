@@ -7,7 +7,8 @@ Each tabular run logs two CSV files under its ``predictions/`` artifacts:
   per member, named after it (``ridge``); for a classifier one column per class,
   ``<member>:<class>``, holding that member's out-of-fold probability. An ensemble's own blend is
   one more member, named after the model (``ensemble``).
-- ``test.csv``: the same member columns, for each test id, from the models refit on every row.
+- ``test.csv``: the same columns, for each test id, from the models refit on every row: the
+  members the final model keeps (an ensemble refits only those of positive weight) and its blend.
 
 Rows are in the training file's order within each repeat, so two runs with the same seed and
 data write the same bytes. Floats are written in full (``repr``), so a blend in a notebook gives
