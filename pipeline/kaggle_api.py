@@ -57,14 +57,16 @@ def explain(output: str, competition: str) -> str | None:
     """The one line for a failure the client reported in ``output``; None: not one we know."""
     status = re.search(r"\b(401|403|404|429)\b", output)
     if "kaggle.json" in output or "KAGGLE_USERNAME" in output or (status and status[1] == "401"):
-        return "Kaggle refused the credentials or found none: set KAGGLE_USERNAME/KAGGLE_KEY (or ~/.kaggle/kaggle.json)"
+        return ("Kaggle refused the credentials or found none (401): set KAGGLE_USERNAME/KAGGLE_KEY "
+                "(or ~/.kaggle/kaggle.json)")
     if status is None:
         return None
     return {
-        "403": f"Kaggle refused access to {competition!r}: accept its rules at "
+        "403": f"Kaggle refused access to {competition!r} (403): accept its rules at "
                f"https://www.kaggle.com/competitions/{competition}/rules",
-        "404": f"no Kaggle competition {competition!r} (the slug in its address: kaggle.com/competitions/<slug>)",
-        "429": "Kaggle rate-limited this client: wait a few minutes and try again",
+        "404": f"no Kaggle competition {competition!r} (404; the slug is in its address: "
+               "kaggle.com/competitions/<slug>)",
+        "429": "Kaggle rate-limited this client (429): wait a few minutes and try again",
     }[status[1]]
 
 

@@ -63,7 +63,11 @@ def follow(competition: str, run_id: str, metric: str, time_limit: TimeLimit | N
     interval = POLL_SECONDS if interval is None else interval
     found = None
     while True:
-        found = _of_run(kaggle_api.submissions(competition), run_id) or found
+        try:
+            found = _of_run(kaggle_api.submissions(competition), run_id) or found
+        except UserError as exc:  # the upload itself went through: say so, and leave the rest to `leaderboard`
+            say(f"leaderboard: {exc}; `python -m pipeline leaderboard -c {competition}` fetches the score later")
+            return found
         if found is not None:
             record(run_id, competition, found, metric)
             if found.scored:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from conftest import artifact_names, mlflow_runs, run_cli, synthetic_frames
-from pipeline.data.files import SOURCE_FILE
 from fake_kaggle import install
 
 from models.time_limit import TimeLimit
 from pipeline import kaggle_api, leaderboard, tracking
+from pipeline.data.files import SOURCE_FILE
 
 SLUG = "playground-series-s9e9"
 

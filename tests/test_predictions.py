@@ -46,7 +46,7 @@ def test_an_ensemble_run_logs_every_member_and_its_blend(workdir):
     oof = pd.read_csv(_download(run.info.run_id, "oof.csv", workdir / "dl"))
     assert list(oof.columns) == ["id", "repeat", "fold", "actual", "hist_gbm", "ridge", "ensemble"]
     assert len(oof) == 2 * len(train) and sorted(oof["repeat"].unique()) == [0, 1]
-    for repeat, rows in oof.groupby("repeat"):  # every training row once a repeat, folds 0..4
+    for _, rows in oof.groupby("repeat"):  # every training row once a repeat, folds 0..4
         assert sorted(rows["id"]) == sorted(train["id"]) and sorted(rows["fold"].unique()) == [0, 1, 2, 3, 4]
     rmse = metrics.get("rmse")
     each = [rmse.score(rows["actual"].to_numpy(), rows["ensemble"].to_numpy()) for _, rows in oof.groupby("repeat")]
