@@ -27,7 +27,6 @@ from sklearn.compose import TransformedTargetRegressor
 from models.ensemble import WeightedEnsemble
 from pipeline import tracking
 from pipeline.metrics import Metric
-from pipeline.tasks import kfold
 
 FOLDER = "predictions"
 CHUNK_ROWS = 50_000
@@ -80,6 +79,16 @@ def log_oof(ids: pd.Series, actual: pd.Series, folds: list[np.ndarray], members:
     _log(oof_frame(ids, actual, folds, members, classes), "oof.csv")
 
 
+def _predict(estimator, rows, classes) -> np.ndarray:
+    """Values or labels; given ``classes``, probabilities in their order (0 for a class unseen)."""
+    if classes is None:
+        return np.asarray(estimator.predict(rows))
+    found = estimator.predict_proba(rows)
+    aligned = np.zeros((len(found), len(classes)))
+    aligned[:, [list(classes).index(c) for c in estimator.classes_]] = found
+    return aligned
+
+
 def member_predictions(fitted, X: pd.DataFrame, metric: Metric, name: str, *, proba: bool) -> dict[str, np.ndarray]:
     """Each member's test predictions from a refit ``Pipeline(features..., model)`` (in a target
     transform or not), and an ensemble's blend of them as ``name``; the features are computed
@@ -93,8 +102,7 @@ def member_predictions(fitted, X: pd.DataFrame, metric: Metric, name: str, *, pr
     for start in range(0, len(X), CHUNK_ROWS):
         rows = features.transform(X.iloc[start:start + CHUNK_ROWS])
         for member, estimator in members:
-            chunks[member].append(kfold.predict(estimator, rows, metric, proba=proba, per_class=proba,
-                                                chunk_rows=None))
+            chunks[member].append(_predict(estimator, rows, metric.classes if proba else None))
     raw = {member: np.concatenate(parts) for member, parts in chunks.items()}
     found = {member: inverse(values) if inverse else values for member, values in raw.items()}
     if isinstance(model, WeightedEnsemble):
