@@ -40,17 +40,24 @@ NODE_RANK ?= 0
 MASTER_ADDR ?=
 MASTER_PORT ?= 29500
 RESUME ?=
+# The competitor's loop: seconds an upload waits for its public score, a run and a hand-made
+# submission to link, the K columns that most tell test from train to drop.
+WAIT ?=
+RUN ?=
+SUBMISSION ?=
+DROP_SHIFTED ?=
 
 COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC)) \
 	$(if $(TIME),--time-limit $(TIME)) $(if $(REPEATS),--repeats $(REPEATS))
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
+SHIFT_ARGS = $(if $(DROP_SHIFTED),--drop-shifted $(DROP_SHIFTED))
 PARAMS_ARGS = $(if $(PARAMS),--params $(PARAMS))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
 DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
-.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve
+.PHONY: help install data train submit ui test lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve leaderboard
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +66,7 @@ help: ## list the targets
 	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats>"
 	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
 	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIMEOUT=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) PARAMS=default"
+	@echo "  kaggle:    COMPETITION=<Kaggle slug> (no config needed) WAIT=<s for the public score> DROP_SHIFTED=<K> RUN=<id> SUBMISSION=<ref>"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
 # the CPU build of torch goes in first, so the `torch>=` range then installs nothing more.
@@ -76,10 +84,10 @@ data: $(VENV)/.installed ## fill DATA_DIR: Kaggle download with credentials, els
 	$(PY) -m pipeline data $(COMMON)
 
 train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
-	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS)
+	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS)
 
 submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
-	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
+	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)" $(if $(WAIT),--wait $(WAIT)))
 
 REUSE_ARGS = $(if $(MODEL_URI),--model "$(MODEL_URI)") $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
@@ -88,6 +96,9 @@ predict: $(VENV)/.installed ## score INPUT (default: the test file) with MODEL_U
 
 blend: $(VENV)/.installed ## combine finished runs RUNS="<run id> <run id> ..." by their out-of-fold predictions, write OUTPUT
 	$(PY) -m pipeline blend $(RUNS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)
+
+leaderboard: $(VENV)/.installed ## sync public scores of uploads into their runs; CV against public, rank correlation (RUN= SUBMISSION= links one)
+	$(PY) -m pipeline leaderboard $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RUN),--run $(RUN)) $(if $(SUBMISSION),--submission $(SUBMISSION))
 
 serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001): POST rows as JSON to /invocations
 	$(PY) -m pipeline serve $(REUSE_ARGS) --port $(SERVE_PORT)

@@ -81,12 +81,12 @@ def follow(competition: str, run_id: str, metric: str, time_limit: TimeLimit | N
         if time_limit is None or time_limit.left() <= 0:
             break
         sleep(min(interval, time_limit.left()))
+    later = f"`python -m pipeline leaderboard -c {competition}` fetches its score later"
     if found is None:
-        say(f"leaderboard: the submission is not listed yet; `python -m pipeline leaderboard -c {competition}` "
-            "links it later")
+        say(f"leaderboard: the submission is not listed yet; {later}")
     else:
-        say(f"leaderboard: submission {found.ref} not scored after {time_limit.seconds if time_limit else 0:.0f} s; "
-            f"`python -m pipeline leaderboard -c {competition}` fetches its score later")
+        waited = f"not scored after {time_limit.seconds:.0f} s" if time_limit else "recorded on the run"
+        say(f"leaderboard: submission {found.ref} {waited}; {later}")
     return found
 
 
@@ -198,7 +198,7 @@ def report(experiment: str, competition: str, *, run_id: str | None = None, ref:
           + ("n/a (needs 3 runs with different scores)" if rho is None else f"{rho:+.3f}"))
     if scored:
         figure = plots.cv_vs_public([r.cv for r in scored], [r.public for r in scored],
-                                    [r.run_id[:8] for r in scored], metric, rho=rho)
+                                    [f"{r.run_id[:8]} {r.name}" for r in scored], metric, rho=rho)
         with tracking.run(experiment, "leaderboard", tags={"stage": "leaderboard", COMPETITION_TAG: competition}):
             tracking.log_figure(figure, "cv_vs_public.png")
             tracking.log_metrics({"leaderboard_runs": len(scored), **({"cv_public_spearman": rho} if rho is not None

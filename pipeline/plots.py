@@ -136,6 +136,6 @@ def cv_vs_public(cv: list[float], public: list[float], labels: list[str], metric
     ax.set_xlabel(f"cv {metric}")
     ax.set_ylabel(f"public {metric}")
     shown = "n/a" if rho is None else f"{rho:.2f}"
-    ax.set_title(f"CV against the public leaderboard ({len(cv)} runs, Spearman {shown})")
+    ax.set_title(f"CV against the public leaderboard\n{len(cv)} runs, Spearman rank correlation {shown}")
     figure.tight_layout()
     return figure
