@@ -168,12 +168,16 @@ def _number(value: float | None, spread: float | None = None) -> str:
 
 
 def format_table(table: list[Row], metric: str) -> list[str]:
-    header = f"{'run':<10} {'name':<28} {'cv ' + metric + ' ± spread':<28} {'public':>9} {'public-cv':>10}"
+    """One line a run; a private column once the competition shows private scores."""
+    private = any(row.private is not None for row in table)
+    header = (f"{'run':<10} {'name':<28} {'cv ' + metric + ' ± spread':<28} {'public':>9} {'public-cv':>10}"
+              + (f" {'private':>9}" if private else ""))
     lines = [header, "-" * len(header)]
     for row in table:
         spread = _number(row.cv, row.spread) + (" (r)" if row.spread_of == "repeats" else "")
         difference = "-" if row.difference is None else f"{row.difference:+.5f}"
-        lines.append(f"{row.run_id[:8]:<10} {row.name[:28]:<28} {spread:<28} {_number(row.public):>9} {difference:>10}")
+        lines.append(f"{row.run_id[:8]:<10} {row.name[:28]:<28} {spread:<28} {_number(row.public):>9} {difference:>10}"
+                     + (f" {_number(row.private):>9}" if private else ""))
     return lines
 
 

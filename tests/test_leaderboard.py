@@ -173,3 +173,19 @@ def test_a_hand_made_submission_is_linked_to_its_run(kaggle, workdir):
     assert "n/a" in result.out  # one run with a public score: no correlation yet
     wrong = run_cli("leaderboard", "-c", SLUG, "--run", run.info.run_id[:8], "--submission", "nope")
     assert wrong.code == 2 and "--submission nope" in wrong.err and len(wrong.err_lines) == 1
+
+
+def test_a_private_score_is_logged_once_the_competition_shows_one(kaggle, workdir):
+    answers = pd.DataFrame({"id": [1, 2, 3, 4], "target": [1.0, 2.0, 3.0, 4.0]})
+    kaggle.competition("closed-one", {}, answers, delay=0, private=True)
+    answers.assign(target=[1.0, 2.0, 3.0, 6.0]).to_csv(workdir / "s.csv", index=False)
+    with tracking.run("closed-one", "submit-ridge") as active:
+        tracking.log_params({"metric": "rmse"})
+        tracking.log_metrics({"cv_rmse": 0.5, "cv_rmse_std": 0.1})
+    kaggle_api.upload(workdir / "s.csv", "closed-one", leaderboard.upload_message("m", active.info.run_id))
+    found = leaderboard.follow("closed-one", active.info.run_id, "rmse", None)
+    assert (found.public, found.private) == (0.0, 1.41421)  # rows 1, 3 public; 2, 4 private: sqrt((0 + 4) / 2)
+    (run,) = mlflow_runs("closed-one")
+    assert run.data.metrics["public_rmse"] == 0.0 and run.data.metrics["private_rmse"] == 1.41421
+    header, _, line = leaderboard.format_table(leaderboard.rows("closed-one"), "rmse")
+    assert header.split()[-1] == "private" and line.split()[-1] == "1.41421"
