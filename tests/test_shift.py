@@ -9,7 +9,9 @@ import mlflow
 import pytest
 from conftest import mlflow_runs, run_cli, synthetic_frames, write_competition
 
+from models.time_limit import TimeLimit
 from pipeline import config, shift, tracking
+from pipeline.data.tabular import TabularData
 from pipeline.tasks import for_competition
 
 
@@ -69,3 +71,11 @@ def test_image_competitions_skip_it():
     task = for_competition(config.load("digit-recognizer"))
     data = object()
     assert task.check_shift(data, None) is data
+
+
+def test_it_is_skipped_when_the_time_limit_has_too_little_left(capsys):
+    train, test, _ = synthetic_frames("regression", n_train=60, n_test=24)
+    data = TabularData(train, test, test[["id"]], "local:x")
+    almost_over = TimeLimit(shift.MIN_SECONDS / 2, started=0.0, reserve=0.0, clock=lambda: 0.0)
+    assert shift.check(data, id_column="id", target="target", time_limit=almost_over) is data
+    assert "shift: not measured (time limit)" in capsys.readouterr().out
