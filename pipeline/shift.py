@@ -70,6 +70,11 @@ class Shift:
     def worst(self, k: int) -> list[str]:
         return list(self.importance)[:k]
 
+    def separating(self, most: int = 3) -> list[str]:
+        """The columns that carry the separation: at least a quarter of the top column's importance."""
+        top = max(self.importance.values(), default=0.0)
+        return [c for c, drop in self.importance.items() if drop > 0 and drop >= top / 4][:most]
+
 
 def _encoded(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Both sets stacked, every column a number: text and categories as codes shared by the two."""
@@ -140,7 +145,7 @@ def check(data: TabularData, *, id_column: str, target: str, drop: int = 0, seed
     tracking.log_params({"shift.columns": ", ".join(shift.worst(SHOWN))})
     if shift.shifted:
         say(f"warning: the test set differs from the training set (AUC {shift.auc:.3f} > {shift.threshold:.2f}); "
-            f"most of all in {', '.join(shift.worst(3))}: the CV may not track the leaderboard "
+            f"most of all in {', '.join(shift.separating())}: the CV may not track the leaderboard "
             "(--drop-shifted K drops the K worst columns)")
     if drop:
         gone = shift.worst(drop)
