@@ -141,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--output", "-o", type=Path, default=Path("submission.csv"), help="submission file")
             stage.add_argument("--upload", action="store_true", help="upload to Kaggle after writing")
             stage.add_argument("--message", "-M", default="kaggle-pipeline submission", help="upload message")
-            # competitor's loop (issue 22): how long an upload waits for its public score
             stage.add_argument("--wait", type=float, default=leaderboard.DEFAULT_WAIT, metavar="SECONDS",
                                help="seconds to wait for the public score after --upload (0: only record "
                                     "the submission; `leaderboard` fetches it later)")

@@ -35,16 +35,14 @@ def fill(comp: Competition, data_dir: Path, *, prefer_bundled: bool = False) -> 
             f"{data_dir} already holds data from {current}; refusing to mix in {wanted} "
             "(use another --data-dir or empty this one)"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
     if use_kaggle:
         return fill_from_kaggle(comp.kaggle, data_dir)
-    else:
-        if comp.bundled not in WRITERS:
-            raise UserError(f"unknown bundled dataset {comp.bundled!r}")
-        WRITERS[comp.bundled](data_dir)
+    if comp.bundled not in WRITERS:
+        raise UserError(f"unknown bundled dataset {comp.bundled!r}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    WRITERS[comp.bundled](data_dir)
     (data_dir / SOURCE_FILE).write_text(wanted + "\n")
     return wanted
-
 
 
 def fill_from_kaggle(slug: str, data_dir: Path) -> str:
