@@ -159,8 +159,8 @@ def parse_submissions(text: str) -> list[Submission]:
 
 
 def submissions(competition: str) -> list[Submission]:
-    """This account's submissions to ``competition``, newest first: the client's first page (20
-    with kaggle 2.x; ``--page-size`` is left alone, as kaggle 1.6, which the package allows, lacks it)."""
+    """This account's submissions to ``competition``, newest first: the client's first page (the
+    newest 20 with kaggle 2.x)."""
     listing = _run(["competitions", "submissions", "-c", competition, "--csv"], "Kaggle submission list",
                    competition, timeout=120)
     return parse_submissions(listing)
