@@ -132,7 +132,8 @@ def check(data: TabularData, *, id_column: str, target: str, drop: int = 0, seed
           time_limit: TimeLimit | None = None) -> TabularData:
     """Measure, print one line, log it to the active run, warn when shifted; with ``drop`` (K),
     the K worst columns leave both sets, and the data without them is returned."""
-    features = [c for c in data.train.columns if c not in (id_column, target) and c in data.test.columns]
+    features = [c for c in data.train.columns if c not in (id_column, target) and c in data.test.columns
+                and (data.train[c].notna().any() or data.test[c].notna().any())]  # an empty column tells nothing
     if drop >= len(features):
         raise UserError(f"--drop-shifted {drop}: the table has only {len(features)} feature columns")
     if not features or (time_limit is not None and not time_limit.fits(MIN_SECONDS)):
