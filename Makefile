@@ -41,6 +41,12 @@ NODE_RANK ?= 0
 MASTER_ADDR ?=
 MASTER_PORT ?= 29500
 RESUME ?=
+# The competitor's loop: seconds an upload waits for its public score, a run and a hand-made
+# submission to link, the K columns that most tell test from train to drop.
+WAIT ?=
+RUN ?=
+SUBMISSION ?=
+DROP_SHIFTED ?=
 
 COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC)) \
@@ -48,11 +54,12 @@ COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--da
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
 # PARAMS="alpha=1 max_iter=300": one --param KEY=VALUE each; STUDY=ignore: not the Optuna study's best trial.
 PARAMS_ARGS = $(foreach param,$(PARAMS),--param $(param)) $(if $(STUDY),--study $(STUDY))
+SHIFT_ARGS = $(if $(DROP_SHIFTED),--drop-shifted $(DROP_SHIFTED))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
 DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
-.PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve
+.PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve leaderboard
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +69,7 @@ help: ## list the targets
 	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
 	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIME=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) STUDY=ignore"
 	@echo "  params:    PARAMS=\"alpha=1 max_iter=300\" (model parameters: one --param KEY=VALUE each)"
+	@echo "  kaggle:    COMPETITION=<Kaggle slug> (no config needed) WAIT=<s for the public score> DROP_SHIFTED=<K> RUN=<id> SUBMISSION=<ref>"
 
 # The environment is built once, and again whenever pyproject.toml changes. Without an NVIDIA GPU
 # the CPU build of torch goes in first (PyTorch's CPU index, else pip's usual sources; one line says
@@ -79,10 +87,10 @@ data: $(VENV)/.installed ## fill DATA_DIR: Kaggle download with credentials, els
 	$(PY) -m pipeline data $(COMMON)
 
 train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
-	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS)
+	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS)
 
 submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
-	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)")
+	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)" $(if $(WAIT),--wait $(WAIT)))
 
 REUSE_ARGS = $(if $(MODEL_URI),--model "$(MODEL_URI)") $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID))
@@ -92,6 +100,9 @@ predict: $(VENV)/.installed ## score INPUT (default: the test file) with MODEL_U
 
 blend: $(VENV)/.installed ## combine finished runs RUNS="<run id> <run id> ..." by their out-of-fold predictions, write OUTPUT
 	$(PY) -m pipeline blend $(RUNS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)
+
+leaderboard: $(VENV)/.installed ## sync public scores of uploads into their runs; CV against public, rank correlation (RUN= SUBMISSION= links one)
+	$(PY) -m pipeline leaderboard $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RUN),--run $(RUN)) $(if $(SUBMISSION),--submission $(SUBMISSION))
 
 serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001): POST rows as JSON to /invocations
 	$(PY) -m pipeline serve $(REUSE_ARGS) --port $(SERVE_PORT)

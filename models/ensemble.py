@@ -301,16 +301,34 @@ class PrefitEnsemble(BaseEstimator):
     def _used(self):
         return [(m, w) for (_, m), w in zip(self.members, self.weights, strict=True) if w > 0]
 
+    def used_names(self) -> list[str]:
+        """The members of positive weight, in order: those ``member_outputs`` gives."""
+        return [name for (name, _), w in zip(self.members, self.weights, strict=True) if w > 0]
+
+    def member_outputs(self, X) -> list[np.ndarray]:
+        """Each member of positive weight's own predictions: probabilities in ``classes_`` order
+        (0 for a class it never saw), or values in the space it was trained in."""
+        if not self._is_classifier():
+            return [np.asarray(member.predict(X), dtype=float) for member, _ in self._used()]
+        classes, outputs = self.classes_, []
+        for member, _ in self._used():
+            proba = np.zeros((len(X), len(classes)))
+            proba[:, np.searchsorted(classes, member.classes_)] = member.predict_proba(X)
+            outputs.append(proba)
+        return outputs
+
+    def combine(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """``member_outputs`` combined: probabilities, or values through the target's inverse."""
+        combined = sum(weight * output for (_, weight), output in zip(self._used(), outputs, strict=True))
+        if self._is_classifier():
+            return combined
+        return _inverse_of(self.target_transform)(combined + self.intercept)
+
     @available_if(_is_classifier)
     def predict_proba(self, X) -> np.ndarray:
-        classes = self.classes_
-        proba = np.zeros((len(X), len(classes)))
-        for member, weight in self._used():
-            proba[:, np.searchsorted(classes, member.classes_)] += weight * member.predict_proba(X)
-        return proba
+        return self.combine(self.member_outputs(X))
 
     def predict(self, X) -> np.ndarray:
         if self._is_classifier():
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        combined = sum(weight * np.asarray(member.predict(X), dtype=float) for member, weight in self._used())
-        return _inverse_of(self.target_transform)(combined + self.intercept)
+        return self.combine(self.member_outputs(X))

@@ -21,7 +21,7 @@ import torch
 from models import distributed, registry
 from models.time_limit import TimeLimit
 from models.vision import parameter_count
-from pipeline import config, processes, reuse, stages, studies, tracking, tune
+from pipeline import config, leaderboard, processes, reuse, stages, studies, tracking, tune
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
@@ -145,12 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 "when one exists (default); ignore, none (the config's and the model's own); "
                                 "make: STUDY=")
         _distributed_options(stage)
+        stage.add_argument("--drop-shifted", type=_positive(int), default=0, metavar="K",
+                           help="drop the K columns that most tell the test set from the training set "
+                                "(the shift line of every tabular run names them)")
         stage.add_argument("--register", action=argparse.BooleanOptionalAction, default=name == "submit",
                            help="register the run's model under the competition's name (default: submit only)")
         if name == "submit":
             stage.add_argument("--output", "-o", type=Path, default=Path("submission.csv"), help="submission file")
             stage.add_argument("--upload", action="store_true", help="upload to Kaggle after writing")
             stage.add_argument("--message", "-M", default="kaggle-pipeline submission", help="upload message")
+            stage.add_argument("--wait", type=float, default=leaderboard.DEFAULT_WAIT, metavar="SECONDS",
+                               help="seconds to wait for the public score after --upload (0: only record "
+                                    "the submission; `leaderboard` fetches it later)")
 
     tune = stages.add_parser("tune", help="Optuna study for a model: prunes, resumes, runs workers in parallel")
     _competition_options(tune)
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
     reuse.add_parsers(stages)  # predict, blend, serve
+    leaderboard.add_parser(stages)
     return parser
 
 
@@ -192,6 +199,12 @@ def _data_dir(args) -> Path | None:
 
 
 def _stage_data(args) -> None:
+    name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
+                                   columns_given=bool(args.target or args.id_column))
+    if args.config is None and name not in config.available() and not args.bundled:  # a Kaggle slug
+        data_dir = _data_dir(args) or Path("data") / name
+        say(f"data: {sources.fill_from_kaggle(name, data_dir)} in {data_dir}")
+        return
     comp = _load_competition(args)
     data_dir = _data_dir(args) or Path("data") / comp.name
     source = sources.fill(comp, data_dir, prefer_bundled=args.bundled)
@@ -208,6 +221,8 @@ def _stage_train(args, output: Path | None) -> None:
             params=dict(args.params),
             output=output,
             upload_message=args.message if getattr(args, "upload", False) else None,
+            score_wait=getattr(args, "wait", 0.0),
+            drop_shifted=args.drop_shifted,
             progress=args.progress,
             tuned=args.study == "best",
             resume=args.resume,
@@ -254,6 +269,7 @@ STAGES = {
     "models": _stage_models,
     "ui": _stage_ui,
     **reuse.STAGES,
+    **leaderboard.STAGES,
 }
 
 

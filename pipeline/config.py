@@ -1,7 +1,8 @@
 """Competitions are configuration: one declarative TOML file each, in ``pipeline/competitions``.
 
 A competition with no file runs too, given ``--target`` and ``--id``: the task and metric are
-then inferred from the target column.
+then inferred from the target column, and its name is its Kaggle slug (``kaggle``) for downloads
+and uploads.
 """
 
 from __future__ import annotations
@@ -245,8 +246,8 @@ def load(
             raise UserError(f"{path.name}: invalid TOML: {exc}") from None
     elif config_file is not None:
         raise UserError(f"config file not found: {config_file}")
-    elif target and id_column:
-        raw = {"name": name, "columns": {"infer": True}}
+    elif target and id_column:  # no config: the name is the competition's Kaggle slug
+        raw = {"name": name, "kaggle": name, "columns": {"infer": True}}
     else:
         raise UserError(
             f"no config for competition {name!r} (known: {', '.join(available())}); "

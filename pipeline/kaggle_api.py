@@ -4,16 +4,23 @@
 found, so we never import it: we run its command-line client in a subprocess. That keeps a
 missing key from killing the pipeline, and gives tests one clean boundary to fake (``KAGGLE_CLI``).
 Credentials are read by that client alone; nothing here prints or logs them.
+
+The client's failures become one line each (:func:`explain`): no such competition (404), rules
+not accepted (403), credentials missing or refused (401), rate-limited (429).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -46,14 +53,39 @@ def _client() -> str:
     return found
 
 
-def _run(args: list[str], what: str) -> None:
+def explain(output: str, competition: str) -> str | None:
+    """The one line for a failure the client reported in ``output``; None: not one we know."""
+    status = re.search(r"\b(401|403|404|429)\b", output)
+    if "kaggle.json" in output or "KAGGLE_USERNAME" in output or (status and status[1] == "401"):
+        return ("Kaggle refused the credentials or found none (401): set KAGGLE_USERNAME/KAGGLE_KEY "
+                "(or ~/.kaggle/kaggle.json)")
+    if status is None:
+        return None
+    return {
+        "403": f"Kaggle refused access to {competition!r} (403): accept its rules at "
+               f"https://www.kaggle.com/competitions/{competition}/rules",
+        "404": f"no Kaggle competition {competition!r} (404; the slug is in its address: "
+               "kaggle.com/competitions/<slug>)",
+        "429": "Kaggle rate-limited this client (429): wait a few minutes and try again",
+    }[status[1]]
+
+
+def _run(args: list[str], what: str, competition: str, timeout: float = 3600) -> str:
+    """The client's standard output; a failure is one :class:`UserError` line."""
     try:
-        done = subprocess.run([_client(), *args], capture_output=True, text=True, timeout=3600)
+        done = subprocess.run([_client(), *args], capture_output=True, text=True, timeout=timeout)
     except OSError as exc:
         raise UserError(f"{what} failed: cannot run the kaggle client ({exc.strerror})") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{what} failed: the kaggle client gave no answer in {timeout:.0f} s") from None
     if done.returncode != 0:
+        output = f"{done.stderr}\n{done.stdout}"
+        known = explain(output, competition)
+        if known:
+            raise UserError(f"{what} failed: {known}")
         lines = (done.stderr or done.stdout).strip().splitlines()
         raise UserError(f"{what} failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+    return done.stdout
 
 
 def download(competition: str, dest: Path) -> list[str]:
@@ -68,7 +100,7 @@ def download(competition: str, dest: Path) -> list[str]:
             command = ["datasets", "download", competition, "-p", str(staging), "-q"]
         else:
             command = ["competitions", "download", "-c", competition, "-p", str(staging), "-q"]
-        _run(command, "Kaggle download")
+        _run(command, "Kaggle download", competition)
         for archive in staging.glob("*.zip"):
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(staging)
@@ -82,7 +114,56 @@ def download(competition: str, dest: Path) -> list[str]:
 
 
 def upload(path: Path, competition: str, message: str) -> None:
-    _run(["competitions", "submit", "-c", competition, "-f", str(path), "-m", message], "Kaggle upload")
+    _run(["competitions", "submit", "-c", competition, "-f", str(path), "-m", message], "Kaggle upload",
+         competition)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One row of ``kaggle competitions submissions``: scores are None until Kaggle has them."""
+
+    ref: str
+    file_name: str
+    date: str
+    description: str
+    status: str  # pending, complete or error
+    public: float | None
+    private: float | None
+
+    @property
+    def scored(self) -> bool:
+        return self.status == "complete" and self.public is not None
+
+
+def _score(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_submissions(text: str) -> list[Submission]:
+    """The client's ``--csv`` listing, newest first; older clients have no ``ref`` column, so a
+    submission is then known by its date and file name."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("ref,", "fileName,"))), None)
+    if start is None:
+        return []
+    found = []
+    for row in csv.DictReader(io.StringIO("\n".join(lines[start:]))):
+        status = (row.get("status") or "").rsplit(".", 1)[-1].strip().lower()  # SubmissionStatus.COMPLETE
+        ref = row.get("ref") or f"{row.get('date', '')} {row.get('fileName', '')}".strip()
+        found.append(Submission(ref, row.get("fileName", ""), row.get("date", ""), row.get("description", ""),
+                                status, _score(row.get("publicScore")), _score(row.get("privateScore"))))
+    return found
+
+
+def submissions(competition: str) -> list[Submission]:
+    """This account's submissions to ``competition``, newest first: the client's first page (the
+    newest 20 with kaggle 2.x)."""
+    listing = _run(["competitions", "submissions", "-c", competition, "--csv"], "Kaggle submission list",
+                   competition, timeout=120)
+    return parse_submissions(listing)
 
 
 def check_upload(competition: str | None, name: str) -> None:
@@ -93,3 +174,4 @@ def check_upload(competition: str | None, name: str) -> None:
         raise UserError(f"{competition} is a Kaggle dataset, not a competition: there is nothing to upload to")
     if not has_credentials():
         raise UserError("no Kaggle credentials found: set KAGGLE_USERNAME/KAGGLE_KEY to upload")
+    _client()  # installed

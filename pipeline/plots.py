@@ -134,3 +134,20 @@ def misclassified_grid(images: np.ndarray, actual: np.ndarray, predicted: np.nda
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def cv_vs_public(cv: list[float], public: list[float], labels: list[str], metric: str, *, rho: float | None):
+    """Each submitted run's CV score against its public leaderboard score, with the line y = x:
+    runs off the line by the same amount keep their order; a leaderboard that reorders them does not."""
+    figure, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(cv, public, s=24)
+    for x, y, label in zip(cv, public, labels, strict=True):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    low, high = min(cv + public), max(cv + public)
+    ax.plot([low, high], [low, high], color="black", linewidth=1)
+    ax.set_xlabel(f"cv {metric}")
+    ax.set_ylabel(f"public {metric}")
+    shown = "n/a" if rho is None else f"{rho:.2f}"
+    ax.set_title(f"CV against the public leaderboard\n{len(cv)} runs, Spearman rank correlation {shown}")
+    figure.tight_layout()
+    return figure

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from models import distributed
 from models.time_limit import TimeLimit
-from pipeline import kaggle_api, models_io, processes, tracking
+from pipeline import kaggle_api, leaderboard, models_io, processes, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import sources, tabular
@@ -37,6 +37,7 @@ class Outcome:
     submission: Path | None = None
     local_score: float | None = None
     model_version: str | None = None  # its version of the registered model named after the competition
+    public_score: float | None = None  # the Kaggle public leaderboard's, when --upload waited for it
 
 
 def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
@@ -66,6 +67,8 @@ def run(
     params: dict | None = None,
     output: Path | None = None,
     upload_message: str | None = None,
+    score_wait: float = 0.0,
+    drop_shifted: int = 0,
     progress: bool | None = None,
     tuned: bool = True,
     resume: bool = True,
@@ -82,6 +85,9 @@ def run(
     version of the registered model named after the competition (``models_io.register``).
     ``time_limit``: the run's clock, made at start-up (default: the config's ``time_limit``, from now).
     The submission replaces an earlier one last, once everything that can fail has run.
+    After an upload, the run gets its submission's reference and, within ``score_wait`` seconds,
+    its public score (``pipeline.leaderboard``). ``drop_shifted`` (K): the K columns that most tell
+    the test set from the training set leave both (``pipeline.shift``).
     """
     time_limit = time_limit or TimeLimit(comp.time_limit)
     uploading = upload_message is not None and output is not None
@@ -95,6 +101,7 @@ def run(
         models_io.registered_name(comp.name)  # a name MLflow refuses fails now, not after the training
     task = for_competition(comp)
     task.resume = resume
+    task.drop_shifted = drop_shifted
     if distributed.world_size() > 1 and not task.distributed:
         raise UserError(f"{comp.name}: only image competitions run on several processes (NPROC=1 here)")
     data = task.load(data_dir)
@@ -107,6 +114,7 @@ def run(
             "model": plan.model, "stage": stage, **task.tags(data, plan)}
     with tracking.run(comp.name, f"{stage}-{plan.model}", tags=tags) as active:
         tracking.log_params({**comp.as_params(), **task.run_params(data, plan)})
+        data = task.check_shift(data, plan)  # train-vs-test shift (pipeline/shift.py); images: nothing
         result = task.validate(data, plan, progress=progress)
         fitted = task.refit(data, plan, result, progress=progress)
         outcome = Outcome(plan.model, plan.params, plan.metric.name, result.score, result.fold_scores,
@@ -133,6 +141,9 @@ def run(
         say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
 
     if uploading:
-        kaggle_api.upload(Path(output), comp.kaggle, upload_message)
+        kaggle_api.upload(Path(output), comp.kaggle, leaderboard.upload_message(upload_message, outcome.run_id))
         say(f"uploaded {output} to {comp.kaggle}")
+        wait = TimeLimit(score_wait, reserve=0.0) if score_wait > 0 else None
+        scored = leaderboard.follow(comp.kaggle, outcome.run_id, plan.metric.name, wait)
+        outcome.public_score = scored.public if scored is not None else None
     return outcome

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
@@ -261,6 +262,21 @@ def record_run(
         raise
     client.set_terminated(run_id, status=status, end_time=end_ms)
     return run_id
+
+
+def finished_runs(experiment: str) -> list:
+    """The experiment's top-level FINISHED runs, newest first (none when it does not exist)."""
+    found = _client().get_experiment_by_name(experiment)
+    return [] if found is None else [r for r in _client().search_runs(
+        [found.experiment_id], "attributes.status = 'FINISHED'", max_results=5000, order_by=["start_time DESC"])
+        if "mlflow.parentRunId" not in r.data.tags]
+
+
+def update_run(run_id: str, *, tags: Mapping[str, str] = {}, metrics: Mapping[str, float] = {}) -> None:
+    """Tags and metrics added to a run that may be over (a leaderboard score arrives later)."""
+    now = int(time.time() * 1000)
+    _client().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                        tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def ui_command(port: int, workers: int) -> list[str]:

@@ -278,9 +278,9 @@ def test_upload_calls_kaggle_submit_and_never_shows_the_key(kaggle_data, fake_ka
     [call] = [c for c in fake_kaggle.calls if c[:2] == ["competitions", "submit"]]
     assert call[:4] == ["competitions", "submit", "-c", KAGGLE_SLUG]
     assert call[4] == "-f" and (workdir / call[5]).resolve() == (workdir / "out" / "sub.csv").resolve()
-    assert call[6:] == ["-m", "ridge, 2 folds"]
     assert f"uploaded out/sub.csv to {KAGGLE_SLUG}" in result.out
     [run] = mlflow_runs()
+    assert call[6:] == ["-m", f"ridge, 2 folds (run {run.info.run_id})"]  # the leaderboard finds its run by it
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_source"] == f"kaggle:{KAGGLE_SLUG}"
     assert no_secrets(result.out, result.err, *run.data.params.values(), *run.data.tags.values(),

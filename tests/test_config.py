@@ -28,7 +28,8 @@ def test_house_prices_config_resolves():
 def test_ad_hoc_competition_from_target_and_id():
     comp = config.load("my-comp", target="label", id_column="row_id")
     assert (comp.name, comp.target, comp.id) == ("my-comp", "label", "row_id")
-    assert comp.task is None and comp.metric is None and comp.kaggle is None  # inferred later
+    assert comp.task is None and comp.metric is None  # inferred later
+    assert comp.kaggle == "my-comp"  # its name is its Kaggle slug, for downloads and uploads
     assert comp.cv == config.CVConfig()
 
 

@@ -35,13 +35,29 @@ def fill(comp: Competition, data_dir: Path, *, prefer_bundled: bool = False) -> 
             f"{data_dir} already holds data from {current}; refusing to mix in {wanted} "
             "(use another --data-dir or empty this one)"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
     if use_kaggle:
-        kaggle_api.download(comp.kaggle, data_dir)
-    else:
-        if comp.bundled not in WRITERS:
-            raise UserError(f"unknown bundled dataset {comp.bundled!r}")
-        WRITERS[comp.bundled](data_dir)
+        return fill_from_kaggle(comp.kaggle, data_dir)
+    if comp.bundled not in WRITERS:
+        raise UserError(f"unknown bundled dataset {comp.bundled!r}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    WRITERS[comp.bundled](data_dir)
     (data_dir / SOURCE_FILE).write_text(wanted + "\n")
     return wanted
 
+
+def fill_from_kaggle(slug: str, data_dir: Path) -> str:
+    """Download and unzip Kaggle's files of ``slug`` into ``data_dir``; returns the source used.
+    A competition with no config is named by its slug: this is how ``make data`` reaches it."""
+    wanted = f"kaggle:{slug}"
+    current = source_of(data_dir) if data_dir.is_dir() and any(
+        p.name != SOURCE_FILE for p in data_dir.iterdir()) else None
+    if current is not None and current != wanted:
+        raise UserError(f"{data_dir} already holds data from {current}; refusing to mix in {wanted} "
+                        "(use another --data-dir or empty this one)")
+    if not kaggle_api.has_credentials():
+        raise UserError(f"no Kaggle credentials to download {slug!r}: set KAGGLE_USERNAME/KAGGLE_KEY "
+                        "(or ~/.kaggle/kaggle.json), or put the files in the data folder")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    kaggle_api.download(slug, data_dir)
+    (data_dir / SOURCE_FILE).write_text(wanted + "\n")
+    return wanted

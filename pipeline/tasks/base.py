@@ -92,6 +92,10 @@ class FileTask:
     def load(self, data_dir: Path) -> Any:
         return self.files.load(self.comp, data_dir)
 
+    def check_shift(self, data: Any, plan: Plan) -> Any:
+        """Train-vs-test shift, measured and logged (tabular); ``data``, less the columns it drops."""
+        return data
+
 
 class Task(Protocol):
     """One kind of competition (tabular, image): everything the stages need to know about it."""
@@ -124,6 +128,9 @@ class Task(Protocol):
                        on_epoch: EpochCallback | None = None, for_tuning: bool = False,
                        progress: bool | None = False) -> CVResult:
         """Out-of-fold scores, nothing logged: what tuning optimises."""
+
+    def check_shift(self, data: Any, plan: Plan) -> Any:
+        """Inside the run, before ``validate``: train-vs-test shift (pipeline/shift.py); images: none."""
 
     def validate(self, data: Any, plan: Plan, *, progress: bool | None) -> CVResult:
         """``cross_validate``, printed and logged to the active run."""

@@ -119,8 +119,12 @@ def predict(model, X, metric: Metric, *, proba: bool | None = None, per_class: b
         return np.concatenate(parts)
     if not (metric.needs_proba if proba is None else proba):
         return np.asarray(model.predict(X))
-    probabilities = model.predict_proba(X)
-    known = getattr(model, "classes_", None)
+    return shaped(model.predict_proba(X), getattr(model, "classes_", None), metric, per_class=per_class)
+
+
+def shaped(probabilities: np.ndarray, known, metric: Metric, *, per_class: bool = False) -> np.ndarray:
+    """``predict_proba``'s columns (classes ``known``) as ``metric.classes`` orders them, a class
+    not known at 0; for two classes P(classes[1]) alone unless ``per_class``."""
     if metric.classes is not None and known is not None and list(known) != list(metric.classes):
         aligned = np.zeros((len(probabilities), len(metric.classes)))
         aligned[:, [metric.classes.index(c) for c in known]] = probabilities

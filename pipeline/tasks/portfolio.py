@@ -181,10 +181,10 @@ class Portfolio:
         fit_index = {(r, k): train_idx[~self.outliers[train_idx]] for r, k, train_idx, _ in self.splits}
         self.features = _FoldFeatures(comp, X, self.target, fit_index)
         self.fitted: list[Fitted] = []
-        self.folds = np.full(len(X), -1, dtype=int)
+        self.repeat_folds = [np.full(len(X), -1, dtype=int) for _ in range(comp.cv.repeats)]
         for r, k, _, valid_idx in self.splits:
-            if r == 0:
-                self.folds[valid_idx] = k
+            self.repeat_folds[r][valid_idx] = k
+        self.folds = self.repeat_folds[0]  # where the selection's weights are cross-fitted
 
     # --- scores -------------------------------------------------------------------------------
     def _score(self, rows: np.ndarray | slice, predictions: np.ndarray) -> float:

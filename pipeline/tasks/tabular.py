@@ -22,7 +22,8 @@ from features.rules import RowRule
 from models import ensemble as ensembles
 from models.time_limit import TimeLimit
 from models.training import pick_device
-from pipeline import models_io, params, plots, submission, tracking
+from pipeline import models_io, params, plots, shift, submission, tracking
+from pipeline import predictions as predictions_io
 from pipeline.console import say
 from pipeline.data import checks
 from pipeline.data import tabular as files
@@ -40,6 +41,7 @@ class TabularTask(FileTask):
     files = files
     registry_kind = "tabular"
     progress_unit = "fold"
+    drop_shifted: int = 0  # --drop-shifted K: the K columns that most separate train from test leave
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
@@ -146,6 +148,11 @@ class TabularTask(FileTask):
                                          on_fold=on_fold, on_epoch=on_epoch, progress=progress,
                                          scored_rows=scored)[plan.model]
 
+    def check_shift(self, data: TabularData, plan: Plan) -> TabularData:
+        limit = plan.time_limit.within(None) if plan.time_limit.limited else None
+        return shift.check(data, id_column=self.comp.id, target=self.comp.target, drop=self.drop_shifted,
+                           seed=self.comp.cv.seed, time_limit=limit)
+
     def validate(self, data: TabularData, plan: Plan, *, progress: bool | None) -> CVResult:
         comp, metric, limit = plan.comp, plan.metric, plan.time_limit
         X, y = self._xy(data)
@@ -196,6 +203,10 @@ class TabularTask(FileTask):
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
+        members = {f.config.name: [inverse(oof) for oof in f.repeat_oofs] for f in outcome.fitted}
+        if len(configs) > 1:
+            members[plan.model] = [r.oof for r in result.repeats] or [result.oof]
+        predictions_io.log_oof(data.train[comp.id], y, run.repeat_folds, members, metric.classes if proba else None)
         say(f"cv {metric.name}: {result.score:.5f}{_spread(result)} "
             f"(folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})")
         if comp.outliers:
@@ -223,11 +234,20 @@ class TabularTask(FileTask):
         return estimator
 
     def predict(self, fitted, data: TabularData, plan: Plan) -> np.ndarray:
+        """The final model's predictions of the test set, in the submission's form; each kept
+        member's go to ``predictions/test.csv`` from the same pass over the rows."""
         sample, metric = data.sample, plan.metric
         per_class = len(submission.sample_targets(sample, self.comp.id)) > 1
         wants_proba = submission.wants_probabilities(sample, self.comp.id, metric)
-        predictions = kfold.predict(fitted, data.test.drop(columns=[self.comp.id]), metric, per_class=per_class,
-                                    proba=wants_proba)
+        proba = metric.classes is not None
+        by_member, combined = predictions_io.member_predictions(
+            fitted, data.test.drop(columns=[self.comp.id]), plan.model, plan.comp.target_transform)
+        predictions_io.log_test(data.test[self.comp.id], by_member, metric.classes if proba else None)
+        if proba:
+            combined = kfold.shaped(combined, fitted.classes_, metric, per_class=per_class)
+            predictions = combined if wants_proba else kfold.as_labels(combined, metric)
+        else:
+            predictions = combined
         submission.check_finite(predictions, plan.model, "test")
         return predictions
 
