@@ -50,7 +50,10 @@ class Competition:
     id: str
     kaggle: str | None = None
     kind: str = "tabular"
-    layout: str | None = None  # file layout of image competitions
+    layout: str | None = None  # file layout of image competitions; None: inferred from the files
+    # Image competitions of files: the side every image is resized to; "fixed": one size, kept;
+    # None: inferred (pipeline/data/image_decode.py).
+    image_size: int | str | None = None
     task: str | None = None  # None: inferred from the target
     metric: str | None = None  # None: inferred from the task
     target_transform: str | None = None
@@ -169,6 +172,9 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: time_limit must be a positive number of seconds, got {limit!r}")
     if comp.ensemble.method not in ("best", "blend", "stack"):
         raise UserError(f"{source}: [ensemble] method must be best, blend or stack")
+    size = comp.image_size
+    if size is not None and size != "fixed" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UserError(f'{source}: image_size must be a positive whole number or "fixed", got {size!r}')
     if comp.cv.holdout is not None and not 0 < comp.cv.holdout < 1:
         raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")
     if comp.features:  # a wrong [features] table is a config error, found before any work starts
