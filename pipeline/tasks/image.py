@@ -53,7 +53,8 @@ import pandas as pd
 import torch
 
 from models import distributed
-from models.image import ImageClassifier, auto_epochs
+from models.image import ImageClassifier
+from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import checkpoints, models_io, params, plots, submission, tracking
 from pipeline.console import say
@@ -78,7 +79,7 @@ TARGET_COLUMN = "Label"  # the submission's prediction column when there is no s
 WORST_SHOWN = 32  # images in a misclassified grid
 
 
-TIME_LIMIT_SHARE = 0.85  # of a run's time limit, shared by its fits; the rest: loading, predicting, logging
+STUDY_FIRST_EPOCHS = 15  # a study's first trial, where the config says epochs = "auto"
 
 
 class ImageTask(FileTask):
@@ -119,23 +120,21 @@ class ImageTask(FileTask):
     def plan(self, data: Images, *, model: str | None = None, cli_params: dict | None = None,
              tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
         """``started``: the run's ``perf_counter()`` start; with a ``time_limit``, each fit (the
-        validation's and the refit) gets its share of the time left as ``time_budget``."""
+        validation's and the refit) gets its share of the time left as its ``time_limit``."""
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
         values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params))
-        if self.comp.time_limit and started is not None and values.get("time_budget") is None:
+        if self.comp.time_limit and started is not None and values.get("time_limit") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
-            left = self.comp.time_limit * TIME_LIMIT_SHARE - (time.perf_counter() - started)
-            values["time_budget"] = round(max(left, 1.0) / fits, 1)
-            say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_budget']:.0f} s")
-        self._labels = data.data.y_train
+            left = TimeLimit(self.comp.time_limit, started).left()
+            values["time_limit"] = round(max(left, 1.0) / fits, 1)
+            say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_limit']:.0f} s")
         task, metric = self._task_and_metric(data)
         return Plan(task, metric, name, {name: values})
 
     def untuned_params(self, plan: Plan) -> dict:
         values = {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
-        if values["epochs"] == "auto" and getattr(self, "_labels", None) is not None:
-            # A study's first trial: the count submit's first fit takes (a study's epochs are numbers).
-            values["epochs"] = auto_epochs(len(splits(self.comp, self._labels)[0][0]), values["batch_size"])
+        if values["epochs"] == "auto":  # a study's epochs are numbers: its first trial takes this many
+            values["epochs"] = STUDY_FIRST_EPOCHS
         return values
 
     def _scheme(self) -> str:

@@ -53,11 +53,11 @@ def classifier_params(values: dict) -> dict:
         if (key != "epochs" or value != "auto") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             also = " or 'auto'" if key == "epochs" else ""
             raise UserError(f"image model parameter {key}={value!r}: must be a positive whole number{also}")
-    for key in ("lr", "time_budget"):
+    for key in ("lr", "time_limit"):
         value = values.get(key, 1)
-        if not (key == "time_budget" and value is None) and (
+        if not (key == "time_limit" and value is None) and (
                 not isinstance(value, int | float) or isinstance(value, bool) or not value > 0):
-            unit = " of seconds" if key == "time_budget" else ""
+            unit = " of seconds" if key == "time_limit" else ""
             raise UserError(f"image model parameter {key}={value!r}: must be a positive number{unit}")
     return dict(values)
 
