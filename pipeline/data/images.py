@@ -41,7 +41,7 @@ from pipeline.errors import UserError
 SIDE = 28  # the digits' and Fashion-MNIST's side
 PIXELS = SIDE * SIDE
 LABEL = "label"
-LABELS_FILE = "test_labels.csv"
+LABELS_FILE = image_folders.HELD_BACK_LABELS
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type the MNIST files use
 LAYOUT_FILES = {
     "digit-recognizer": ("train.csv", "test.csv"),

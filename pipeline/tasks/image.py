@@ -65,16 +65,17 @@ from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 from pipeline.tasks.image_setup import (
+    KIND_DEFAULTS,
     METRICS,
     classifier_defaults,
     classifier_params,
+    image_kind,
     make_classifier,
     refit_params,
     score,
     splits,
 )
 
-DEFAULT_MODEL = "cnn5"
 TARGET_COLUMN = "Label"  # the submission's prediction column when there is no sample to copy
 WORST_SHOWN = 32  # images in a misclassified grid
 
@@ -121,8 +122,11 @@ class ImageTask(FileTask):
              tuned: bool = True, study_params: dict | None = None, started: float | None = None) -> Plan:
         """``started``: the run's ``perf_counter()`` start; with a ``time_limit``, each fit (the
         validation's and the refit) gets its share of the time left as its ``time_limit``."""
-        name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
-        values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params))
+        kind = image_kind(data.data.X_train)
+        default, kind_params = KIND_DEFAULTS[kind]
+        name = params.choose_model(self.comp, self.registry_kind, "multiclass", default, model)
+        chosen = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params)
+        values = classifier_params({**(kind_params if name == default else {}), **chosen})
         if self.comp.time_limit and started is not None and values.get("time_limit") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
             left = TimeLimit(self.comp.time_limit, started).left()
@@ -153,14 +157,18 @@ class ImageTask(FileTask):
     def describe(self, data: Images, plan: Plan) -> list[str]:
         note = "" if data.layout == self.comp.layout else " (inferred from the files)" if self.comp.layout is None \
             else f" (the files present; the config names {self.comp.layout})"
-        return [f"data: {data.source}, layout {data.layout}{note}: {len(data.data.X_train)} train images, "
-                f"{len(data.data.X_test)} test images",
+        images = data.data.X_train
+        side, channels = images.shape[-1], 1 if images.ndim == 3 else images.shape[1]
+        return [f"data: {data.source}, layout {data.layout}{note}: {len(images)} train images, "
+                f"{len(data.data.X_test)} test images, {side}×{side}×{channels}: {image_kind(images)} "
+                f"(default {KIND_DEFAULTS[image_kind(images)][0]})",
                 f"model: {plan.model} {plan.params or ''}".rstrip()
                 + f", validation: {self._scheme()}, device: {self._device(plan)}"]
 
     def tags(self, data: Images, plan: Plan) -> dict[str, str]:
         device = self._device(plan)
-        tags = {"device": str(device), "layout": data.layout, "world_size": str(distributed.world_size())}
+        tags = {"device": str(device), "layout": data.layout, "world_size": str(distributed.world_size()),
+                "image_kind": image_kind(data.data.X_train)}
         if device.type == "cuda":
             tags["device_name"] = torch.cuda.get_device_name(device)
         return tags

@@ -21,7 +21,7 @@ METRICS = ("accuracy", "log_loss", "roc_auc", "macro_f1", "f1")  # what a classi
 CHOICES = {  # ImageClassifier parameters with a fixed set of values
     "optimizer": ("adamw", "adam", "sgd"),
     "schedule": ("onecycle", "cosine", "constant"),
-    "augment": (False, None, True, "shift", "fashion"),
+    "augment": (False, None, True, "shift", "fashion", "photo"),
 }
 
 
@@ -35,6 +35,25 @@ def as_image_competition(comp: Competition, data_dir: Path) -> Competition:
         return comp
     return dataclasses.replace(comp, kind="image", infer_roles=False,
                                cv=dataclasses.replace(comp.cv, holdout=comp.cv.holdout or INFERRED_HOLDOUT))
+
+
+# The default model of each kind of image, where neither the config nor the command line names
+# one (README "Image competitions": the figures that chose them).
+GLYPHS = ("cnn5", {"epochs": "auto", "batch_size": 128, "lr": 1e-2, "weight_decay": 5e-4, "optimizer": "adamw",
+                   "schedule": "onecycle", "augment": "shift", "label_smoothing": 0.1})
+PHOTOS = ("resnet18", {"epochs": "auto", "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4, "optimizer": "adamw",
+                       "schedule": "onecycle", "augment": "photo", "label_smoothing": 0.1, "tta": True,
+                       "arch_params": {"width": 16}})
+KIND_DEFAULTS = {"small gray glyphs": GLYPHS, "small colour photos": PHOTOS, "larger photos": PHOTOS}
+SMALL_SIDE = 32
+
+
+def image_kind(images: np.ndarray) -> str:
+    """Gray images up to 32×32: glyphs (digits, letters, clothes' outlines); else photos."""
+    channels = 1 if images.ndim == 3 else images.shape[1]
+    if images.shape[-1] > SMALL_SIDE:
+        return "larger photos"
+    return "small gray glyphs" if channels == 1 else "small colour photos"
 
 
 def classifier_params(values: dict) -> dict:
