@@ -244,8 +244,12 @@ def _is_pixel_csv(comp: Competition, data_dir: Path) -> bool:
     train, test = data_dir / comp.train_file, data_dir / comp.test_file
     if not (train.is_file() and test.is_file()):
         return False
-    columns = [c for c in _header(train) if c not in (comp.target, comp.id)]
-    return comp.target in _header(train) and pixel_shape(len(columns)) is not None and all(
+    try:
+        header = _header(train)
+    except (UnicodeDecodeError, ValueError):  # not this reader's to judge: the tabular one says what is wrong
+        return False
+    columns = [c for c in header if c not in (comp.target, comp.id)]
+    return comp.target in header and pixel_shape(len(columns)) is not None and all(
         PIXEL_NAME.fullmatch(c) for c in columns)
 
 
