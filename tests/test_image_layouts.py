@@ -176,3 +176,23 @@ def test_decoding_with_worker_processes_gives_the_same_pixels(tmp_path):
     paths = image_decode.image_files(tmp_path / "train")
     shape = image_decode.scan(paths, None)
     assert np.array_equal(image_decode.decode(paths, shape, workers=2), image_decode.decode(paths, shape, workers=0))
+
+
+def test_a_folder_of_images_without_a_config_is_an_image_competition(tmp_path):
+    from pipeline.tasks.image_setup import as_image_competition
+
+    write_image_folder(tmp_path / "pictures")
+    tabular = comp(kind="tabular")
+    found = as_image_competition(tabular, tmp_path / "pictures")
+    assert found.kind == "image" and found.cv.holdout == 0.1
+    pd.DataFrame({"id": [1, 2], "label": [0, 1], "x": [3.0, 4.0]}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"id": [3], "x": [5.0]}).to_csv(tmp_path / "test.csv", index=False)
+    assert as_image_competition(tabular, tmp_path) is tabular  # a table stays a table
+
+
+def test_gray_and_colour_files_together_are_read_in_colour(tmp_path):
+    write_image_folder(tmp_path)
+    save(tmp_path / "train" / "2.png", RNG.integers(0, 256, (8, 8), dtype=np.uint8))
+    data = images.load(comp(), tmp_path).data
+    assert data.X_train.shape == (6, 3, 8, 8)
+    assert (data.X_train[1, 0] == data.X_train[1, 1]).all()  # the gray one: equal channels

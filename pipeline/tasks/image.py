@@ -1,21 +1,26 @@
-"""Image competitions (``kind = "image"`` in the config).
+"""Image competitions (``kind = "image"`` in the config, or a folder of images without one).
 
-``python -m pipeline submit --competition digit-recognizer`` runs this task: the images are read
-by ``pipeline.data.images`` (uint8 28×28), a registered vision model is trained by
-``models.image.ImageClassifier``, and everything goes to one MLflow run, as for tabular
-competitions.
+``python -m pipeline submit --competition digit-recognizer`` (or ``--data-dir D --target label
+--id id`` on a folder of images) runs this task: the images are read by ``pipeline.data.images``
+(uint8, gray or colour), a registered vision model is trained by ``models.image.ImageClassifier``,
+and everything goes to one MLflow run, as for tabular competitions.
 
 Layout
-    The config's ``layout`` names the files (``pipeline/images.py``). When its files are not in
-    the data folder but those of the other Fashion-MNIST layout are (CSV ``fashion-mnist_*.csv``
-    or IDX ``*-ubyte[.gz]``), that layout is used and the run says so; ``--layout`` picks one
-    explicitly (it is still the only one read).
+    The config's ``layout`` names the files, else the files show it (``pipeline/data/images.py``).
+    When a named layout's files are not in the data folder but those of the other Fashion-MNIST
+    layout are, that layout is used and the run says so; ``--layout`` picks one explicitly.
+
+Task, metric, model
+    As for tables: the task from the labels, the metric from the sample submission (labels:
+    accuracy; a probability per class: log loss; a binary probability: AUC), the classes in
+    ``metric.classes``. Where neither the config nor ``--model`` names a model, the kind of image
+    picks it (``image_setup.KIND_DEFAULTS``).
 
 Validation
     ``[cv] holdout = f`` holds out a stratified, seeded fraction ``f`` of the training images
-    once; otherwise ``[cv] folds`` stratified folds. Every epoch of every fit is scored on its
-    held-out images (accuracy and loss, logged as MLflow step metrics), and the validation score
-    is the accuracy over all held-out images (``cv_accuracy``).
+    once (the default without a config: 0.1); otherwise ``[cv] folds`` stratified folds. Every
+    epoch of every fit is scored on its held-out images (accuracy and loss, logged as MLflow step
+    metrics), and the validation score is the metric over all held-out images.
 
 Refit
     The model that predicts the test images is then trained again, from scratch, on every
