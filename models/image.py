@@ -31,7 +31,7 @@ from models.training import (
 # ``epochs="auto"``: the one-cycle schedule is planned from measured step times to fill the fit's
 # ``time_limit``, else a default time for the training set's size (``default_time_limit``: on
 # real handwritten digits, README "Image competitions").
-SECONDS_PER_IMAGE = 0.015
+SECONDS_PER_IMAGE = 0.02
 DEFAULT_TIME_LIMIT = (20.0, 1800.0)  # the default time's floor and ceiling, seconds
 AUTO_EPOCHS_MAX = 60  # a fast device stops here rather than fill the time with passes that no longer pay
 PLAN_MARGIN = 0.9  # plan the epochs to fill this share of the time: per-epoch costs the probe misses
@@ -171,7 +171,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"epochs={self.epochs!r}: a positive whole number or 'auto'")
         shard = len(X_t) // distributed.world_size()
         if auto and not limit.limited:
-            limit = limit.within(default_time_limit(shard))
+            limit = limit.within(default_time_limit(len(X_t)))  # the whole set's, however many processes share it
         plan: dict = {"requested": self.epochs, "epochs": AUTO_EPOCHS_MAX if auto else self.epochs, "note": "",
                       "time_limit": limit.seconds}
         saved = None  # a resumed run keeps the count it planned: its schedule was built on it
