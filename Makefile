@@ -59,7 +59,7 @@ STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
 DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
-.PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-tabular predict blend serve leaderboard
+.PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-image-suite bench-tabular predict blend serve leaderboard
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -135,6 +135,9 @@ bench-tune: $(VENV)/.installed ## CV before/after tuning, trials/min and the JOB
 
 bench-images: $(VENV)/.installed ## image trainer vs a d2l-style loop: examples/s, ratio, accuracy (BENCH_ARGS="--model lenet ...")
 	$(PY) bench/bench_images.py $(BENCH_ARGS)
+
+bench-image-suite: $(VENV)/.installed ## real-image suite from bench/.data (bench/image_suite.py): metric, wall time, default per task
+	$(PY) bench/image_suite.py run $(if $(TIME),--time-limit $(TIME)) $(if $(TASKS),--tasks $(TASKS))
 
 bench-tabular: $(VENV)/.installed ## ours vs AutoGluon on the public tabular suite: score, time, peak GB (TIME=600 s a fit, TASKS=a,b)
 	$(PY) bench/bench_tabular.py --time $(or $(TIME),600) $(if $(TASKS),--tasks $(TASKS))

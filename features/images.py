@@ -17,16 +17,17 @@ from torch.nn import functional as F
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
 
-# Random crop after zero padding, horizontal flip, random erasing (the last two only for
-# Fashion-MNIST: mirrored digits are different digits).
+# Random crop after zero padding, horizontal flip, random erasing (the last two not for glyphs:
+# mirrored digits are different digits). "photo": the CIFAR recipe, 4-pixel crops and mirrors.
 AUGMENTATIONS = {
     "shift": {"pad": 2, "flip": False, "erase_prob": 0.0},
     "fashion": {"pad": 2, "flip": True, "erase_prob": 0.5},
+    "photo": {"pad": 4, "flip": True, "erase_prob": 0.0},
 }
 
 
 def to_image_batch(X) -> np.ndarray:
-    """(N, H*W) with H == W, (N, H, W) or (N, C, H, W) pixels 0..255 → uint8 (N, C, H, W)."""
+    """(N, H*W) or (N, H*W*3) with H == W, (N, H, W) or (N, C, H, W) pixels 0..255 → uint8 (N, C, H, W)."""
     X = np.asarray(X)
     if X.dtype != np.uint8:
         if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
@@ -34,11 +35,12 @@ def to_image_batch(X) -> np.ndarray:
         if X.size and (X.min() < 0 or X.max() > 255 or not np.array_equal(X, np.round(X))):
             raise ValueError("images must hold whole pixel values in 0..255")
         X = X.astype(np.uint8)
-    if X.ndim == 2:
-        side = math.isqrt(X.shape[1])
-        if side * side != X.shape[1]:
-            raise ValueError(f"{X.shape[1]} pixels per row is not a square image")
-        return X.reshape(len(X), 1, side, side)
+    if X.ndim == 2:  # pixel rows: S×S gray, or 3×S×S colour in row, column, channel order
+        for channels in (1, 3):
+            side = math.isqrt(X.shape[1] // channels)
+            if side * side * channels == X.shape[1]:
+                return X.reshape(len(X), side, side, channels).transpose(0, 3, 1, 2)
+        raise ValueError(f"{X.shape[1]} pixels per row is not a square image of 1 or 3 channels")
     if X.ndim == 3:
         return X[:, None]
     if X.ndim == 4:

@@ -6,9 +6,7 @@ The training images stay on the device as uint8 (Fashion-MNIST's 60 000 images a
 
 from __future__ import annotations
 
-import math
 import os
-import time
 
 import numpy as np
 import torch
@@ -18,6 +16,7 @@ from torch import nn
 
 from features.images import make_prepare, pixel_mean_std, to_image_batch
 from models import checkpoints, distributed, registry
+from models.time_limit import TimeLimit
 from models.training import (
     EpochCallback,
     TrainConfig,
@@ -29,22 +28,19 @@ from models.training import (
     time_steps,
 )
 
-# ``epochs="auto"``: enough epochs for AUTO_STEPS optimizer steps, within AUTO_EPOCHS (see
-# auto_epochs; chosen on bench/epoch_rule.py's runs, README "Image competitions").
-AUTO_STEPS = 110
-AUTO_EPOCHS = (5, 40)
-BUDGET_MARGIN = 0.9  # plan the epochs to fill this share of time_budget: per-epoch costs the probe misses
+# ``epochs="auto"``: the one-cycle schedule is planned from measured step times to fill the fit's
+# ``time_limit``, else a default time for the training set's size (``default_time_limit``: on
+# real handwritten digits, README "Image competitions").
+SECONDS_PER_IMAGE = 0.02
+DEFAULT_TIME_LIMIT = (20.0, 1800.0)  # the default time's floor and ceiling, seconds
+AUTO_EPOCHS_MAX = 60  # a fast device stops here rather than fill the time with passes that no longer pay
+PLAN_MARGIN = 0.9  # plan the epochs to fill this share of the time: per-epoch costs the probe misses
 
 
-def auto_epochs(n_images: int, batch_size: int) -> int:
-    """The epoch count of ``epochs="auto"`` for ``n_images`` training images in batches of ``batch_size``.
-
-    ``ceil(AUTO_STEPS / steps per epoch)`` clamped to ``AUTO_EPOCHS``: small sets get more passes,
-    large ones fewer, and never fewer than the plateau needs. Non-increasing in ``n_images``.
-    """
-    steps_per_epoch = max(1, n_images // max(1, min(batch_size, n_images)))
-    lo, hi = AUTO_EPOCHS
-    return int(min(hi, max(lo, math.ceil(AUTO_STEPS / steps_per_epoch))))
+def default_time_limit(n_images: int) -> float:
+    """Seconds ``epochs="auto"`` trains for without a ``time_limit``: SECONDS_PER_IMAGE each, clamped."""
+    low, high = DEFAULT_TIME_LIMIT
+    return float(min(high, max(low, SECONDS_PER_IMAGE * n_images)))
 
 
 def count_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -61,10 +57,13 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
     The defaults with ``augment="shift"`` are the default digit model: LeNet-BN, AdamW at 1e-2
     on a one-cycle schedule, 15 epochs of 128 (98.9% on the bundled digits' test images).
 
-    ``epochs="auto"`` takes :func:`auto_epochs` of the training set's size. ``time_budget``
-    (seconds for the whole ``fit``) times a few training steps first and caps the epoch count to
-    fit it (at least one epoch), before the schedule is built. ``epochs_`` is the count trained
-    for and ``epoch_plan_`` how it was reached (its ``"note"`` says what the budget cut).
+    ``time_limit`` (seconds for the whole ``fit``) times a few training steps first and plans the
+    epoch count, and with it the one-cycle schedule, to fit (at least one epoch): ``epochs="auto"``
+    fills it (:func:`default_time_limit` of the training set's size when there is no limit), a
+    number of epochs is cut to it. Training then stops after the epoch past which the next would
+    not fit. With held-out images and ``early_stopping_patience`` the best epoch's weights are
+    kept. ``epochs_`` is the count planned and ``epoch_plan_`` how it was reached (its ``"note"``
+    says what the time limit cut).
     """
 
     def __init__(
@@ -84,7 +83,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         seed: int = 0,
         compile: bool = False,
         arch_params: dict | None = None,
-        time_budget: float | None = None,
+        time_limit: float | None = None,
     ):
         self.arch = arch
         self.epochs = epochs
@@ -101,16 +100,17 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.compile = compile
         self.arch_params = arch_params
-        self.time_budget = time_budget
+        self.time_limit = time_limit
 
     def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None,
-            checkpoint: str | os.PathLike | None = None):
+            checkpoint: str | os.PathLike | None = None, limit: TimeLimit | None = None):
         """Train from scratch; ``on_epoch`` sees each ``history_`` entry and may raise to stop.
 
         ``checkpoint``: a file saved every epoch and continued from when it exists
-        (``models.training.fit``). Under ``torchrun`` every rank calls this with the same data.
+        (``models.training.fit``). ``limit``: the run's, which this fit ends within too (and whose
+        clock it reads). Under ``torchrun`` every rank calls this with the same data.
         """
-        started = time.perf_counter()
+        limit = (limit or TimeLimit(None, reserve=0.0)).within(self._check_time_limit())
         images, y = to_image_batch(X), np.asarray(y)
         if len(images) != len(y) or len(y) == 0:
             raise ValueError(f"{len(images)} images, {len(y)} labels: need as many, at least one")
@@ -138,7 +138,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         y_t = as_tensor(targets, device, torch.long)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
         cfg = self._train_config(device)
-        cfg.epochs = self._plan_epochs(cfg, X_t, y_t, loss_fn, augment, X_val_t, checkpoint, started)
+        cfg.epochs, limit = self._plan_epochs(cfg, X_t, y_t, loss_fn, augment, X_val_t, checkpoint, limit)
         fit(
             self.model_,
             X_t,
@@ -152,43 +152,49 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             val_metric=count_correct,
             on_epoch=record,
             checkpoint=checkpoint,
+            limit=limit,
         )
         return self
 
+    def _check_time_limit(self) -> float | None:
+        seconds = self.time_limit
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0):
+            raise ValueError(f"time_limit={seconds!r}: a positive number of seconds or None")
+        return seconds
+
     def _plan_epochs(self, cfg: TrainConfig, X_t: torch.Tensor, y_t: torch.Tensor, loss_fn: nn.Module,
-                     augment: str | None, X_val_t: torch.Tensor | None, checkpoint, started: float) -> int:
-        """The epoch count: ``epochs`` or its auto rule, capped by ``time_budget``; sets ``epoch_plan_``."""
-        if self.epochs == "auto":
-            epochs = auto_epochs(len(X_t) // distributed.world_size(), self.batch_size)
-        elif isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1:
-            epochs = self.epochs
-        else:
+                     augment: str | None, X_val_t: torch.Tensor | None, checkpoint,
+                     limit: TimeLimit) -> tuple[int, TimeLimit]:
+        """The epoch count and the limit training keeps to; sets ``epochs_`` and ``epoch_plan_``."""
+        auto = self.epochs == "auto"
+        if not auto and not (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1):
             raise ValueError(f"epochs={self.epochs!r}: a positive whole number or 'auto'")
-        plan: dict = {"requested": self.epochs, "planned": epochs, "epochs": epochs, "note": ""}
-        budget = self.time_budget
-        if budget is not None:
-            if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
-                raise ValueError(f"time_budget={budget!r}: a positive number of seconds or None")
-            saved = None  # a resumed run keeps the count it planned: its schedule was built on it
-            if checkpoint is not None:
-                saved = distributed.broadcast_object(
-                    checkpoints.load(checkpoint).get("epochs")
-                    if distributed.is_main() and os.path.exists(checkpoint) else None)
-            if saved is not None:
-                plan.update(epochs=int(saved), note=f"resumed: {int(saved)} epochs, as planned under the budget")
-            else:
-                step_s, eval_s = time_steps(self.model_, X_t, y_t, loss_fn=loss_fn, cfg=cfg,
-                                            prepare=self._prepare(augment), X_val=X_val_t)
-                shard = len(X_t) // distributed.world_size()
-                epoch_s = shard // max(1, min(cfg.batch_size, shard)) * step_s + eval_s
-                left = budget - (time.perf_counter() - started)
-                fits = max(1, int(distributed.broadcast_object(left * BUDGET_MARGIN / epoch_s)))
-                plan.update(step_seconds=step_s, epoch_seconds=epoch_s, budget_epochs=fits)
-                if fits < epochs:
-                    plan.update(epochs=fits, note=f"time_budget {budget:g} s: {fits} epochs instead of {epochs} "
-                                                  f"(about {epoch_s:.2f} s an epoch)")
+        shard = len(X_t) // distributed.world_size()
+        if auto and not limit.limited:
+            limit = limit.within(default_time_limit(len(X_t)))  # the whole set's, however many processes share it
+        plan: dict = {"requested": self.epochs, "epochs": AUTO_EPOCHS_MAX if auto else self.epochs, "note": "",
+                      "time_limit": limit.seconds}
+        saved = None  # a resumed run keeps the count it planned: its schedule was built on it
+        if checkpoint is not None and limit.limited:
+            saved = distributed.broadcast_object(
+                checkpoints.load(checkpoint).get("epochs")
+                if distributed.is_main() and os.path.exists(checkpoint) else None)
+        if saved is not None:
+            plan.update(epochs=int(saved), note=f"resumed: {int(saved)} epochs, as planned")
+        elif limit.limited:
+            step_s, eval_s = time_steps(self.model_, X_t, y_t, loss_fn=loss_fn, cfg=cfg,
+                                        prepare=self._prepare(augment), X_val=X_val_t, clock=limit.clock)
+            epoch_s = shard // max(1, min(cfg.batch_size, shard)) * step_s + eval_s
+            fits = max(1, int(distributed.broadcast_object(limit.left() * PLAN_MARGIN / epoch_s)))
+            plan.update(step_seconds=step_s, epoch_seconds=epoch_s, limit_epochs=fits)
+            if auto:
+                plan["epochs"] = min(fits, AUTO_EPOCHS_MAX)
+                plan["note"] = f"{plan['epochs']} epochs in {limit.seconds:.0f} s (about {epoch_s:.2f} s an epoch)"
+            elif fits < self.epochs:
+                plan.update(epochs=fits, note=f"time_limit {limit.seconds:g} s: {fits} epochs instead of "
+                                              f"{self.epochs} (about {epoch_s:.2f} s an epoch)")
         self.epochs_, self.epoch_plan_ = plan["epochs"], plan
-        return plan["epochs"]
+        return plan["epochs"], limit
 
     def predict_proba(self, X) -> np.ndarray:
         return torch.softmax(self._logits(X), dim=1).cpu().numpy()

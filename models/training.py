@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models import checkpoints, distributed
+from models.time_limit import TimeLimit
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
 EpochCallback = Callable[[dict[str, float]], None]
@@ -132,8 +133,10 @@ def _identity(x: torch.Tensor, train: bool) -> torch.Tensor:
 
 
 def time_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn: nn.Module, cfg: TrainConfig,
-               prepare: Prepare = _identity, steps: int = 3, X_val: torch.Tensor | None = None) -> tuple[float, float]:
-    """(seconds per training step, seconds to score ``X_val`` once), measured on a copy of ``model``.
+               prepare: Prepare = _identity, steps: int = 3, X_val: torch.Tensor | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """(seconds per training step, seconds to score ``X_val`` once), measured on a copy of ``model``
+    with ``clock``.
 
     One warm-up step, then ``steps`` timed ones on full batches, as :func:`fit` takes them (not
     compiled: ``torch.compile`` would spend its compile time here). ``model``, its optimizer-to-be
@@ -158,17 +161,17 @@ def time_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn: n
         return loss.detach()
 
     float(step(0))  # the warm-up step, waited for
-    started = time.perf_counter()
+    started = clock()
     for k in range(1, steps + 1):
         loss = step(k)
     float(loss)  # the host sync: the device has finished every step
-    step_seconds = (time.perf_counter() - started) / steps
+    step_seconds = (clock() - started) / steps
     eval_seconds = 0.0
     if X_val is not None and len(X_val):
         sample = X_val[: 4 * batch]
-        started = time.perf_counter()
+        started = clock()
         predict(probe, sample, batch_size=4 * batch, prepare=prepare, cfg=cfg).sum().item()
-        eval_seconds = (time.perf_counter() - started) * len(X_val) / len(sample)
+        eval_seconds = (clock() - started) * len(X_val) / len(sample)
     checkpoints.set_rng_states(rng)
     return step_seconds, eval_seconds
 
@@ -225,6 +228,7 @@ def fit(
     val_metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_epoch: EpochCallback | None = None,
     checkpoint: str | os.PathLike | None = None,
+    limit: TimeLimit | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on device-resident ``X``/``y``; returns one log dict per epoch.
 
@@ -242,7 +246,8 @@ def fit(
 
     ``cfg.max_seconds``: training stops at the end of the epoch in which this call has run that
     long (a resumed run counts from its resumption); with early stopping the best epoch's weights
-    are still the ones kept.
+    are still the ones kept. ``limit``: training stops after the epoch past which another as long
+    would not fit in it (read on its clock).
 
     Under ``torchrun`` (``models.distributed``) the model is wrapped in DistributedDataParallel:
     each rank trains on its shard of every epoch's permutation with ``cfg.batch_size`` rows a step
@@ -327,6 +332,7 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             started = time.perf_counter()
+            limit_started = limit.clock() if limit is not None else 0.0
             order = distributed.epoch_shard(len(X), order_seed, epoch).to(device)
             first = start_step if epoch == start_epoch else 0
             loss_sum = torch.zeros((), device=device)
@@ -367,8 +373,9 @@ def fit(
                 else:
                     best["since"] += 1
                     stop = best["since"] > cfg.early_stopping_patience
-            if cfg.max_seconds is not None and not stop:
-                out_of_time = time.perf_counter() - fit_started > cfg.max_seconds
+            if (cfg.max_seconds is not None or limit is not None and limit.limited) and not stop:
+                out_of_time = cfg.max_seconds is not None and time.perf_counter() - fit_started > cfg.max_seconds
+                out_of_time = out_of_time or limit is not None and not limit.fits(limit.clock() - limit_started)
                 stop = bool(distributed.broadcast_object(out_of_time)) if world > 1 else out_of_time  # ranks agree
             if checkpoint is not None and not stop and epoch + 1 < cfg.epochs:
                 log["checkpoint_seconds"] = save(epoch + 1, 0, torch.zeros(()))

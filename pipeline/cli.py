@@ -25,6 +25,7 @@ from pipeline import config, leaderboard, processes, reuse, stages, studies, tra
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
+from pipeline.tasks.image_setup import as_image_competition  # issue 20: images without a config
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -187,8 +188,14 @@ def _load_competition(args) -> config.Competition:
     overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
     name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
                                    columns_given=bool(args.target or args.id_column))
-    return config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
+    comp = config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
                        **overrides)
+    # --- images (issue 20): a competition without a config whose files are images is an image one
+    configured = args.config is not None or (config.CONFIG_DIR / f"{name}.toml").is_file()
+    data_dir = _data_dir(args)
+    if not configured and data_dir is not None:
+        comp = as_image_competition(comp, data_dir)
+    return comp
 
 
 def _data_dir(args) -> Path | None:

@@ -53,7 +53,10 @@ class Competition:
     id: str
     kaggle: str | None = None
     kind: str = "tabular"
-    layout: str | None = None  # file layout of image competitions
+    layout: str | None = None  # file layout of image competitions; None: inferred from the files
+    # Image competitions of files: the side every image is resized to; "fixed": one size, kept;
+    # None: inferred (pipeline/data/image_decode.py).
+    image_size: int | str | None = None
     task: str | None = None  # None: inferred from the target
     metric: str | None = None  # None: inferred from the task
     target_transform: str | None = None
@@ -193,6 +196,9 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: [ensemble] method must be best, select, blend or stack")
     if not isinstance(comp.ensemble.refit, bool):
         raise UserError(f"{source}: [ensemble] refit must be true or false, got {comp.ensemble.refit!r}")
+    size = comp.image_size
+    if size is not None and size != "fixed" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UserError(f'{source}: image_size must be a positive whole number or "fixed", got {size!r}')
     holdout = comp.cv.holdout
     if holdout is not None and (isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 < holdout < 1):
         raise UserError(f"{source}: [cv] holdout must be a fraction between 0 and 1")

@@ -118,7 +118,10 @@ def log_image(comp: Competition, clf: ImageClassifier, arch: str, values: dict, 
     """The refit ``clf`` as a pyfunc over pixel rows ``pixel<first_pixel>...`` (rank 0 only)."""
     if not tracking.is_main_process():
         return
-    pixels = X_train[:EXAMPLE_ROWS].reshape(min(EXAMPLE_ROWS, len(X_train)), -1)
+    shown = X_train[:EXAMPLE_ROWS]
+    if shown.ndim == 4:  # colour (N, 3, S, S): pixel rows in row, column, channel order, as CSVs hold them
+        shown = shown.transpose(0, 2, 3, 1)
+    pixels = shown.reshape(len(shown), -1)
     example = pd.DataFrame(pixels.astype(np.int64),
                            columns=[f"pixel{i}" for i in range(first_pixel, first_pixel + pixels.shape[1])])
     in_channels = 1 if X_train.ndim == 3 else X_train.shape[1]

@@ -1,21 +1,31 @@
 """Image competition files: read and check them, in any of the known layouts.
 
-Layouts (``load_image_competition``):
+Layouts (``resolve_layout``: the config's ``layout``, else inferred from the files):
 
-- ``digit-recognizer``: Kaggle's ``train.csv`` (``label,pixel0..pixel783``) and ``test.csv``
-  (``pixel0..pixel783``); submissions are ``ImageId,Label`` with ImageId counting from 1.
-- ``fashion-mnist-csv``: the Kaggle Fashion-MNIST dataset, ``fashion-mnist_train.csv`` and
-  ``fashion-mnist_test.csv``, both ``label,pixel1..pixel784``.
-- ``fashion-mnist-idx``: the original gzipped IDX files (``train-images-idx3-ubyte.gz``, ...).
+- ``pixel-csv``: one row per image, the target column and one column per pixel (``pixel0..`` or
+  ``pixel1..``), any square side, gray (S×S columns) or colour (3×S×S, in row, column, channel
+  order); the test CSV has the pixels and maybe the id column (else ids count from 1). Three
+  named instances keep their files' names:
 
-CSV pixel columns may be numbered from 0 or from 1. Every problem a user can fix (a missing
-file or column, a wrong pixel count, a value outside 0..255, text, a truncated IDX file) raises
-``UserError`` with one line that says where.
+  - ``digit-recognizer``: Kaggle's ``train.csv`` (``label,pixel0..pixel783``) and ``test.csv``;
+    submissions are ``ImageId,Label`` with ImageId counting from 1.
+  - ``fashion-mnist-csv``: ``fashion-mnist_train.csv`` and ``fashion-mnist_test.csv``, both
+    labelled.
+  - ``fashion-mnist-idx``: the original gzipped IDX files (``train-images-idx3-ubyte.gz``, ...).
+- ``image-folder`` and ``class-folders``: PNG/JPG files (``pipeline.data.image_folders``),
+  decoded and cached by ``pipeline.data.image_decode``.
+
+Images are uint8, (N, S, S) when gray and (N, 3, S, S) in colour; labels are whole numbers or
+text. Every problem a user can fix (a missing file or column, a wrong pixel count, a value
+outside 0..255, text, a truncated IDX file, an unreadable image) raises ``UserError`` with one
+line that says where.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +33,15 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Competition
+from pipeline.data import image_folders
 from pipeline.data.files import source_of
 from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
 
-SIDE = 28
+SIDE = 28  # the digits' and Fashion-MNIST's side
 PIXELS = SIDE * SIDE
 LABEL = "label"
-LABELS_FILE = "test_labels.csv"
+LABELS_FILE = image_folders.HELD_BACK_LABELS
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type the MNIST files use
 LAYOUT_FILES = {
     "digit-recognizer": ("train.csv", "test.csv"),
@@ -42,29 +53,37 @@ LAYOUT_FILES = {
         "t10k-labels-idx1-ubyte.gz",
     ),
 }
+PIXEL_CSV = "pixel-csv"
+LAYOUTS = (*LAYOUT_FILES, PIXEL_CSV, *image_folders.FOLDER_LAYOUTS)
+PIXEL_NAME = re.compile(r"pixel\d+")
 
 
 @dataclass(frozen=True)
 class ImageData:
-    X_train: np.ndarray  # uint8 (N, 28, 28)
-    y_train: np.ndarray  # int64 (N,), 0..9
-    X_test: np.ndarray  # uint8 (M, 28, 28)
-    test_ids: np.ndarray  # int64 (M,): the submission's ImageId, 1..M
+    X_train: np.ndarray  # uint8 (N, S, S) gray or (N, 3, S, S) colour
+    y_train: np.ndarray  # (N,) labels: int64, or text
+    X_test: np.ndarray  # uint8, as X_train
+    test_ids: np.ndarray  # (M,): the submission's ids (ImageId 1..M where the files have none)
     y_test: np.ndarray | None = None  # where the files have them: Fashion-MNIST, bundled
 
 
-def load_image_competition(data_dir: Path, layout: str) -> ImageData:
+def load_image_competition(data_dir: Path, layout: str, *, target: str = LABEL, id_column: str | None = None,
+                           files: tuple[str, str] = ("train.csv", "test.csv")) -> ImageData:
+    """A pixel-CSV or IDX layout's images; ``files``, ``target`` and ``id_column``: a ``pixel-csv``'s."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"data folder not found: {data_dir} (run `make data`)")
-    if layout not in LAYOUT_FILES:
-        raise UserError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUT_FILES)}")
-    paths = [_require(data_dir, name, layout) for name in LAYOUT_FILES[layout]]
-    if layout == "digit-recognizer":
-        X_train, y_train = read_image_csv(paths[0], labelled=True)
-        X_test, _ = read_image_csv(paths[1], labelled=False)
-        y_test = _read_test_labels(data_dir / LABELS_FILE, np.arange(1, len(X_test) + 1))
-    elif layout == "fashion-mnist-csv":
+    if layout not in (*LAYOUT_FILES, PIXEL_CSV):
+        raise UserError(f"unknown image layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    paths = [_require(data_dir, name, layout) for name in LAYOUT_FILES.get(layout, files)]
+    if layout in ("digit-recognizer", PIXEL_CSV):
+        X_train, y_train = read_image_csv(paths[0], labelled=True, target=target, id_column=id_column)
+        X_test, _ = read_image_csv(paths[1], labelled=False, target=target, id_column=id_column)
+        test_ids = np.arange(1, len(X_test) + 1)
+        if layout == PIXEL_CSV and id_column is not None and id_column in _header(paths[1]):
+            test_ids = read_csv(paths[1])[id_column].to_numpy()
+        return ImageData(X_train, y_train, X_test, test_ids, _read_test_labels(data_dir / LABELS_FILE, test_ids))
+    if layout == "fashion-mnist-csv":
         X_train, y_train = read_image_csv(paths[0], labelled=True)
         X_test, y_test = read_image_csv(paths[1], labelled=True)
     else:
@@ -82,37 +101,52 @@ def _require(data_dir: Path, name: str, layout: str) -> Path:
     raise UserError(f"{name} not found in {data_dir} (the {layout} layout needs it)")
 
 
+def _header(path: Path) -> list[str]:
+    return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+
+
 # --- CSV ------------------------------------------------------------------------------------
 
 
-def read_image_csv(path: Path, *, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 images (N, 28, 28) and, when the file has a ``label`` column, int64 labels."""
+def pixel_shape(count: int) -> tuple[int, int] | None:
+    """(channels, side) of ``count`` pixel columns: S×S gray or 3×S×S colour; None: neither."""
+    for channels in (1, 3):
+        side = math.isqrt(count // channels)
+        if count % channels == 0 and side * side * channels == count and side > 0:
+            return channels, side
+    return None
+
+
+def read_image_csv(path: Path, *, labelled: bool, target: str = LABEL,
+                   id_column: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 images and, when the file has the ``target`` column, their labels."""
     frame = read_csv(path)
-    if labelled and LABEL not in frame.columns:
+    if labelled and target not in frame.columns:
         raise UserError(
-            f"{path} has no '{LABEL}' column (it starts {', '.join(map(str, frame.columns[:3]))})"
+            f"{path} has no '{target}' column (it starts {', '.join(map(str, frame.columns[:3]))})"
         )
-    pixel_columns = [c for c in frame.columns if c != LABEL]
-    if len(pixel_columns) != PIXELS:
-        raise UserError(
-            f"{path} has {len(pixel_columns)} pixel columns; {SIDE}×{SIDE} images need {PIXELS}"
-        )
+    pixel_columns = [c for c in frame.columns if c not in (target, id_column)]
+    shape = pixel_shape(len(pixel_columns))
+    if shape is None:
+        raise UserError(f"{path} has {len(pixel_columns)} pixel columns: not S×S (gray) or 3×S×S (colour) "
+                        f"for any side S ({SIDE}×{SIDE} images need {PIXELS})")
     _check_pixel_names(path, pixel_columns)
-    images = _whole_numbers(frame[pixel_columns], path, "pixel value", 0, 255)
-    labels = None
-    if LABEL in frame.columns:
-        labels = _whole_numbers(frame[[LABEL]], path, "label", 0, 9)[:, 0]
-    return images.astype(np.uint8).reshape(-1, SIDE, SIDE), labels
+    images = _whole_numbers(frame[pixel_columns], path, "pixel value", 0, 255).astype(np.uint8)
+    channels, side = shape
+    images = images.reshape(-1, side, side) if channels == 1 else \
+        images.reshape(-1, side, side, channels).transpose(0, 3, 1, 2).copy()
+    labels = image_folders.as_labels(frame[target], path) if target in frame.columns else None
+    return images, labels
 
 
 def _check_pixel_names(path: Path, columns: list[str]) -> None:
     start = 1 if columns[0] == "pixel1" else 0
-    expected = [f"pixel{i}" for i in range(start, start + PIXELS)]
+    expected = [f"pixel{i}" for i in range(start, start + len(columns))]
     for column, name in zip(columns, expected, strict=True):
         if column != name:
             raise UserError(
                 f"{path}: column {column!r} where {name!r} was expected "
-                "(pixels are pixel0..pixel783 or pixel1..pixel784)"
+                f"(pixels are pixel0..pixel{len(columns) - 1} or pixel1..pixel{len(columns)})"
             )
 
 
@@ -188,20 +222,14 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
-    if images.shape[1:] != (SIDE, SIDE):
-        raise UserError(
-            f"{images_path} holds {images.shape[1]}×{images.shape[2]} images, not 28×28"
-        )
     if len(images) != len(labels):
         raise UserError(
             f"{images_path} has {len(images)} images but {labels_path} {len(labels)} labels"
         )
-    if labels.max(initial=0) > 9:
-        raise UserError(f"{labels_path}: label {labels.max()} is outside 0..9")
     return images, labels.astype(np.int64)
 
 
-# --- A competition's files: its layout, or the other layout of the same dataset -------------
+# --- A competition's files: its layout, or the one its files show ------------------------
 
 
 def _layout_present(data_dir: Path, layout: str) -> bool:
@@ -211,14 +239,45 @@ def _layout_present(data_dir: Path, layout: str) -> bool:
     )
 
 
-def resolve_layout(comp: Competition, data_dir: Path) -> str:
-    """The config's layout, or the other layout of the same dataset when only its files are here."""
-    if comp.layout is None:
-        raise UserError(f"{comp.name}: an image competition needs a layout ({', '.join(LAYOUT_FILES)})")
-    if comp.layout not in LAYOUT_FILES:
-        raise UserError(f"{comp.name}: unknown image layout {comp.layout!r}; use one of {', '.join(LAYOUT_FILES)}")
+def _is_pixel_csv(comp: Competition, data_dir: Path) -> bool:
+    """A training CSV with the target and only ``pixel<i>`` columns besides (and maybe the id)."""
+    train, test = data_dir / comp.train_file, data_dir / comp.test_file
+    if not (train.is_file() and test.is_file()):
+        return False
+    try:
+        header = _header(train)
+    except (UnicodeDecodeError, ValueError):  # not this reader's to judge: the tabular one says what is wrong
+        return False
+    columns = [c for c in header if c not in (comp.target, comp.id)]
+    return comp.target in header and pixel_shape(len(columns)) is not None and all(
+        PIXEL_NAME.fullmatch(c) for c in columns)
+
+
+def detect_layout(comp: Competition, data_dir: Path) -> str | None:
+    """The layout the files in ``data_dir`` show; None: no image competition's files."""
     data_dir = Path(data_dir)
-    if not data_dir.is_dir() or _layout_present(data_dir, comp.layout):
+    if not data_dir.is_dir():
+        return None
+    for layout in ("fashion-mnist-csv", "fashion-mnist-idx"):  # digit-recognizer's are a pixel-csv's
+        if _layout_present(data_dir, layout):
+            return layout
+    return image_folders.folder_layout(comp, data_dir) or (PIXEL_CSV if _is_pixel_csv(comp, data_dir) else None)
+
+
+def resolve_layout(comp: Competition, data_dir: Path) -> str:
+    """The config's layout (or the other layout of the same dataset when only its files are
+    here), else the layout the files show."""
+    data_dir = Path(data_dir)
+    if comp.layout is None:
+        found = detect_layout(comp, data_dir)
+        if found is None:
+            raise UserError(f"{data_dir}: no image files found (a {comp.train_file} of pixel columns, or a "
+                            f"{image_folders.train_folder(comp, data_dir).name}/ folder of images and a labels CSV "
+                            "or one folder per class); or name a layout: " + ", ".join(LAYOUTS))
+        return found
+    if comp.layout not in LAYOUTS:
+        raise UserError(f"{comp.name}: unknown image layout {comp.layout!r}; use one of {', '.join(LAYOUTS)}")
+    if comp.layout not in LAYOUT_FILES or not data_dir.is_dir() or _layout_present(data_dir, comp.layout):
         return comp.layout
     family = comp.layout.rsplit("-", 1)[0]
     for other in LAYOUT_FILES:
@@ -229,7 +288,13 @@ def resolve_layout(comp: Competition, data_dir: Path) -> str:
 
 def has_files(comp: Competition, data_dir: Path) -> bool:
     """Whether ``data_dir`` holds a complete set of the competition's files (any of its layouts)."""
-    return Path(data_dir).is_dir() and _layout_present(Path(data_dir), resolve_layout(comp, data_dir))
+    data_dir = Path(data_dir)
+    if comp.layout is None:
+        return detect_layout(comp, data_dir) is not None
+    layout = resolve_layout(comp, data_dir)
+    if layout in LAYOUT_FILES:
+        return data_dir.is_dir() and _layout_present(data_dir, layout)
+    return data_dir.is_dir() and detect_layout(comp, data_dir) == layout
 
 
 @dataclass
@@ -243,7 +308,19 @@ class Images:
 def load(comp: Competition, data_dir: Path) -> Images:
     data_dir = Path(data_dir)
     layout = resolve_layout(comp, data_dir)
-    data = load_image_competition(data_dir, layout)
     sample_path = data_dir / comp.sample_submission_file
-    sample = read_csv(sample_path) if sample_path.is_file() else None
+    folders = layout in image_folders.FOLDER_LAYOUTS
+    # Folder ids name files: read as text, so that "007" stays "007".
+    sample = read_csv(sample_path, dtype={comp.id: "str"} if folders else None) if sample_path.is_file() else None
+    if folders:
+        found = image_folders.read(comp, data_dir, layout, sample, comp.image_size)
+        data = ImageData(_squeeze(found.X_train), found.y_train, _squeeze(found.X_test), found.test_ids)
+    else:
+        data = load_image_competition(data_dir, layout, target=comp.target, id_column=comp.id,
+                                      files=(comp.train_file, comp.test_file))
     return Images(data, layout, source_of(data_dir), sample)
+
+
+def _squeeze(images: np.ndarray) -> np.ndarray:
+    """Gray images as (N, S, S), like the pixel CSVs'."""
+    return images[:, 0] if images.shape[1] == 1 else images

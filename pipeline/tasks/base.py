@@ -68,6 +68,7 @@ class CVResult:
     members: list = field(default_factory=list)  # each member's own result (a portfolio's configurations)
     rows: int = 0  # training rows the scores came from
     finished: bool = True  # the whole plan ran (not cut short by the time limit)
+    checkpoints: Any = None  # the folder the fits checkpoint to, where the task has one (images)
 
 
 class CompetitionFiles(Protocol):

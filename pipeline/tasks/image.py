@@ -1,21 +1,26 @@
-"""Image competitions (``kind = "image"`` in the config).
+"""Image competitions (``kind = "image"`` in the config, or a folder of images without one).
 
-``python -m pipeline submit --competition digit-recognizer`` runs this task: the images are read
-by ``pipeline.data.images`` (uint8 28×28), a registered vision model is trained by
-``models.image.ImageClassifier``, and everything goes to one MLflow run, as for tabular
-competitions.
+``python -m pipeline submit --competition digit-recognizer`` (or ``--data-dir D --target label
+--id id`` on a folder of images) runs this task: the images are read by ``pipeline.data.images``
+(uint8, gray or colour), a registered vision model is trained by ``models.image.ImageClassifier``,
+and everything goes to one MLflow run, as for tabular competitions.
 
 Layout
-    The config's ``layout`` names the files (``pipeline/images.py``). When its files are not in
-    the data folder but those of the other Fashion-MNIST layout are (CSV ``fashion-mnist_*.csv``
-    or IDX ``*-ubyte[.gz]``), that layout is used and the run says so; ``--layout`` picks one
-    explicitly (it is still the only one read).
+    The config's ``layout`` names the files, else the files show it (``pipeline/data/images.py``).
+    When a named layout's files are not in the data folder but those of the other Fashion-MNIST
+    layout are, that layout is used and the run says so; ``--layout`` picks one explicitly.
+
+Task, metric, model
+    As for tables: the task from the labels, the metric from the sample submission (labels:
+    accuracy; a probability per class: log loss; a binary probability: AUC), the classes in
+    ``metric.classes``. Where neither the config nor ``--model`` names a model, the kind of image
+    picks it (``image_setup.KIND_DEFAULTS``).
 
 Validation
     ``[cv] holdout = f`` holds out a stratified, seeded fraction ``f`` of the training images
-    once; otherwise ``[cv] folds`` stratified folds. Every epoch of every fit is scored on its
-    held-out images (accuracy and loss, logged as MLflow step metrics), and the validation score
-    is the accuracy over all held-out images (``cv_accuracy``).
+    once (the default without a config: 0.1); otherwise ``[cv] folds`` stratified folds. Every
+    epoch of every fit is scored on its held-out images (accuracy and loss, logged as MLflow step
+    metrics), and the validation score is the metric over all held-out images.
 
 Refit
     The model that predicts the test images is then trained again, from scratch, on every
@@ -42,7 +47,6 @@ CPU threads
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import tempfile
@@ -52,93 +56,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models import distributed
-from models.image import ImageClassifier, auto_epochs
+from models.image import ImageClassifier
 from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import checkpoints, models_io, params, plots, submission, tracking
-from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import images as files
 from pipeline.data.images import Images
 from pipeline.errors import UserError
+from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
+from pipeline.tasks.image_setup import (
+    KIND_DEFAULTS,
+    METRICS,
+    classifier_defaults,
+    classifier_params,
+    image_kind,
+    make_classifier,
+    refit_params,
+    score,
+    splits,
+)
 
-DEFAULT_MODEL = "cnn5"
 TARGET_COLUMN = "Label"  # the submission's prediction column when there is no sample to copy
 WORST_SHOWN = 32  # images in a misclassified grid
-CHOICES = {  # ImageClassifier parameters with a fixed set of values
-    "optimizer": ("adamw", "adam", "sgd"),
-    "schedule": ("onecycle", "cosine", "constant"),
-    "augment": (False, None, True, "shift", "fashion"),
-}
 
 
-def classifier_params(values: dict) -> dict:
-    """``values`` checked against ``ImageClassifier``'s keyword arguments."""
-    allowed = set(inspect.signature(ImageClassifier).parameters) - {"arch"}
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        hint = " (the model is --model)" if "arch" in unknown else ""
-        raise UserError(f"unknown image model parameter {unknown[0]!r}{hint}; known: {', '.join(sorted(allowed))}")
-    for key, choices in CHOICES.items():
-        if key in values and values[key] not in choices:
-            raise UserError(f"image model parameter {key}={values[key]!r}: use one of "
-                            + ", ".join(repr(c) for c in choices))
-    for key in ("epochs", "batch_size"):
-        value = values.get(key, 1)
-        if (key != "epochs" or value != "auto") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            also = " or 'auto'" if key == "epochs" else ""
-            raise UserError(f"image model parameter {key}={value!r}: must be a positive whole number{also}")
-    for key in ("lr", "time_budget"):
-        value = values.get(key, 1)
-        if not (key == "time_budget" and value is None) and (
-                not isinstance(value, int | float) or isinstance(value, bool) or not value > 0):
-            unit = " of seconds" if key == "time_budget" else ""
-            raise UserError(f"image model parameter {key}={value!r}: must be a positive number{unit}")
-    return dict(values)
-
-
-def classifier_defaults() -> dict:
-    """``ImageClassifier``'s own parameter defaults (the architecture aside)."""
-    return {k: p.default for k, p in inspect.signature(ImageClassifier).parameters.items() if k != "arch"}
-
-
-def make_classifier(model: str, values: dict) -> ImageClassifier:
-    return ImageClassifier(arch=model, **classifier_params(values))
-
-
-def splits(comp: Competition, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, held-out) row indices: one stratified holdout, or stratified k folds."""
-    counts = np.bincount(y)
-    rarest = int(counts[counts > 0].min())
-    rows = np.arange(len(y))
-    if comp.cv.holdout is not None:
-        held = round(comp.cv.holdout * len(y))
-        if held < len(np.unique(y)) or len(y) - held < len(np.unique(y)):
-            raise UserError(f"[cv] holdout = {comp.cv.holdout} of {len(y)} images leaves too few to hold out "
-                            "one image of every class")
-        stratify = y if rarest >= 2 else None
-        train, held_out = train_test_split(rows, test_size=held, random_state=comp.cv.seed, stratify=stratify)
-        return [(np.sort(train), np.sort(held_out))]
-    if rarest < comp.cv.folds:
-        raise UserError(f"[cv] folds = {comp.cv.folds}, but a class has only {rarest} training images")
-    return list(StratifiedKFold(comp.cv.folds, shuffle=True, random_state=comp.cv.seed).split(rows, y))
-
-
-def refit_params(values: dict, result: CVResult) -> dict:
-    """The refit's params: as validated, but with early stopping the best epoch count instead."""
-    if values.get("early_stopping_patience") is None:
-        return values
-    best = [int(np.argmin([log["val_loss"] for log in history])) + 1 for history in result.histories if history]
-    return {**values, "epochs": int(np.median(best)) if best else values.get("epochs", 15),
-            "early_stopping_patience": None}
-
-
-
+STUDY_FIRST_EPOCHS = 15  # a study's first trial, where the config says epochs = "auto"
 
 
 class ImageTask(FileTask):
@@ -146,42 +93,58 @@ class ImageTask(FileTask):
     registry_kind = "vision"
     progress_unit = "epoch"
     distributed = True
-    _checkpoints: Path | None = None  # this run's checkpoint folder, from validate to refit
 
     def load(self, data_dir: Path) -> Images:
-        self._metric()  # a wrong task or metric is refused before the files are read
+        comp = self.comp  # a wrong task or metric is refused before the files are read
+        if comp.task == "regression":
+            raise UserError(f"{comp.name}: image competitions are classifications (binary or multiclass), "
+                            "not regression")
+        if comp.metric is not None and get_metric(comp.metric).name not in METRICS:
+            raise UserError(f"{comp.name}: image competitions are scored by {', '.join(METRICS)}, "
+                            f"not {get_metric(comp.metric).name}")
         return super().load(data_dir)
 
-    def _metric(self):
-        comp = self.comp
-        if comp.task not in (None, "multiclass"):
-            raise UserError(f"{comp.name}: image competitions are multiclass, not {comp.task}")
-        metric = get_metric(comp.metric or "accuracy")
-        if metric.name != "accuracy":
-            raise UserError(f"{comp.name}: image competitions are scored by accuracy, not {metric.name}")
-        return metric
+    def _task_and_metric(self, data: Images) -> tuple[str, Metric]:
+        """As a table's: the task from the labels, the metric from the sample submission's columns
+        (one probability column per class: log loss; a probability of a binary target: AUC)."""
+        comp, labels = self.comp, data.data.y_train
+        task = comp.task or infer_task(pd.Series(labels))
+        if task == "regression":  # many whole-number labels: still classes, for an image
+            task = "multiclass"
+        targets = submission.sample_targets(data.sample, comp.id) if data.sample is not None else []
+        metric = get_metric(comp.metric or infer_metric(task, data.sample[targets] if targets else None))
+        if metric.name not in METRICS:
+            raise UserError(f"{comp.name}: image competitions are scored by {', '.join(METRICS)}, not {metric.name}")
+        metric = metric.with_classes(np.unique(labels))
+        if task == "binary" and metric.name == "log_loss" and len(targets) == 1:
+            raise UserError(f"{comp.sample_submission_file}: binary log loss needs one probability column per class")
+        if len(targets) > 1:  # a probability column per class: each must map, before any work
+            submission.class_columns(targets, metric.classes, comp.target)
+        return task, metric
 
     def plan(self, data: Images, *, model: str | None = None, cli_params: dict | None = None,
              tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
-        """With a ``time_limit``, each fit (the validation's and the refit) gets its share of the
-        time left as ``time_budget``."""
-        name = params.choose_model(self.comp, self.registry_kind, "multiclass", DEFAULT_MODEL, model)
-        values = classifier_params(params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
-                                                         kind=self.registry_kind).values)
+        """With a ``time_limit`` (the run's), each fit (the validation's and the refit) gets its
+        share of the time left as its own ``time_limit``, and none runs past the run's."""
+        kind = image_kind(data.data.X_train)
+        default, kind_params = KIND_DEFAULTS[kind]
+        name = params.choose_model(self.comp, self.registry_kind, "multiclass", default, model)
+        chosen = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
+                                kind=self.registry_kind).values
+        values = classifier_params({**(kind_params if name == default else {}), **chosen})
         time_limit = time_limit or TimeLimit(self.comp.time_limit)
-        if time_limit.limited and values.get("time_budget") is None:
+        if time_limit.limited and values.get("time_limit") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
             left = time_limit.left()
-            values["time_budget"] = round(max(left, 1.0) / fits, 1)
-            say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_budget']:.0f} s")
-        self._labels = data.data.y_train
-        return Plan("multiclass", self._metric(), name, {name: values}, comp=self.comp, time_limit=time_limit)
+            values["time_limit"] = round(max(left, 1.0) / fits, 1)
+            say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_limit']:.0f} s")
+        task, metric = self._task_and_metric(data)
+        return Plan(task, metric, name, {name: values}, comp=self.comp, time_limit=time_limit)
 
     def untuned_params(self, plan: Plan) -> dict:
         values = {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
-        if values["epochs"] == "auto" and getattr(self, "_labels", None) is not None:
-            # A study's first trial: the count submit's first fit takes (a study's epochs are numbers).
-            values["epochs"] = auto_epochs(len(splits(self.comp, self._labels)[0][0]), values["batch_size"])
+        if values["epochs"] == "auto":  # a study's epochs are numbers: its first trial takes this many
+            values["epochs"] = STUDY_FIRST_EPOCHS
         return values
 
     def _scheme(self) -> str:
@@ -198,15 +161,20 @@ class ImageTask(FileTask):
                 "data": checkpoints.fingerprint(data.data.X_train, data.data.y_train)}
 
     def describe(self, data: Images, plan: Plan) -> list[str]:
-        note = "" if data.layout == self.comp.layout else f" (the files present; the config names {self.comp.layout})"
-        return [f"data: {data.source}, layout {data.layout}{note}: {len(data.data.X_train)} train images, "
-                f"{len(data.data.X_test)} test images",
+        note = "" if data.layout == self.comp.layout else " (inferred from the files)" if self.comp.layout is None \
+            else f" (the files present; the config names {self.comp.layout})"
+        images = data.data.X_train
+        side, channels = images.shape[-1], 1 if images.ndim == 3 else images.shape[1]
+        return [f"data: {data.source}, layout {data.layout}{note}: {len(images)} train images, "
+                f"{len(data.data.X_test)} test images, {side}×{side}×{channels}: {image_kind(images)} "
+                f"(default {KIND_DEFAULTS[image_kind(images)][0]})",
                 f"model: {plan.model} {plan.params or ''}".rstrip()
                 + f", validation: {self._scheme()}, device: {self._device(plan)}"]
 
     def tags(self, data: Images, plan: Plan) -> dict[str, str]:
         device = self._device(plan)
-        tags = {"device": str(device), "layout": data.layout, "world_size": str(distributed.world_size())}
+        tags = {"device": str(device), "layout": data.layout, "world_size": str(distributed.world_size()),
+                "image_kind": image_kind(data.data.X_train)}
         if device.type == "cuda":
             tags["device_name"] = torch.cuda.get_device_name(device)
         return tags
@@ -235,7 +203,7 @@ class ImageTask(FileTask):
             clf = make_classifier(plan.model, plan.params)
             hook = (lambda log, clf=clf, k=k: on_epoch(k, log, clf.epochs_)) if on_epoch else None
             clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook,
-                    checkpoint=checkpoints / f"fold{k}.pt" if checkpoints else None)
+                    checkpoint=checkpoints / f"fold{k}.pt" if checkpoints else None, limit=plan.time_limit)
             if clf.epoch_plan_["note"]:
                 say(f"{'holdout' if self.comp.cv.holdout is not None else f'fold {k}'}: {clf.epoch_plan_['note']}")
             fold_proba = clf.predict_proba(X[held_idx])
@@ -245,14 +213,14 @@ class ImageTask(FileTask):
             proba[held_idx] = 0.0
             proba[np.ix_(held_idx, np.searchsorted(classes, clf.classes_))] = fold_proba
             fold_of_row[held_idx] = k
-            scores.append(float((classes[fold_proba.argmax(axis=1)] == y[held_idx]).mean()))
+            scores.append(score(plan.metric, y[held_idx], proba[held_idx]))
             histories.append(clf.history_)
             if on_fold:
                 on_fold(k, scores[-1])
         held = fold_of_row >= 0
-        score = float((classes[proba[held].argmax(axis=1)] == y[held]).mean())
-        return CVResult(proba, scores, score, fold_of_row, histories, time.perf_counter() - started,
-                        scores={plan.model: score})
+        overall = score(plan.metric, y[held], proba[held])
+        return CVResult(proba, scores, overall, fold_of_row, histories, time.perf_counter() - started,
+                        scores={plan.model: overall})
 
     def validate(self, data: Images, plan: Plan, *, progress: bool | None) -> CVResult:
         show = sys.stdout.isatty() if progress is None else progress
@@ -262,8 +230,9 @@ class ImageTask(FileTask):
         def on_epoch(k: int, entry: dict, epochs: int) -> None:
             _log_epoch("" if holdout else f"fold{k}_", entry, epochs, "holdout" if holdout else f"fold {k}", show)
 
-        self._checkpoints = checkpoints.open_folder(self.comp.name, self._run_config(data, plan), resume=self.resume)
-        result = self.cross_validate(data, plan, on_epoch=on_epoch, checkpoints=self._checkpoints)
+        folder = checkpoints.open_folder(self.comp.name, self._run_config(data, plan), resume=self.resume)
+        result = self.cross_validate(data, plan, on_epoch=on_epoch, checkpoints=folder)
+        result.checkpoints = folder  # the refit's checkpoint goes there too
         many = len(result.fold_scores) > 1
         tracking.log_metrics({f"cv_{metric.name}": result.score, "validation_seconds": result.seconds,
                               **({f"fold{k}_{metric.name}": s for k, s in enumerate(result.fold_scores)}
@@ -272,7 +241,7 @@ class ImageTask(FileTask):
         say(f"validation {metric.name}: {result.score:.5f}" + (
             f" (folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})" if many else
             f" on {len(held)} held-out images") + f" in {result.seconds:.1f} s")
-        _log_held_out(data, result)
+        _log_held_out(data, result, metric.name)
         return result
 
     def refit(self, data: Images, plan: Plan, result: CVResult, *, progress: bool | None) -> ImageClassifier:
@@ -283,9 +252,9 @@ class ImageTask(FileTask):
         show = sys.stdout.isatty() if progress is None else progress
         final.fit(images.X_train, images.y_train,
                   on_epoch=lambda entry: _log_epoch("refit_", entry, final.epochs_, "refit", show),
-                  checkpoint=self._checkpoints / "refit.pt" if self._checkpoints else None)
-        if self._checkpoints:
-            checkpoints.close_folder(self._checkpoints, "refit.pt")
+                  checkpoint=result.checkpoints / "refit.pt" if result.checkpoints else None, limit=plan.time_limit)
+        if result.checkpoints:
+            checkpoints.close_folder(result.checkpoints, "refit.pt")
         seconds = time.perf_counter() - started
         tracking.log_metrics({"refit_seconds": seconds})
         say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s"
@@ -305,36 +274,43 @@ class ImageTask(FileTask):
         return frame
 
     def submission(self, data: Images, plan: Plan, predictions: pd.DataFrame, path: Path) -> int:
+        """Labels, P(positive class) or one probability column per class, as the sample asks."""
         comp = self.comp
         ids = pd.Series(data.data.test_ids, name=comp.id)
         sample = data.sample
         if sample is None:
-            sample = pd.DataFrame({comp.id: ids.to_numpy(), TARGET_COLUMN: 0})
-            say(f"no {comp.sample_submission_file} in the data folder: writing {comp.id},{TARGET_COLUMN}")
+            column = TARGET_COLUMN if data.layout in files.LAYOUT_FILES else comp.target
+            sample = pd.DataFrame({comp.id: ids.to_numpy(), column: 0})
+            say(f"no {comp.sample_submission_file} in the data folder: writing {comp.id},{column}")
         elif comp.id not in sample.columns:
             raise UserError(f"{comp.sample_submission_file} has no {comp.id!r} column "
                             f"(it has {', '.join(sample.columns)})")
         elif set(sample[comp.id]) != set(ids) or len(sample) != len(ids):
-            raise UserError(f"{comp.sample_submission_file} lists {len(sample)} ids, not {comp.id} 1..{len(ids)} "
-                            "of the test images")
-        frame = submission.finalize(sample, ids, predictions["predicted"].to_numpy(), id_column=comp.id,
-                                    positive=False, labels=True, path=path)
+            raise UserError(f"{comp.sample_submission_file} lists {len(sample)} ids, not the {len(ids)} "
+                            f"{comp.id}s of the test images")
+        metric = plan.metric
+        probabilities = submission.wants_probabilities(sample, comp.id, metric)
+        values = predictions["predicted"].to_numpy()
+        if probabilities:
+            proba = predictions.drop(columns="predicted").to_numpy()
+            one_column = len(submission.sample_targets(sample, comp.id)) == 1 and metric.top_k is None
+            values = proba[:, 1] if one_column and len(metric.classes) == 2 else proba
+        frame = submission.finalize(sample, ids, values, id_column=comp.id, positive=False, labels=not probabilities,
+                                    path=path, classes=metric.classes, target=comp.target, top_k=metric.top_k)
         return len(frame)
 
     def local_score(self, data: Images, plan: Plan, predictions: pd.DataFrame) -> float | None:
         images = data.data
         if images.y_test is None:
             return None
-        predicted = predictions["predicted"].to_numpy()
-        score = float((predicted == images.y_test).mean())
+        proba = predictions.drop(columns="predicted").to_numpy()
+        test_score = score(plan.metric, images.y_test, proba)
         where = "held-back labels of " + data.source if data.layout == "digit-recognizer" \
             else "the dataset's labelled test set"
-        say(f"local test {plan.metric.name}: {score:.5f} ({where})")
-        proba = predictions.drop(columns="predicted").to_numpy()
-        classes = predictions.columns[1:].astype(int).to_numpy()
-        _log_figures(images.X_test, images.y_test, proba, classes, "test",
-                     f"test images: {plan.metric.name} {score:.4f}")
-        return score
+        say(f"local test {plan.metric.name}: {test_score:.5f} ({where})")
+        _log_figures(images.X_test, images.y_test, proba, np.asarray(plan.metric.classes), "test",
+                     f"test images: {plan.metric.name} {test_score:.4f}")
+        return test_score
 
 
 def _log_epoch(prefix: str, entry: dict, epochs: int, stage: str, show: bool) -> None:
@@ -348,7 +324,7 @@ def _log_epoch(prefix: str, entry: dict, epochs: int, stage: str, show: bool) ->
         say(f"  {stage} epoch {entry['epoch'] + 1}/{epochs}: " + ", ".join(parts))
 
 
-def _log_held_out(data: Images, result: CVResult) -> None:
+def _log_held_out(data: Images, result: CVResult, result_metric: str) -> None:
     images = data.data
     held = np.flatnonzero(result.folds >= 0)
     classes = np.unique(images.y_train)
@@ -357,13 +333,15 @@ def _log_held_out(data: Images, result: CVResult) -> None:
                                      "predicted": classes[proba.argmax(axis=1)], "confidence": proba.max(axis=1)}),
                        "validation_predictions.csv")
     _log_figures(images.X_train[held], images.y_train[held], proba, classes, "",
-                 f"held-out images: accuracy {result.score:.4f}")
+                 f"held-out images: {result_metric} {result.score:.4f}")
 
 
 def _log_figures(images: np.ndarray, actual: np.ndarray, proba: np.ndarray, classes: np.ndarray,
                  suffix: str, title: str) -> None:
     predicted = classes[proba.argmax(axis=1)]
     end = f"_{suffix}" if suffix else ""
+    if images.ndim == 4:  # colour (N, 3, S, S): the grid shows each image's brightness
+        images = images.mean(axis=1).round().astype(np.uint8)
     tracking.log_figure(plots.confusion_matrix(actual, predicted, classes, title=title), f"confusion_matrix{end}.png")
     tracking.log_figure(plots.misclassified_grid(images, actual, predicted, proba.max(axis=1), n=WORST_SHOWN,
                                                  title=f"{title}: the most confident mistakes"),

@@ -1,0 +1,128 @@
+"""What an image task is set up with: the competition inferred from files, the classifier's
+parameters checked, the held-out splits, and the score of class probabilities."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from models.image import ImageClassifier
+from pipeline.config import Competition
+from pipeline.data import images as files
+from pipeline.errors import UserError
+from pipeline.metrics import Metric
+from pipeline.tasks.base import CVResult
+
+METRICS = ("accuracy", "log_loss", "roc_auc", "macro_f1", "f1")  # what a classifier of images is scored by
+CHOICES = {  # ImageClassifier parameters with a fixed set of values
+    "optimizer": ("adamw", "adam", "sgd"),
+    "schedule": ("onecycle", "cosine", "constant"),
+    "augment": (False, None, True, "shift", "fashion", "photo"),
+}
+
+
+INFERRED_HOLDOUT = 0.1  # a competition without a config: one stratified holdout, not k fits of a net
+
+
+def as_image_competition(comp: Competition, data_dir: Path) -> Competition:
+    """``comp`` (made without a config file) as an image competition when ``data_dir`` holds
+    images in a layout ``pipeline.data.images`` knows, else unchanged."""
+    if comp.kind != "tabular" or comp.layout is None and files.detect_layout(comp, data_dir) is None:
+        return comp
+    return dataclasses.replace(comp, kind="image", infer_roles=False,
+                               cv=dataclasses.replace(comp.cv, holdout=comp.cv.holdout or INFERRED_HOLDOUT))
+
+
+# The default model of each kind of image, where neither the config nor the command line names
+# one (README "Image competitions": the figures that chose them).
+GLYPHS = ("cnn5", {"epochs": "auto", "batch_size": 128, "lr": 1e-2, "weight_decay": 5e-4, "optimizer": "adamw",
+                   "schedule": "onecycle", "augment": "shift", "label_smoothing": 0.1})
+PHOTOS = ("resnet18", {"epochs": "auto", "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4, "optimizer": "adamw",
+                       "schedule": "onecycle", "augment": "photo", "label_smoothing": 0.1,
+                       "arch_params": {"width": 16}})  # mirror TTA (tta = true) did not pay: README
+KIND_DEFAULTS = {"small gray glyphs": GLYPHS, "small colour photos": PHOTOS, "larger photos": PHOTOS}
+SMALL_SIDE = 32
+
+
+def image_kind(images: np.ndarray) -> str:
+    """Gray images up to 32×32: glyphs (digits, letters, clothes' outlines); else photos."""
+    channels = 1 if images.ndim == 3 else images.shape[1]
+    if images.shape[-1] > SMALL_SIDE:
+        return "larger photos"
+    return "small gray glyphs" if channels == 1 else "small colour photos"
+
+
+def classifier_params(values: dict) -> dict:
+    """``values`` checked against ``ImageClassifier``'s keyword arguments."""
+    allowed = set(inspect.signature(ImageClassifier).parameters) - {"arch"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        hint = " (the model is --model)" if "arch" in unknown else ""
+        raise UserError(f"unknown image model parameter {unknown[0]!r}{hint}; known: {', '.join(sorted(allowed))}")
+    for key, choices in CHOICES.items():
+        if key in values and values[key] not in choices:
+            raise UserError(f"image model parameter {key}={values[key]!r}: use one of "
+                            + ", ".join(repr(c) for c in choices))
+    for key in ("epochs", "batch_size"):
+        value = values.get(key, 1)
+        if (key != "epochs" or value != "auto") and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            also = " or 'auto'" if key == "epochs" else ""
+            raise UserError(f"image model parameter {key}={value!r}: must be a positive whole number{also}")
+    for key in ("lr", "time_limit"):
+        value = values.get(key, 1)
+        if not (key == "time_limit" and value is None) and (
+                not isinstance(value, int | float) or isinstance(value, bool) or not value > 0):
+            unit = " of seconds" if key == "time_limit" else ""
+            raise UserError(f"image model parameter {key}={value!r}: must be a positive number{unit}")
+    return dict(values)
+
+
+def classifier_defaults() -> dict:
+    """``ImageClassifier``'s own parameter defaults (the architecture aside)."""
+    return {k: p.default for k, p in inspect.signature(ImageClassifier).parameters.items() if k != "arch"}
+
+
+def make_classifier(model: str, values: dict) -> ImageClassifier:
+    return ImageClassifier(arch=model, **classifier_params(values))
+
+
+def splits(comp: Competition, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) row indices: one stratified holdout, or stratified k folds."""
+    y = np.unique(y, return_inverse=True)[1]  # labels may be text
+    counts = np.bincount(y)
+    rarest = int(counts[counts > 0].min())
+    rows = np.arange(len(y))
+    if comp.cv.holdout is not None:
+        held = round(comp.cv.holdout * len(y))
+        if held < len(np.unique(y)) or len(y) - held < len(np.unique(y)):
+            raise UserError(f"[cv] holdout = {comp.cv.holdout} of {len(y)} images leaves too few to hold out "
+                            "one image of every class")
+        stratify = y if rarest >= 2 else None
+        train, held_out = train_test_split(rows, test_size=held, random_state=comp.cv.seed, stratify=stratify)
+        return [(np.sort(train), np.sort(held_out))]
+    if rarest < comp.cv.folds:
+        raise UserError(f"[cv] folds = {comp.cv.folds}, but a class has only {rarest} training images")
+    return list(StratifiedKFold(comp.cv.folds, shuffle=True, random_state=comp.cv.seed).split(rows, y))
+
+
+def score(metric: Metric, y: np.ndarray, proba: np.ndarray) -> float:
+    """``metric`` of class probabilities (one column per class of ``metric.classes``) against labels."""
+    classes = np.asarray(metric.classes)
+    if not metric.needs_proba:
+        return metric.score(y, classes[proba.argmax(axis=1)])
+    return metric.score(y, proba[:, 1] if metric.name == "roc_auc" and len(classes) == 2 else proba)
+
+
+def refit_params(values: dict, result: CVResult) -> dict:
+    """The refit's params: as validated, but with early stopping the best epoch count instead."""
+    if values.get("early_stopping_patience") is None:
+        return values
+    best = [int(np.argmin([log["val_loss"] for log in history])) + 1 for history in result.histories if history]
+    return {**values, "epochs": int(np.median(best)) if best else values.get("epochs", 15),
+            "early_stopping_patience": None}
+
+
