@@ -30,6 +30,8 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LinearRegression
 from sklearn.utils.metaestimators import available_if
 
+from models.targets import forward_inverse
+
 Combination = tuple[np.ndarray, float]  # (weights, intercept)
 
 
@@ -229,9 +231,7 @@ def select(predictions: np.ndarray, y: np.ndarray, folds: np.ndarray, methods: d
 
 
 def _inverse_of(target_transform: str | None) -> Callable[[np.ndarray], np.ndarray]:
-    from models.targets import TARGET_TRANSFORMS
-
-    return TARGET_TRANSFORMS[target_transform][1] if target_transform else (lambda v: v)
+    return forward_inverse(target_transform)[1]
 
 
 class FoldBag(BaseEstimator):

@@ -281,13 +281,9 @@ def update_run(run_id: str, *, tags: Mapping[str, str] = {}, metrics: Mapping[st
 
 def ui_command(port: int, workers: int) -> list[str]:
     """The argv of the MLflow server that ``python -m pipeline ui`` execs, on 127.0.0.1:``port``
-    over ``tracking_uri()``, with artifacts beside a SQLite store.
-
-    Also sets, unless already set, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false in this process's
-    environment (MLflow 3's job runner, unused here, adds a dozen processes), which the exec'd
-    server inherits; and creates or migrates a SQLite store under the store lock first, so that the
-    server never races a starting ``submit`` to do it.
-    """
+    over ``tracking_uri()``, artifacts beside a SQLite store. Sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+    =false unless set (MLflow 3's unused job runner adds a dozen processes), and creates or migrates
+    a SQLite store under the store lock first: the server never races a starting ``submit``."""
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         raise UserError(f"MLFLOW_TRACKING_URI is a tracking server already: browse {uri}")
