@@ -23,7 +23,9 @@ def test_the_logged_booster_scores_raw_test_rows_as_the_submission(workdir, monk
                      "--model", model, "-p", "max_iter=30", "-o", workdir / "submission.csv")
     assert result.code == 0, result.err
     fitted = mlflow.sklearn.load_model(f"models:/{name}@champion")
-    assert type(fitted.steps[-1][1].steps[-2][1]).__name__ == "NativePreprocessor"
+    ensemble = fitted.steps[-1][1]  # SelectColumns, then the fold models (models.ensemble.FoldBag) averaged
+    for fold_model in ensemble.members[0][1].estimators:
+        assert type(fold_model.steps[-2][1]).__name__ == "NativePreprocessor"
     predicted = np.asarray(mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.read_csv(data / "test.csv")))
     written = pd.read_csv(workdir / "submission.csv").set_index("id")["target"].loc[test["id"]].to_numpy()
     if task == "multiclass":
