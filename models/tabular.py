@@ -90,7 +90,7 @@ class _TorchTabular(BaseEstimator):
     against 0.1393) in 61 epochs instead of 91. An integer batch is used as given, and ``lr``
     with it. ``batch_size_`` is the batch used.
 
-    ``max_seconds``: a wall-clock ceiling; training stops at the end of the epoch that passes it
+    ``time_limit``: a wall-clock ceiling; training stops at the end of the epoch that passes it
     (the best epoch's weights kept when there is a split). ``on_epoch(log)`` sees each epoch's log
     as it comes and may raise to stop the fit (an Optuna pruner does).
     """
@@ -108,7 +108,7 @@ class _TorchTabular(BaseEstimator):
         early_stopping: bool = True,
         validation_fraction: float | int = 0.1,
         n_iter_no_change: int = 20,
-        max_seconds: float | None = None,
+        time_limit: float | None = None,
     ):
         self.hidden = hidden
         self.dropout = dropout
@@ -121,7 +121,7 @@ class _TorchTabular(BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
-        self.max_seconds = max_seconds
+        self.time_limit = time_limit
 
     def _check_params(self) -> None:
         if not isinstance(self.early_stopping, bool | np.bool_):
@@ -138,9 +138,9 @@ class _TorchTabular(BaseEstimator):
         batch = self.batch_size
         if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1):
             raise ValueError(f"batch_size={batch!r}: a positive whole number or 'auto'")
-        limit = self.max_seconds
+        limit = self.time_limit
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
-            raise ValueError(f"max_seconds={limit!r}: a positive number of seconds or None")
+            raise ValueError(f"time_limit={limit!r}: a positive number of seconds or None")
 
     def _validation_split(self, n: int, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """(training rows, held-out rows), or None where there is to be no split.
@@ -193,7 +193,7 @@ class _TorchTabular(BaseEstimator):
             weight_decay=self.weight_decay,
             optimizer="adam",
             early_stopping_patience=None if X_val is None else int(self.n_iter_no_change) - 1,
-            max_seconds=self.max_seconds,
+            time_limit=self.time_limit,
         )
         self.history_ = fit(
             self.net_, X_t, y_t, loss_fn=loss_fn, cfg=cfg, generator=generator, on_epoch=on_epoch,

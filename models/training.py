@@ -80,7 +80,7 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "constant"  # "constant", "onecycle" or "cosine"
     early_stopping_patience: int | None = None
-    max_seconds: float | None = None  # wall clock: training ends with the epoch that passes it
+    time_limit: float | None = None  # seconds: training ends with the epoch that passes it
     bf16: bool = True  # autocast on CUDA only; CPU and MPS run in float32
     channels_last: bool = False
     compile: bool = False
@@ -244,7 +244,7 @@ def fit(
     the early-stopping state. When it exists, training continues from it (its logs so far are
     passed to ``on_epoch`` again first), and ends as the uninterrupted run would have.
 
-    ``cfg.max_seconds``: training stops at the end of the epoch in which this call has run that
+    ``cfg.time_limit``: training stops at the end of the epoch in which this call has run that
     long (a resumed run counts from its resumption); with early stopping the best epoch's weights
     are still the ones kept. ``limit``: training stops after the epoch past which another as long
     would not fit in it (read on its clock).
@@ -373,8 +373,8 @@ def fit(
                 else:
                     best["since"] += 1
                     stop = best["since"] > cfg.early_stopping_patience
-            if (cfg.max_seconds is not None or limit is not None and limit.limited) and not stop:
-                out_of_time = cfg.max_seconds is not None and time.perf_counter() - fit_started > cfg.max_seconds
+            if (cfg.time_limit is not None or limit is not None and limit.limited) and not stop:
+                out_of_time = cfg.time_limit is not None and time.perf_counter() - fit_started > cfg.time_limit
                 out_of_time = out_of_time or limit is not None and not limit.fits(limit.clock() - limit_started)
                 stop = bool(distributed.broadcast_object(out_of_time)) if world > 1 else out_of_time  # ranks agree
             if checkpoint is not None and not stop and epoch + 1 < cfg.epochs:

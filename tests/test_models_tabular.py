@@ -297,14 +297,14 @@ def test_auto_batch_size_bounds_the_steps_of_an_epoch():
 
 
 @pytest.mark.usefixtures("split_from_100_rows")
-def test_max_seconds_stops_at_the_end_of_the_epoch_that_passes_it():
+def test_time_limit_stops_at_the_end_of_the_epoch_that_passes_it():
     X, y = noisy_classes()
     seen = []
-    model = TorchClassifier(**{**OVERFITS, "n_iter_no_change": 50}, max_seconds=1e-6).fit(X, y, on_epoch=seen.append)
+    model = TorchClassifier(**{**OVERFITS, "n_iter_no_change": 50}, time_limit=1e-6).fit(X, y, on_epoch=seen.append)
     assert len(model.history_) == len(seen) == 1 and "val_loss" in model.history_[0]
     assert model.best_epoch_ == 0
     X, y = linear_data(n=128)  # no split: the last epoch's weights
-    assert len(TorchRegressor(epochs=50, max_seconds=1e-6).fit(X, y).history_) == 1
+    assert len(TorchRegressor(epochs=50, time_limit=1e-6).fit(X, y).history_) == 1
 
 
 def test_an_epoch_callback_may_stop_the_fit():
@@ -328,7 +328,7 @@ def test_an_epoch_callback_may_stop_the_fit():
     ({"n_iter_no_change": 0}, "n_iter_no_change"),
     ({"batch_size": "big"}, "batch_size"),
     ({"batch_size": 0}, "batch_size"),
-    ({"max_seconds": 0}, "max_seconds"),
+    ({"time_limit": 0}, "time_limit"),
 ])
 def test_bad_training_params_are_refused_with_their_name(params, message):
     X, y = linear_data(n=32)
@@ -340,4 +340,4 @@ def test_the_registered_torch_models_stop_early_by_default():
     for name in ("linear", "mlp", "mlp_classifier"):
         params = registry.create(name, "tabular").get_params()
         assert params["early_stopping"] is True and params["validation_fraction"] == 0.1
-        assert params["batch_size"] == "auto" and params["max_seconds"] is None
+        assert params["batch_size"] == "auto" and params["time_limit"] is None

@@ -124,12 +124,9 @@ def _seeds(model, count: int) -> list[dict]:
     return [{knob: base + s} for s in range(count)]
 
 
-def _time_knob(model) -> str | None:
-    """The parameter through which a model stops itself at a time limit, if it has one."""
-    for knob in ("time_limit", "max_seconds"):
-        if _accepts(model, knob):
-            return knob
-    return None
+def _stops_itself(model) -> bool:
+    """Whether ``model`` takes a ``time_limit`` (seconds for one fit) and stops at it."""
+    return _accepts(model, "time_limit")
 
 
 class _FoldFeatures:
@@ -224,11 +221,10 @@ class Portfolio:
             fold_sum = None
             for seed in seeds:
                 model = kfold.create_model(config.model, {**config.params, **seed})
-                knob = _time_knob(model)
-                if self.time_limit.limited and knob:
+                if self.time_limit.limited and _stops_itself(model):
                     left = min(self._left(predict_seconds * n_fits / max(done, 1)), own_deadline - clock())
                     share = left / ((n_fits - done) * len(seeds) - seeds.index(seed))
-                    model.set_params(**{knob: max(share, MIN_FOLD_SECONDS)})
+                    model.set_params(time_limit=max(share, MIN_FOLD_SECONDS))
                 encoding = kfold.feature_encoding(model)
                 features, train, valid = self.features.get(encoding, (r, k), valid_idx)
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
@@ -293,7 +289,7 @@ class Portfolio:
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
                     break
-                stoppable = _time_knob(kfold.create_model(config.model, config.params)) is not None
+                stoppable = _stops_itself(kfold.create_model(config.model, config.params))
                 short = self._left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
                 if estimate is not None and estimate > self._left() and (short or not stoppable):
                     skipped.append(config.name)
