@@ -291,7 +291,7 @@ def main() -> int:
                 write_competition(data_dir, task, args.rows, test_rows, wide=args.wide, numbers=args.numbers,
                                   levels=args.levels)
             size = sum(f.stat().st_size for f in data_dir.glob("*.csv")) / 1024**2
-            print(f"{task}: {args.rows} train rows, {test_rows} test rows, 20 features ({size:.0f} MB of CSV, "
+            print(f"{task}: {args.rows} train rows, {test_rows} test rows, {args.numbers + 8} features ({size:.0f} MB of CSV, "
                   f"{time.perf_counter() - started:.0f} s to write)", flush=True)
             if args.stages:
                 sys.path.insert(0, str(args.code.resolve()))
