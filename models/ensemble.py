@@ -320,8 +320,8 @@ class PrefitEnsemble(BaseEstimator):
     def combine(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
         """``member_outputs`` combined: probabilities, or values through the target's inverse."""
         combined = sum(weight * output for (_, weight), output in zip(self._used(), outputs, strict=True))
-        if self._is_classifier():
-            return combined
+        if self._is_classifier():  # rows summing to 1 in float64: a net's float32 softmax drifts by 1e-7
+            return combined / combined.sum(axis=1, keepdims=True)
         return _inverse_of(self.target_transform)(combined + self.intercept)
 
     @available_if(_is_classifier)

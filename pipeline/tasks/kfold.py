@@ -124,10 +124,7 @@ def predict(model, X, metric: Metric, *, proba: bool | None = None, per_class: b
 
 def shaped(probabilities: np.ndarray, known, metric: Metric, *, per_class: bool = False) -> np.ndarray:
     """``predict_proba``'s columns (classes ``known``) as ``metric.classes`` orders them, a class
-    not known at 0, each row summing to 1 in float64 (a net's float32 softmax drifts by 1e-7,
-    which log loss warns of); for two classes P(classes[1]) alone unless ``per_class``."""
-    probabilities = np.asarray(probabilities, dtype=float)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    not known at 0; for two classes P(classes[1]) alone unless ``per_class``."""
     if metric.classes is not None and known is not None and list(known) != list(metric.classes):
         aligned = np.zeros((len(probabilities), len(metric.classes)))
         aligned[:, [metric.classes.index(c) for c in known]] = probabilities
