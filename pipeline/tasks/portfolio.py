@@ -238,6 +238,8 @@ class Portfolio:
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
                 predicting = clock()
                 predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)
+                if predictions.ndim == 2:  # class columns: rows summing to 1 in float64, as the final model's
+                    predictions = predictions / predictions.sum(axis=1, keepdims=True)
                 predict_seconds += (clock() - predicting) * 2 * self.test_rows / len(valid_idx)  # 2: the features too
                 check_finite(predictions, config.name, "out-of-fold")
                 if r == 0 and len(seeds) > 1:
