@@ -43,8 +43,6 @@ LONG_ALLOWED: dict[str, tuple[int, str]] = {
 # module: why it may compare a kind outside pipeline/tasks/.
 KIND_ALLOWED: dict[str, str] = {
     "pipeline.config": "checks the config's `kind` value is one that exists; no behaviour follows",
-    "pipeline.params": "KNOWN BREACH (issue 21): `kind != 'tabular'` in choose_model; the parameter "
-                       "resolver replaces it; delete this entry then",
 }
 _KIND_OPS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn)  # `kind is 'x'` is a bug ruff finds (F632)
 

@@ -30,11 +30,13 @@ ENSEMBLE = "ensemble"
 _KINDS = {"tabular": "a tabular", "vision": "an image"}
 
 
-def choose_model(comp: Competition, kind: str, task: str, default: str, model: str | None) -> str:
-    """The command line's model, else the config's, else ``default``; checked against the registry."""
+def choose_model(comp: Competition, kind: str, task: str, default: str, model: str | None, *,
+                 ensembles: bool = False) -> str:
+    """The command line's model, else the config's, else ``default``; checked against the registry.
+    ``ensembles``: whether the task combines several models (the tabular one does)."""
     name = model or comp.model.name or default
     if name == ENSEMBLE:
-        if kind != "tabular":
+        if not ensembles:
             raise UserError(f"{comp.name}: ensembles are built of tabular models")
         if not comp.ensemble.models:
             raise UserError(f"{comp.name}: model 'ensemble' needs [ensemble] models in the config")

@@ -90,7 +90,7 @@ class TabularTask(FileTask):
             for c in configs:
                 params.check_model(c.model, self.registry_kind, task)
         else:
-            name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, model)
+            name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, model, ensembles=True)
             resolved = params.members(comp, name, tuned=tuned, study=study_params, cli=cli_params)
             models, costs = {member: member for member in resolved}, {member: 1.0 for member in resolved}
             method = comp.ensemble.method if name == params.ENSEMBLE else "select"  # one model: itself
