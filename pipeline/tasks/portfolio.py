@@ -49,7 +49,8 @@ from pipeline.submission import check_finite
 from pipeline.tasks import kfold
 
 PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabular.toml"
-CACHE_BYTES = 1 << 30  # fold feature matrices kept for the next configuration up to this size
+CACHE_BYTES = 1 << 29  # fold feature matrices kept for the next configuration, up to this size: the
+# 4 GB a million-row run may use (bench/scale.py) holds the data, the models and this
 MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
 MIN_STOPPABLE_FOLD_SECONDS = 1.0  # a model that stops itself runs on a shorter share than its price
 CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
