@@ -14,7 +14,6 @@ import xgboost
 from catboost import CatBoostClassifier as _CatBoostClassifier
 from catboost import CatBoostRegressor as _CatBoostRegressor
 
-from features.tabular import MISSING_CATEGORY
 from models.boosting import BoostedClassifier, BoostedRegressor, Booster, categorical_columns
 from models.time_limit import TimeLimit
 
@@ -175,15 +174,16 @@ class _CatBoostTimeLimit:
 
 
 def catboost_frame(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """``X`` with its ``category`` columns as text, missing as ``MISSING_CATEGORY`` (CatBoost takes
-    strings or whole numbers in ``cat_features``, never NaN); and those columns."""
+    """``X`` with its ``category`` columns as their whole-number codes, missing as -1 (CatBoost takes
+    strings or whole numbers in ``cat_features``, never NaN; the codes are the categories learned
+    at fit, the same at predict time); and those columns. Codes, not text: at a million rows the
+    text copy of a many-level column took gigabytes (bench/scale.py: 6.0 GB at its peak)."""
     columns = categorical_columns(X)
     if not columns:
         return X, []
     out = X.copy()
     for column in columns:
-        labels = np.asarray([*map(str, X[column].cat.categories), MISSING_CATEGORY], dtype=object)
-        out[column] = labels[X[column].cat.codes.to_numpy()]  # code -1 (missing): the last label
+        out[column] = X[column].cat.codes.to_numpy().astype(np.int32)  # -1: missing
     return out, columns
 
 
