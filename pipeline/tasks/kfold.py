@@ -51,11 +51,8 @@ ENCODINGS = ("onehot", "native")
 
 def feature_encoding(model) -> str:
     """The features ``model`` takes: ``"native"`` (numbers with their gaps, pandas categories:
-    ``NativePreprocessor``) where it says so (``model.feature_encoding``), an ensemble where every
-    member does; else ``"onehot"`` (``TabularPreprocessor``)."""
-    members = getattr(model, "estimators", None)
-    if members is not None and not hasattr(model, "feature_encoding"):
-        return shared_encoding(member for _, member in members)
+    ``NativePreprocessor``) where it says so (``model.feature_encoding``); else ``"onehot"``
+    (``TabularPreprocessor``)."""
     return getattr(model, "feature_encoding", "onehot")
 
 
