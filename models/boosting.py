@@ -38,8 +38,10 @@ MIN_VALIDATION_ROWS = 20
 UNSTOPPED_ROUNDS = 100  # at learning rate 0.1, without early stopping (scaled: 200 at 0.05)
 
 
-def validation_split(n: int, fraction: float | int, seed: int, classes: np.ndarray | None = None):
-    """(training rows, held-out rows), or None where too few rows would be held out or left.
+def validation_split(n: int, fraction: float | int, seed: int, classes: np.ndarray | None = None, *,
+                     min_rows: int = MIN_VALIDATION_ROWS):
+    """(training rows, held-out rows), or None where fewer than ``min_rows`` would be held out or
+    left (the torch nets ask for more: ``models.tabular``).
 
     ``classes``: each row's class code, for a split holding out about ``fraction`` of every class
     (a class's last row stays for training)."""
@@ -53,11 +55,11 @@ def validation_split(n: int, fraction: float | int, seed: int, classes: np.ndarr
             rows = rng.permutation(np.flatnonzero(classes == code))
             parts.append(rows[: min(len(rows) - 1, int(round(share * len(rows))))])
         held = np.concatenate(parts)
-    if len(held) < MIN_VALIDATION_ROWS or n - len(held) < MIN_VALIDATION_ROWS:
+    if len(held) < min_rows or n - len(held) < min_rows:
         return None
     mask = np.zeros(n, dtype=bool)
     mask[held] = True
-    return np.flatnonzero(~mask), np.sort(held)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def as_frame(X) -> pd.DataFrame:

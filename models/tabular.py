@@ -19,6 +19,7 @@ from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from models.boosting import validation_split
 from models.registry import register
 from models.training import (
     EpochCallback,
@@ -151,22 +152,7 @@ class _TorchTabular(BaseEstimator):
         """
         if not self.early_stopping:
             return None
-        fraction = self.validation_fraction
-        share = fraction / n if isinstance(fraction, int | np.integer) else float(fraction)
-        rng = np.random.default_rng([self.seed, 7919])
-        if classes is None:
-            held = rng.permutation(n)[: int(round(share * n))]
-        else:
-            parts = []
-            for code in np.unique(classes):
-                rows = rng.permutation(np.flatnonzero(classes == code))
-                parts.append(rows[: min(len(rows) - 1, int(round(share * len(rows))))])
-            held = np.concatenate(parts)
-        if len(held) < MIN_VALIDATION_ROWS or n - len(held) < MIN_VALIDATION_ROWS:
-            return None
-        mask = np.zeros(n, dtype=bool)
-        mask[held] = True
-        return np.flatnonzero(~mask), np.flatnonzero(mask)
+        return validation_split(n, self.validation_fraction, self.seed, classes, min_rows=MIN_VALIDATION_ROWS)
 
     def _train(self, X, targets: np.ndarray, n_out: int, loss_fn, target_dtype, on_epoch, classes=None):
         self._check_params()

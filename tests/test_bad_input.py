@@ -72,6 +72,20 @@ def cell(frame: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
     return frame
 
 
+def spy_on_fits(monkeypatch) -> list[str]:
+    """Every model fit (k-fold, the portfolio's or tuning's) or refit started, by name."""
+    started = []
+    for name in ("fit_model", "fit_all"):
+        real = getattr(kfold, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            started.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(kfold, name, spy)
+    return started
+
+
 @pytest.fixture
 def house(workdir, monkeypatch):
     """(workdir, data folder, frames, config): the files written, an earlier submission beside
@@ -82,16 +96,7 @@ def house(workdir, monkeypatch):
     write(data, frames)
     (workdir / "submission.csv").write_bytes(OLD_SUBMISSION)
     config = fast_house_prices_config(workdir)
-    trained = []
-    for name in ("fit_model", "fit_all"):
-        real = getattr(kfold, name)
-
-        def spy(*args, _real=real, _name=name, **kwargs):
-            trained.append(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(kfold, name, spy)
-    return workdir, data, frames, config, trained
+    return workdir, data, frames, config, spy_on_fits(monkeypatch)
 
 
 def submit(data: Path, config: Path | None, *extra) -> tuple[object, float]:

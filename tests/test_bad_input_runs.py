@@ -18,11 +18,10 @@ import pandas as pd
 import pytest
 from conftest import REPO, mlflow_runs, run_cli, snapshot, synthetic_frames
 from mlflow.tracking import MlflowClient
-from test_bad_input import OLD_SUBMISSION, house, submit  # noqa: F401 (house: a fixture)
+from test_bad_input import OLD_SUBMISSION, house, spy_on_fits, submit  # noqa: F401 (house: a fixture)
 
 from pipeline import config, models_io, processes, tracking
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import kfold
 
 BAD_LINE = "error: "
 
@@ -30,16 +29,7 @@ BAD_LINE = "error: "
 @pytest.fixture
 def trained(monkeypatch) -> list[str]:
     """Every model fit (k-fold, the portfolio's or tuning's) or refit started."""
-    started = []
-    for name in ("fit_model", "fit_all"):
-        real = getattr(kfold, name)
-
-        def spy(*args, _real=real, _name=name, **kwargs):
-            started.append(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(kfold, name, spy)
-    return started
+    return spy_on_fits(monkeypatch)
 
 
 def files_but_the_store(folder) -> dict[str, bytes]:
