@@ -140,4 +140,4 @@ bench-image-suite: $(VENV)/.installed ## real-image suite from bench/.data (benc
 	$(PY) bench/image_suite.py run $(if $(TIME),--time-limit $(TIME)) $(if $(TASKS),--tasks $(TASKS))
 
 bench-tabular: $(VENV)/.installed ## ours vs AutoGluon on the public tabular suite: score, time, peak GB (TIME=600 s a fit, TASKS=a,b)
-	$(PY) bench/bench_tabular.py --time $(or $(TIME),600) $(if $(TASKS),--tasks $(TASKS))
+	$(PY) bench/bench_tabular.py --time $(or $(TIME),600) $(if $(TASKS),--tasks $(TASKS)) $(BENCH_ARGS)

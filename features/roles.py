@@ -28,9 +28,11 @@ levels, every row unique, dates, sentences). ``categorical``, ``numeric``, ``dro
 
 The one-hot width budget (``max_onehot_width``, default :data:`MAX_ONEHOT_WIDTH`) bounds the
 dense matrix the preprocessor makes: 300,000 rows of 4,000 one-hot columns are 9.6 GB of
-float64. When the one-hot columns of every category together (a level per distinct value,
-missing included) would be more, the column with the most levels moves to ``over_budget``, then
-the next, until the rest fit; named categories too. The role summary lists them apart.
+float64. With more rows it shrinks, so that the one-hot block stays within
+``max_onehot_cells`` (:data:`MAX_ONEHOT_CELLS`, rows x columns) whatever the row count. When
+the one-hot columns of every category together (a level per distinct value, missing included)
+would be more, the column with the most levels moves to ``over_budget``, then the next, until
+the rest fit; named categories too. The role summary lists them apart.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ HIGH = ("high_card", "over_budget")  # frequency and target encoding
 # One-hot columns of all categories together, at most: 300,000 rows of them are 0.77 GB of float64.
 # The 45 text and number-coded columns of Kaggle's house prices have 297 levels: such a table fits.
 MAX_ONEHOT_WIDTH = 320
+# The same 0.77 GB at any row count: a million rows get 96 one-hot columns (bench/scale.py: a
+# 1M-row table's linear model and MLP peaked at 5-7.5 GB on 320).
+MAX_ONEHOT_CELLS = 320 * 300_000
 
 
 def _integral(values: pd.Series) -> bool:
@@ -124,6 +129,7 @@ def infer_roles(
     max_onehot: int = 50,
     max_code_levels: int = 10,
     max_onehot_width: int | None = MAX_ONEHOT_WIDTH,
+    max_onehot_cells: int = MAX_ONEHOT_CELLS,
 ) -> dict[str, str]:
     """``{column: role}`` for every column of ``frame``, the given roles first, then the one-hot
     width budget (:func:`onehot_budget`)."""
@@ -133,15 +139,19 @@ def infer_roles(
     roles = {c: given.get(c) or column_role(frame[c], infer=infer, max_onehot=max_onehot,
                                             max_code_levels=max_code_levels)
              for c in frame.columns}
-    return onehot_budget(frame, roles, max_onehot_width)
+    return onehot_budget(frame, roles, max_onehot_width, max_onehot_cells)
 
 
-def onehot_budget(frame: pd.DataFrame, roles: dict[str, str], width: int | None) -> dict[str, str]:
+def onehot_budget(frame: pd.DataFrame, roles: dict[str, str], width: int | None,
+                  cells: int = MAX_ONEHOT_CELLS) -> dict[str, str]:
     """``roles`` with the one-hot columns of most levels made ``over_budget`` until the levels of
     the rest (missing counted as a level, as the preprocessor encodes it) add up to at most
-    ``width``; ties go in column order. ``None``: no budget."""
+    ``width``, and to at most ``cells`` over the rows of ``frame``; ties go in column order.
+    ``width=None``: no budget."""
     levels = {c: int(frame[c].nunique(dropna=False)) for c, r in roles.items() if r in ONE_HOT}
     total = sum(levels.values())
+    if width is not None:
+        width = min(width, cells // max(len(frame), 1))
     if width is None or total <= width:
         return roles
     roles = dict(roles)
@@ -202,8 +212,8 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
     def __init__(self, categorical: Sequence[str] = (), numeric: Sequence[str] = (), drop: Sequence[str] = (),
                  text: Sequence[str] = (), date: Sequence[str] = (), high_cardinality: Sequence[str] = (),
                  infer: bool = True, max_onehot: int = 50, max_code_levels: int = 10,
-                 max_onehot_width: int | None = MAX_ONEHOT_WIDTH, target_encoding: bool = True,
-                 random_state: int = 0):
+                 max_onehot_width: int | None = MAX_ONEHOT_WIDTH, max_onehot_cells: int = MAX_ONEHOT_CELLS,
+                 target_encoding: bool = True, random_state: int = 0):
         self.categorical = categorical
         self.numeric = numeric
         self.drop = drop
@@ -214,6 +224,7 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         self.max_onehot = max_onehot
         self.max_code_levels = max_code_levels
         self.max_onehot_width = max_onehot_width
+        self.max_onehot_cells = max_onehot_cells
         self.target_encoding = target_encoding
         self.random_state = random_state
 
@@ -228,7 +239,8 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         self.roles_ = infer_roles(X, categorical=self.categorical, numeric=self.numeric, drop=self.drop,
                                   text=self.text, date=self.date, high_cardinality=self.high_cardinality,
                                   infer=self.infer, max_onehot=self.max_onehot, max_code_levels=self.max_code_levels,
-                                  max_onehot_width=self.max_onehot_width)
+                                  max_onehot_width=self.max_onehot_width,
+                                  max_onehot_cells=self.max_onehot_cells)
         self.dates_ = {}
         for column in self._columns("date"):
             parsed = _parse_dates(X[column])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from features.roles import ColumnRoles, infer_roles, summary
+from features.roles import MAX_ONEHOT_CELLS, MAX_ONEHOT_WIDTH, ColumnRoles, infer_roles, summary
 from features.tabular import TabularPreprocessor, _as_category_text
 from models import registry
 from pipeline import config
@@ -109,6 +109,20 @@ def test_one_hot_width_stays_within_the_budget():
     names = set(features.named_steps["roles"].get_feature_names_out())
     assert all({f"{c}_frequency", f"{c}_target"} <= names for c in over)
     assert matrix.shape[1] == 1 + sum(len(c) for c in encoder.categories_) + 2 * len(over)
+
+
+def test_more_rows_get_fewer_one_hot_columns():
+    X = many_categories()  # 12 columns of 19..30 levels, 294 one-hot columns
+    rows = len(X)
+    for cells, width in ((rows * 300, 294), (rows * 100, 100), (rows * 40, 40)):
+        roles = infer_roles(X, max_onehot_cells=cells)
+        kept = [c for c, r in roles.items() if r == "category"]
+        assert X[kept].nunique().sum() <= width
+        assert (width == 294) == ("over_budget" not in roles.values())
+    fitted = ColumnRoles(max_onehot_cells=rows * 40).fit(X, np.zeros(rows))
+    assert fitted.roles_ == infer_roles(X, max_onehot_cells=rows * 40)
+    # the budget's width is the same 320 columns up to 300,000 rows, then shrinks with the rows
+    assert MAX_ONEHOT_CELLS // 300_000 == MAX_ONEHOT_WIDTH and MAX_ONEHOT_CELLS // 1_000_000 == 96
 
 
 def test_default_budget_and_none():
