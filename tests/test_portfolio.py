@@ -150,6 +150,61 @@ def test_without_a_limit_every_configuration_runs(timed_model):
     assert [f.config.name for f in outcome.fitted] == ["c0", "c1", "c2"] and outcome.finished
     best = min(outcome.fitted, key=lambda f: f.score)
     assert outcome.selection.weights[outcome.fitted.index(best)] > 0  # the best member is in the ensemble
+    assert all(f.bags == 1 for f in outcome.fitted)  # no limit: no time left to spend on more bags
+
+
+def test_time_left_goes_to_more_bags_of_the_ensemble_members(timed_model):
+    """80 s, nothing kept back: two configurations take 30 s; ``flat`` (a ridge that predicts
+    the mean) gets no weight, so the 50 s left buy ``good`` three more bags of 15 s, each on
+    another shuffle's folds; a fourth would end past the limit."""
+    configs = (portfolio.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),
+               portfolio.Configuration("flat", timed_model, {"seconds": 5.0, "alpha": 1e9}, 1.0))
+    CLOCK.now = 1000.0
+    limit = TimeLimit(80, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+    run = _portfolio(configs, limit)
+    seen = []
+    outcome = run.run(lambda one, selection: seen.append((one.config.name, one.bags)))
+    good, flat = outcome.fitted
+    assert list(outcome.selection.weights) == [1.0, 0.0]
+    assert (good.bags, flat.bags) == (4, 1) and len(good.bag.estimators) == 3 * 4
+    assert seen == [("good", 1), ("flat", 1), ("good", 2), ("good", 3), ("good", 4)]
+    assert CLOCK.now == 1075.0 and not outcome.finished  # the time ran out before the bags did
+
+
+def test_extra_bags_stop_at_their_cap(timed_model):
+    configs = (portfolio.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),)
+    CLOCK.now = 1000.0
+    outcome = _portfolio(configs, TimeLimit(1000, started=CLOCK.now, clock=CLOCK)).run()
+    assert outcome.fitted[0].bags == 1 + portfolio.MAX_EXTRA_BAGS and outcome.finished
+    assert CLOCK.now == 1000.0 + 15 * (1 + portfolio.MAX_EXTRA_BAGS)
+
+
+@pytest.fixture
+def memorizing_model():
+    """One nearest neighbour: on a row it was fit on, it returns that row's target exactly."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    registry.register("memorizing_test")(lambda **params: KNeighborsRegressor(n_neighbors=1, **params))
+    yield "memorizing_test"
+    registry._REGISTRY.pop(("tabular", "memorizing_test"))
+
+
+def test_every_bag_predicts_each_row_from_models_that_did_not_see_it(memorizing_model):
+    """The target is noise. A bag whose out-of-fold prediction came from a model fit on that row
+    would bring the averaged error towards 0; honest bags of 1-NN guesses stay near sqrt(1 + 1/5)."""
+    X, _ = _table(n=300)
+    y = pd.Series(np.random.default_rng(5).normal(size=300), name="target")
+    comp = Competition(name="bags", target="target", id="id", cv=CVConfig(folds=3))
+    metric = get_metric("rmse")
+    configs = (portfolio.Configuration("memory", memorizing_model, {}, 1.0),)
+    outcome = portfolio.Portfolio(comp, X, y, 10, task="regression", metric=metric, configs=configs,
+                                  methods={"select": ensembles.greedy_weights}, proba=False,
+                                  time_limit=TimeLimit(1000, started=CLOCK.now, clock=CLOCK)).run()
+    member = outcome.fitted[0]
+    assert member.bags == 1 + portfolio.MAX_EXTRA_BAGS
+    assert member.score > 0.95
+    # what the same models claim on rows they were fit on (each on 2/3 of its models)
+    assert metric.score(y.to_numpy(), member.bag.predict(X)) < 0.5 * member.score
 
 
 def test_the_default_portfolio_is_data_with_every_family_the_issue_names():

@@ -24,10 +24,17 @@ the time left (CatBoost at its defaults would take all of it on a 2-core machine
 After each configuration the ensemble is selected again on the out-of-fold predictions
 (``models.ensemble.select``, cross-fitted: the score printed is honest), so the result is always
 the best ensemble so far.
+
+Time left once every configuration has run goes to more bags (as AutoGluon's repeated bagging):
+each member of the ensemble, the heaviest first, is fit again on the folds of another shuffle,
+and its out-of-fold and test predictions are averaged with those before (every row's out-of-fold
+prediction still comes from models that did not see it), while the member's measured time fits
+in what is left, up to ``MAX_EXTRA_BAGS`` times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +61,7 @@ CACHE_BYTES = 1 << 29  # fold feature matrices kept for the next configuration, 
 MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
 MIN_STOPPABLE_FOLD_SECONDS = 1.0  # a model that stops itself runs on a shorter share than its price
 CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
+MAX_EXTRA_BAGS = 4  # fold sets added to a member with the time left: its fold models are kept, 5x at most
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,18 @@ class Fitted:
     histories: list[list[dict]]
     seed_scores: list[float] = field(default_factory=list)  # each seed's score (first repeat), with --seeds
     seeds: list[int] = field(default_factory=list)  # the seeds used, with --seeds
+    bags: int = 1  # fold sets averaged into ``oof`` and ``bag``: 1, and one per extra bag
+    bag_seconds: float = 0.0  # what the extra bags took (``seconds`` is the first pass's)
+
+    def merged(self, extra: Fitted, score: Callable[[np.ndarray], float]) -> Fitted:
+        """This member with ``extra`` (another bag: the same configuration on another shuffle's
+        folds): out-of-fold predictions averaged by bag, fold models pooled."""
+        bags = self.bags + 1
+        oof = (self.oof * self.bags + extra.oof) / bags
+        return dataclasses.replace(self, oof=oof, predict_seconds=self.predict_seconds + extra.predict_seconds,
+                                   score=score(oof), bag=ensembles.FoldBag([*self.bag.estimators, *extra.bag.estimators]),
+                                   histories=[*self.histories, *extra.histories], bags=bags,
+                                   bag_seconds=self.bag_seconds + extra.seconds)
 
 
 @dataclass
@@ -207,11 +227,14 @@ class Portfolio:
         return -value if self.metric.greater_is_better else value
 
     # --- one configuration --------------------------------------------------------------------
-    def _fit_one(self, config: Configuration, last: bool = True) -> Fitted | None:
+    def _fit_one(self, config: Configuration, last: bool = True, splits: list | None = None) -> Fitted | None:
+        """``config`` on every fold of ``splits`` (default the run's repeats); ``None`` when it was
+        dropped for time."""
+        splits = self.splits if splits is None else splits
         clock = self.time_limit.clock
         started = clock()
         own_deadline = started + self._left() * (1.0 if last else CONFIG_SHARE)
-        n_fits = len(self.splits)
+        n_fits = len(splits)
         seeds = _seeds(kfold.create_model(config.model, config.params), self.seeds)
         predict_seconds = 0.0
         fold_scores: list[float] = []
@@ -219,7 +242,7 @@ class Portfolio:
         estimators = []
         repeat_oofs: dict[int, np.ndarray] = {}
         seed_oofs: dict[int, np.ndarray] = {}  # the first repeat's, per seed: the spread across seeds
-        for done, (r, k, _, valid_idx) in enumerate(self.splits):
+        for done, (r, k, _, valid_idx) in enumerate(splits):
             if self.time_limit.limited and done:
                 per_fold = (clock() - started) / done
                 left = self._left(predict_seconds * n_fits / done)
@@ -316,7 +339,45 @@ class Portfolio:
                 on_fitted(one, selection)
         if not fitted:
             raise UserError("time limit: not one model finished its folds; give the run more time")
-        return Outcome(fitted, skipped, selection, self.folds, finished=not skipped)
+        finished = not skipped
+        if self.time_limit.limited and finished:
+            selection, finished = self._bag_more(selection, on_fitted)
+        return Outcome(self.fitted, skipped, selection, self.folds, finished=finished)
+
+    def _splits(self, repeat: int) -> list[tuple]:
+        """The folds of shuffle ``repeat``, their training rows registered with the features."""
+        splits = [(repeat, k, train_idx, valid_idx)
+                  for k, (train_idx, valid_idx) in enumerate(kfold.splitter(self.comp, self.task, repeat).split(self.X, self.y))]
+        for r, k, train_idx, _ in splits:
+            self.features.fit_index[(r, k)] = train_idx[~self.outliers[train_idx]]
+        return splits
+
+    def _bag_more(self, selection: ensembles.Selection,
+                  on_fitted: Callable[[Fitted, ensembles.Selection], None] | None) -> tuple[ensembles.Selection, bool]:
+        """Spend the time left on more bags of the ensemble's members (see the module's text); and
+        whether every bag ran (none was left out for time)."""
+        complete = True
+        for extra in range(MAX_EXTRA_BAGS):
+            splits = None
+            weights = dict(zip((f.config.name for f in self.fitted), selection.weights, strict=True))
+            for member in sorted(self.fitted, key=lambda f: -weights[f.config.name]):
+                if weights[member.config.name] <= 0 or member.bags > extra + 1:
+                    continue
+                per_bag = member.seconds / self.comp.cv.repeats
+                if per_bag + member.predict_seconds / member.bags > self._left():
+                    complete = False  # a cheaper member may still have the time
+                    continue
+                splits = splits or self._splits(self.comp.cv.repeats + extra)
+                one = self._fit_one(member.config, last=False, splits=splits)
+                if one is None:
+                    complete = False
+                    continue
+                merged = member.merged(one, lambda oof: self._score(slice(None), oof))
+                self.fitted[next(i for i, f in enumerate(self.fitted) if f is member)] = merged
+                selection = self.select(self.fitted)
+                if on_fitted:
+                    on_fitted(merged, selection)
+        return selection, complete
 
 
 def _fold_pipeline(features, model) -> Pipeline:

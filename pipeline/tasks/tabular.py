@@ -168,6 +168,10 @@ class TabularTask(FileTask):
         def finished(one: portfolio.Fitted, selection: ensembles.Selection) -> None:
             clock = f" at {limit.elapsed():.0f} of {limit.seconds:g} s" if limit.limited else ""
             ensemble = f"; ensemble {selection.score:.5f}" if len(configs) > 1 else ""
+            if one.bags > 1:  # another bag of a member: its child run holds the first pass
+                say(f"  {one.config.name} x{one.bags} bags: cv {metric.name} {one.score:.5f} "
+                    f"in {one.seconds + one.bag_seconds:.0f} s{ensemble}{clock}")
+                return
             spread = (f" ± {np.std(one.seed_scores):.5f} over seeds {', '.join(map(str, one.seeds))}"
                       if one.seed_scores else "")
             say(f"  {one.config.name}: cv {metric.name} {one.score:.5f}{spread} in {one.seconds:.0f} s{ensemble}{clock}")
@@ -331,7 +335,7 @@ def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: p
     members = [(f.config.name, f.bag) for f in fitted]
     final = ensembles.PrefitEnsemble(members, list(weights), selection.intercept, None if proba else target_transform)
     return CVResult(oof, fold_scores, kfold.score(metric, y, oof, proba), folds,
-                    seconds=sum(f.seconds for f in fitted), final=final, fitted=final,
+                    seconds=sum(f.seconds + f.bag_seconds for f in fitted), final=final, fitted=final,
                     weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},
                     repeats=repeats, members=fitted, rows=len(y), finished=outcome.finished)
 
