@@ -15,7 +15,8 @@ role               found by                                    becomes
                    most levels, while all of them together
                    would one-hot to more than
                    ``max_onehot_width`` columns
-``date``           text that parses as dates or timestamps     year, month, day of week, hour, elapsed days
+``date``           text that parses as dates or timestamps     year, month, day, day of year, day of week,
+                                                               hour, elapsed days
 ``text``           many levels of three words or more          length and word count
 ``numeric``        numbers                                     left to the preprocessor
 ``dropped``        ``drop`` given                              dropped
@@ -289,6 +290,8 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
             parsed = _parse_dates(X[column])
             new[f"{column}_year"] = parsed.dt.year.astype(float)
             new[f"{column}_month"] = parsed.dt.month.astype(float)
+            new[f"{column}_day"] = parsed.dt.day.astype(float)
+            new[f"{column}_dayofyear"] = parsed.dt.dayofyear.astype(float)
             new[f"{column}_dayofweek"] = parsed.dt.dayofweek.astype(float)
             if has_time:
                 new[f"{column}_hour"] = parsed.dt.hour.astype(float)
