@@ -179,6 +179,16 @@ def test_extra_bags_stop_at_their_cap(timed_model):
     assert CLOCK.now == 1000.0 + 15 * (1 + portfolio.MAX_EXTRA_BAGS)
 
 
+def test_a_forest_is_not_bagged_again():
+    """ExtraTrees has all the weight (the ridge beside it predicts the mean), and time to spare:
+    still one bag, as a forest averages randomised trees already."""
+    configs = (portfolio.Configuration("trees", "extra_trees", {"n_estimators": 10}, 1.0),
+               portfolio.Configuration("flat", "ridge", {"alpha": 1e9}, 1.0))
+    outcome = _portfolio(configs, TimeLimit(1000, started=CLOCK.now, clock=CLOCK)).run()
+    assert list(outcome.selection.weights) == [1.0, 0.0]
+    assert [f.bags for f in outcome.fitted] == [1, 1] and outcome.finished
+
+
 @pytest.fixture
 def memorizing_model():
     """One nearest neighbour: on a row it was fit on, it returns that row's target exactly."""

@@ -26,10 +26,10 @@ After each configuration the ensemble is selected again on the out-of-fold predi
 the best ensemble so far.
 
 Time left once every configuration has run goes to more bags (as AutoGluon's repeated bagging):
-each member of the ensemble, the heaviest first, is fit again on the folds of another shuffle,
-and its out-of-fold and test predictions are averaged with those before (every row's out-of-fold
-prediction still comes from models that did not see it), while the member's measured time fits
-in what is left, up to ``MAX_EXTRA_BAGS`` times.
+each member of the ensemble but a forest, the heaviest first, is fit again on the folds of
+another shuffle, and its out-of-fold and test predictions are averaged with those before (every
+row's out-of-fold prediction still comes from models that did not see it), while the member's
+measured time fits in what is left, up to ``MAX_EXTRA_BAGS`` times.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.ensemble import BaseEnsemble
 from sklearn.pipeline import Pipeline
 
 from models import ensemble as ensembles
@@ -143,6 +144,13 @@ def _seeds(model, count: int) -> list[dict]:
     base = model.get_params()[knob]
     base = 0 if base is None else int(base)
     return [{knob: base + s} for s in range(count)]
+
+
+def _is_forest(member: Fitted) -> bool:
+    """A scikit-learn ensemble (ExtraTrees, a random forest): an average of randomised trees
+    already, and the largest fold models (cps1988_wage: 10 ExtraTrees fold models held 1 GB, and
+    their pickling pushed the run past its reserve), so more bags of it buy little."""
+    return isinstance(member.bag.estimators[0].steps[-1][1], BaseEnsemble)
 
 
 def _stops_itself(model) -> bool:
@@ -361,7 +369,7 @@ class Portfolio:
             splits = None
             weights = dict(zip((f.config.name for f in self.fitted), selection.weights, strict=True))
             for member in sorted(self.fitted, key=lambda f: -weights[f.config.name]):
-                if weights[member.config.name] <= 0 or member.bags > extra + 1:
+                if weights[member.config.name] <= 0 or member.bags > extra + 1 or _is_forest(member):
                     continue
                 per_bag = member.seconds / self.comp.cv.repeats
                 if per_bag + member.predict_seconds / member.bags > self._left():

@@ -332,8 +332,11 @@ def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: p
             combined = inverse(ensembles.combine(np.stack([f.repeat_oofs[r] for f in fitted], axis=1), weights,
                                                  selection.intercept))
             repeats.append(CVResult(combined, [], kfold.score(metric, y, combined, proba), folds))
-    members = [(f.config.name, f.bag) for f in fitted]
-    final = ensembles.PrefitEnsemble(members, list(weights), selection.intercept, None if proba else target_transform)
+    # Only the members with weight: a member of none predicts nothing, and its fold models (10 bagged
+    # ExtraTrees on 22k rows are a gigabyte) would be pickled into the MLflow model all the same.
+    kept = [(f.config.name, f.bag, w) for f, w in zip(fitted, weights, strict=True) if w > 0]
+    final = ensembles.PrefitEnsemble([(name, bag) for name, bag, _ in kept], [w for *_, w in kept],
+                                     selection.intercept, None if proba else target_transform)
     return CVResult(oof, fold_scores, kfold.score(metric, y, oof, proba), folds,
                     seconds=sum(f.seconds + f.bag_seconds for f in fitted), final=final, fitted=final,
                     weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},
