@@ -202,10 +202,8 @@ class Portfolio:
         self.y_true = y.to_numpy()
         self.outliers = kfold.outlier_mask(comp, X, y)
         self.target = np.asarray(self.forward(self.y_true)) if comp.target_transform else self.y_true
-        self.splits = [(r, k, train_idx, valid_idx) for r in range(comp.cv.repeats)
-                       for k, (train_idx, valid_idx) in enumerate(kfold.splitter(comp, task, r).split(X, y))]
-        fit_index = {(r, k): train_idx[~self.outliers[train_idx]] for r, k, train_idx, _ in self.splits}
-        self.features = _FoldFeatures(comp, X, self.target, fit_index)
+        self.features = _FoldFeatures(comp, X, self.target, {})
+        self.splits = [split for r in range(comp.cv.repeats) for split in self._splits(r)]
         self.fitted: list[Fitted] = []
         self.repeat_folds = [np.full(len(X), -1, dtype=int) for _ in range(comp.cv.repeats)]
         for r, k, _, valid_idx in self.splits:
