@@ -51,6 +51,7 @@ class LightGBMModel(Booster):
                  min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 0.0, reg_alpha: float = 0.0, max_bin: int = 255, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
+                 eval_metric: str | None = None, native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -64,6 +65,8 @@ class LightGBMModel(Booster):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.eval_metric = eval_metric
+        self.native_categories = native_categories
         self.time_limit = time_limit
         self.random_state = random_state
 
@@ -75,6 +78,8 @@ class LightGBMModel(Booster):
                   "lambda_l2": self.reg_lambda, "lambda_l1": self.reg_alpha, "max_bin": self.max_bin,
                   "seed": self.random_state, "deterministic": True, "force_col_wise": True,
                   "num_threads": self._threads, "verbosity": -1}
+        if self.eval_metric:
+            params["metric"] = {"mae": "l1"}[self.eval_metric]
         if n_classes > 2:
             params["num_class"] = n_classes
         train = lightgbm.Dataset(X, y, categorical_feature=categorical_columns(X) or "auto")
@@ -113,6 +118,7 @@ class XGBoostModel(Booster):
                  min_child_weight: float = 1.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 1.0, reg_alpha: float = 0.0, max_bin: int = 256, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
+                 eval_metric: str | None = None, native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -126,6 +132,8 @@ class XGBoostModel(Booster):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.eval_metric = eval_metric
+        self.native_categories = native_categories
         self.time_limit = time_limit
         self.random_state = random_state
 
@@ -136,6 +144,8 @@ class XGBoostModel(Booster):
                   "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda, "alpha": self.reg_alpha,
                   "max_bin": self.max_bin, "tree_method": "hist", "seed": self.random_state,
                   "nthread": self._threads, "verbosity": 0}
+        if self.eval_metric:
+            params["eval_metric"] = {"mae": "mae"}[self.eval_metric]
         if n_classes > 2:
             params["num_class"] = n_classes
         train = xgboost.DMatrix(X, y, enable_categorical=True, nthread=self._threads)
@@ -192,6 +202,7 @@ class CatBoostModel(Booster):
                  l2_leaf_reg: float = 3.0, random_strength: float = 1.0, border_count: int = 254,
                  one_hot_max_size: int | None = None, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
+                 eval_metric: str | None = None, native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -203,6 +214,8 @@ class CatBoostModel(Booster):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.eval_metric = eval_metric
+        self.native_categories = native_categories
         self.time_limit = time_limit
         self.random_state = random_state
 
@@ -213,6 +226,8 @@ class CatBoostModel(Booster):
                   "border_count": self.border_count, "one_hot_max_size": self.one_hot_max_size,
                   "random_seed": self.random_state, "thread_count": self._threads, "verbose": False,
                   "allow_writing_files": False}
+        if self.eval_metric:
+            params["eval_metric"] = {"mae": "MAE"}[self.eval_metric]
         if n_classes:
             params["loss_function"] = "Logloss" if n_classes == 2 else "MultiClass"
         model = (_CatBoostClassifier if n_classes else _CatBoostRegressor)(

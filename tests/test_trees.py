@@ -13,8 +13,9 @@ import pytest
 
 from models import registry
 from models.boosters import LightGBMRegressor
-from models.boosting import MIN_VALIDATION_ROWS, validation_split
+from models.boosting import MIN_VALIDATION_ROWS, as_frame, validation_split
 from pipeline import config
+from pipeline.metrics import get as get_metric
 from pipeline.tasks import kfold
 
 BOOSTERS = ("lightgbm", "xgboost", "catboost")
@@ -161,3 +162,59 @@ def test_the_validation_split_is_seeded_stratified_and_kept_out_of_small_tables(
     assert np.array_equal(held, validation_split(400, 0.1, 0, classes)[1])
     assert not np.array_equal(held, validation_split(400, 0.1, 1, classes)[1])
     assert validation_split(10 * MIN_VALIDATION_ROWS - 10, 0.1, 0) is None
+
+
+def _round_errors(model, X_val, y_val) -> np.ndarray:
+    """The held-out errors after each round the fit trained: a row per round."""
+    booster = model.booster_
+    if model.__class__.__name__.startswith("LightGBM"):
+        rounds = [booster.predict(X_val, num_iteration=i) for i in range(1, model.n_iter_ + 1)]
+    else:
+        import xgboost
+        matrix = xgboost.DMatrix(as_frame(X_val))
+        rounds = [booster.predict(matrix, iteration_range=(0, i)) for i in range(1, model.n_iter_ + 1)]
+    return np.asarray(rounds) - y_val
+
+
+@pytest.mark.parametrize("model", BOOSTERS)
+def test_early_stopping_watches_the_competitions_mae_where_asked(model):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 3))
+    y = 3 * X[:, 0] + X[:, 1] ** 2 + rng.standard_t(1.5, size=600)  # heavy tails: MAE and MSE disagree
+    comp_metric = get_metric("mae")
+    stopped = kfold.create_model(model, {**SMALL, "max_iter": 300, "learning_rate": 0.1}, comp_metric)
+    assert stopped.eval_metric == "mae"
+    assert kfold.create_model(model, SMALL, get_metric("rmse")).eval_metric is None
+    assert kfold.create_model(model, {**SMALL, "eval_metric": None}, comp_metric).eval_metric is None  # params win
+    stopped.fit(X, y)
+    fit_rows, held = validation_split(600, 0.1, 0)
+    if model == "catboost":
+        history = stopped.booster_.get_evals_result()["validation"]["MAE"]
+        assert stopped.best_iteration_ == int(np.argmin(history)) + 1
+        return
+    errors = _round_errors(stopped, X[held], y[held])
+    least_mae, least_mse = np.argmin(np.abs(errors).mean(axis=1)), np.argmin((errors ** 2).mean(axis=1))
+    assert least_mae != least_mse  # so the test tells the two apart
+    assert stopped.best_iteration_ == least_mae + 1  # the first round of least held-out MAE
+
+
+def test_a_classifier_refuses_an_mae_to_stop_on():
+    with pytest.raises(ValueError, match="is for regression"):
+        registry.create("lightgbm_classifier", "tabular", eval_metric="mae").fit(np.eye(40), [0, 1] * 20)
+    with pytest.raises(ValueError, match="eval_metric='auc'"):
+        registry.create("xgboost", "tabular", eval_metric="auc").fit(np.eye(40), np.arange(40.0))
+
+
+def test_native_categories_split_on_a_category_of_many_levels_and_encode_one_of_thousands():
+    X, signal = frame()  # street: 120 levels
+    comp = config.load("trees-test", target="y", id_column="key")
+    assert kfold.native_levels_differ(comp, X) and not kfold.native_levels_differ(comp, X.drop(columns="street"))
+    encoded = kfold.build_estimator(comp, LightGBMRegressor(**SMALL)).fit(X, signal)
+    assert list(encoded[:-1].transform(X.head(3)).columns) == ["x", "zone", "rooms", "street_frequency", "street_target"]
+    native = kfold.build_estimator(comp, LightGBMRegressor(**SMALL, native_categories=True)).fit(X, signal)
+    features = native[:-1].transform(X.head(3))
+    assert list(features.columns) == ["x", "zone", "street", "rooms"]
+    assert isinstance(features["street"].dtype, pd.CategoricalDtype)
+    many = X.assign(street=[f"s{i}" for i in range(len(X))])  # a level a row: still encoded
+    assert "street" not in kfold.build_estimator(comp, LightGBMRegressor(**SMALL, native_categories=True)).fit(
+        many, signal)[:-1].transform(many.head(3)).columns

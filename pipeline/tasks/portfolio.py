@@ -203,6 +203,7 @@ class Portfolio:
         self.outliers = kfold.outlier_mask(comp, X, y)
         self.target = np.asarray(self.forward(self.y_true)) if comp.target_transform else self.y_true
         self.features = _FoldFeatures(comp, X, self.target, {})
+        self.levels_differ: bool | None = None
         self.splits = [split for r in range(comp.cv.repeats) for split in self._splits(r)]
         self.fitted: list[Fitted] = []
         self.repeat_folds = [np.full(len(X), -1, dtype=int) for _ in range(comp.cv.repeats)]
@@ -241,7 +242,7 @@ class Portfolio:
         started = clock()
         own_deadline = started + self._left() * (1.0 if last else CONFIG_SHARE)
         n_fits = len(splits)
-        seeds = _seeds(kfold.create_model(config.model, config.params), self.seeds)
+        seeds = _seeds(kfold.create_model(config.model, config.params, self.metric), self.seeds)
         predict_seconds = 0.0
         fold_scores: list[float] = []
         histories: list[list[dict]] = []
@@ -258,7 +259,7 @@ class Portfolio:
                     return None
             fold_sum = None
             for seed in seeds:
-                model = kfold.create_model(config.model, {**config.params, **seed})
+                model = kfold.create_model(config.model, {**config.params, **seed}, self.metric)
                 if self.time_limit.limited and _stops_itself(model):
                     left = min(self._left(predict_seconds * n_fits / max(done, 1)), own_deadline - clock())
                     share = left / ((n_fits - done) * len(seeds) - seeds.index(seed))
@@ -321,6 +322,10 @@ class Portfolio:
         skipped: list[str] = []
         selection = None
         for position, config in enumerate(self.configs):
+            if not self._distinct(config):
+                say(f"  {config.name}: left out (no category of 51 to 254 levels: its features would be the "
+                    "same as without native_categories)")
+                continue
             limit = self.time_limit
             if limit.limited:
                 estimate = self._estimate(config, fitted)
@@ -329,7 +334,7 @@ class Portfolio:
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
                     break
-                stoppable = _stops_itself(kfold.create_model(config.model, config.params))
+                stoppable = _stops_itself(kfold.create_model(config.model, config.params, self.metric))
                 short = self._left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
                 if estimate is not None and estimate > self._left() and (short or not stoppable):
                     skipped.append(config.name)
@@ -349,6 +354,16 @@ class Portfolio:
         if self.time_limit.limited and finished:
             selection, finished = self._bag_more(selection, on_fitted)
         return Outcome(self.fitted, skipped, selection, self.folds, finished=finished)
+
+    def _distinct(self, config: Configuration) -> bool:
+        """Whether ``config``'s features can differ from those of the same model without
+        ``native_categories``: on data without a category of many (but not too many) levels,
+        they are the same, and so would its predictions be."""
+        if kfold.feature_encoding(kfold.create_model(config.model, config.params)) != "native_levels":
+            return True
+        if self.levels_differ is None:
+            self.levels_differ = kfold.native_levels_differ(self.comp, self.X)
+        return self.levels_differ
 
     def _splits(self, repeat: int) -> list[tuple]:
         """The folds of shuffle ``repeat``, their training rows registered with the features."""

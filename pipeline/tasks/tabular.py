@@ -228,7 +228,7 @@ class TabularTask(FileTask):
                          for f in result.members if result.weights.get(f.config.name, 0) > 0)
             if plan.time_limit.fits(needed + sum(f.predict_seconds for f in result.members)):
                 members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, kfold.create_model(
-                    f.config.model, f.config.params), transform=False)]))
+                    f.config.model, f.config.params, plan.metric), transform=False)]))
                     for f in result.members if result.weights.get(f.config.name, 0) > 0]
                 weights = [result.weights[name] for name, _ in members]
                 estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
