@@ -17,6 +17,11 @@ Fitted: ``n_iter_`` (rounds trained), ``best_iteration_`` (rounds the prediction
 ``best_iteration_`` of them). ``random_state`` seeds the split and the library: the same seed, the
 same predictions. Threads: :func:`models.threads.budget`, the process's one thread policy.
 
+``eval_metric="mae"``: early stopping watches the held-out MAE instead of the training loss
+(:data:`EVAL_METRICS`; ``pipeline.tasks.kfold.create_model`` sets it where the competition is
+scored by MAE). ``native_categories``: the features in front of it split on categories of up to
+254 levels natively instead of encoding them (``feature_encoding``: ``"native_levels"``).
+
 Input: a DataFrame with ``category`` columns (:class:`features.native.NativePreprocessor`'s
 output, ``feature_encoding = "native"``) goes to the library's own categorical splits; a matrix
 of numbers (the one-hot preprocessor's) works as well.

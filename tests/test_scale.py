@@ -4,6 +4,7 @@ encoding its columns once, and prediction in chunks equal to prediction in one p
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,18 @@ def test_chunked_prediction_equals_one_piece(name, metric):
     model = registry.create(name, "tabular", **params).fit(matrix, y)
     np.testing.assert_allclose(kfold.predict(model, matrix, chosen, chunk_rows=64),
                                kfold.predict(model, matrix, chosen, chunk_rows=None), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_heap_memory_goes_back_to_the_system():
+    import psutil
+
+    from pipeline import processes
+
+    blocks = [np.ones(2000) for _ in range(10_000)]  # 16 KB each: glibc's heap, not an mmap of its own
+    kept = blocks[::50]  # one block in fifty stays: the freed pages between them cannot shrink the heap's top
+    del blocks
+    before = psutil.Process().memory_info().rss
+    processes.release_memory()
+    assert before - psutil.Process().memory_info().rss > 100e6  # of the 160 MB freed
+    assert len(kept) == 200
