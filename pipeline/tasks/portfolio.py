@@ -56,10 +56,9 @@ from pipeline.errors import UserError
 from pipeline.metrics import Metric
 from pipeline.submission import check_finite
 from pipeline.tasks import kfold
+from pipeline.tasks.fold_features import FoldFeatures
 
 PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabular.toml"
-CACHE_BYTES = 1 << 29  # fold feature matrices kept for the next configuration, up to this size: the
-# 4 GB a million-row run may use (bench/scale.py) holds the data, the models and this
 MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
 MIN_STOPPABLE_FOLD_SECONDS = 1.0  # a model that stops itself runs on a shorter share than its price
 CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
@@ -159,37 +158,6 @@ def _stops_itself(model) -> bool:
     return _accepts(model, "time_limit")
 
 
-class _FoldFeatures:
-    """Each fold's fitted feature steps (fit on its training part only) and, while they fit in
-    ``CACHE_BYTES``, its matrices: shared by the configurations that encode features alike."""
-
-    def __init__(self, comp: Competition, X: pd.DataFrame, target: np.ndarray,
-                 fit_index: dict[tuple[int, int], np.ndarray]):
-        self.comp, self.X, self.target, self.fit_index = comp, X, target, fit_index
-        self.fitted: dict[tuple, object] = {}
-        self.matrices: dict[tuple, tuple] = {}
-        self.bytes = 0
-
-    def get(self, encoding: str, split: tuple[int, int], valid_idx: np.ndarray):
-        key = (encoding, *split)
-        if key in self.matrices:
-            return self.fitted[key], *self.matrices[key]
-        fit_idx = self.fit_index[split]
-        if key not in self.fitted:
-            features = kfold.build_features(self.comp, encoding)
-            train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
-            self.fitted[key] = features
-        else:
-            features = self.fitted[key]
-            train = features.transform(self.X.iloc[fit_idx])
-        valid = features.transform(self.X.iloc[valid_idx])
-        size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
-        if self.bytes + size <= CACHE_BYTES:
-            self.matrices[key] = (train, valid)
-            self.bytes += size
-        return features, train, valid
-
-
 class Portfolio:
     """Fit ``configs`` in order on ``comp``'s folds until ``time_limit``; select after each."""
 
@@ -203,7 +171,7 @@ class Portfolio:
         self.y_true = y.to_numpy()
         self.outliers = kfold.outlier_mask(comp, X, y)
         self.target = np.asarray(self.forward(self.y_true)) if comp.target_transform else self.y_true
-        self.features = _FoldFeatures(comp, X, self.target, {})
+        self.features = FoldFeatures(comp, X, self.target, {})
         self.levels_differ: bool | None = None
         self.splits = [split for r in range(comp.cv.repeats) for split in self._splits(r)]
         self.fitted: list[Fitted] = []

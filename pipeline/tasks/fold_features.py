@@ -1,0 +1,44 @@
+"""Each fold's fitted feature steps, and while they fit, its matrices: the portfolio's
+configurations that encode features alike share them (``pipeline.tasks.portfolio``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Competition
+from pipeline.tasks import kfold
+
+CACHE_BYTES = 1 << 29  # fold feature matrices kept for the next configuration, up to this size: the
+# 4 GB a million-row run may use (bench/scale.py) holds the data, the models and this
+
+
+class FoldFeatures:
+    """Each fold's fitted feature steps (fit on its training part only) and, while they fit in
+    ``CACHE_BYTES``, its matrices: shared by the configurations that encode features alike."""
+
+    def __init__(self, comp: Competition, X: pd.DataFrame, target: np.ndarray,
+                 fit_index: dict[tuple[int, int], np.ndarray]):
+        self.comp, self.X, self.target, self.fit_index = comp, X, target, fit_index
+        self.fitted: dict[tuple, object] = {}
+        self.matrices: dict[tuple, tuple] = {}
+        self.bytes = 0
+
+    def get(self, encoding: str, split: tuple[int, int], valid_idx: np.ndarray):
+        key = (encoding, *split)
+        if key in self.matrices:
+            return self.fitted[key], *self.matrices[key]
+        fit_idx = self.fit_index[split]
+        if key not in self.fitted:
+            features = kfold.build_features(self.comp, encoding)
+            train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
+            self.fitted[key] = features
+        else:
+            features = self.fitted[key]
+            train = features.transform(self.X.iloc[fit_idx])
+        valid = features.transform(self.X.iloc[valid_idx])
+        size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
+        if self.bytes + size <= CACHE_BYTES:
+            self.matrices[key] = (train, valid)
+            self.bytes += size
+        return features, train, valid
