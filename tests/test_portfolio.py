@@ -228,3 +228,26 @@ def test_the_default_portfolio_is_data_with_every_family_the_issue_names():
         assert len({c.name for c in configs}) == len(configs)
         for c in configs:
             assert task in registry.get(c.model, "tabular").tasks
+
+
+@pytest.mark.parametrize("levels", [80, 4])
+def test_lightgbm_levels_runs_only_where_a_category_has_51_to_254_levels(levels):
+    """Without such a column its features are lightgbm's own, and so would its predictions be."""
+    rng = np.random.default_rng(1)
+    n = 400
+    shop = rng.integers(0, levels, n)
+    X = pd.DataFrame({"x": rng.normal(size=n), "shop": pd.Series([f"s{i}" for i in shop], dtype="str")})
+    y = pd.Series(X["x"] + (shop % 5) + rng.normal(scale=0.1, size=n), name="target")
+    small = {"max_iter": 40, "n_iter_no_change": 5, "learning_rate": 0.3}
+    configs = (portfolio.Configuration("lightgbm", "lightgbm", small),
+               portfolio.Configuration("lightgbm_levels", "lightgbm", {**small, "native_categories": True}))
+    comp = Competition(name="levels", target="target", id="id", cv=CVConfig(folds=3))
+    outcome = portfolio.Portfolio(comp, X, y, 10, task="regression", metric=get_metric("rmse"), configs=configs,
+                                  methods={"select": ensembles.greedy_weights}, time_limit=TimeLimit(None),
+                                  proba=False).run()
+    ran = [f.config.name for f in outcome.fitted]
+    assert ran == (["lightgbm", "lightgbm_levels"] if levels > 50 else ["lightgbm"])
+    assert outcome.finished  # left out is not skipped for time
+    if levels > 50:  # the shop is a category of the levels' model, encoded in the other's
+        first, second = (f.bag.estimators[0][:-1].transform(X.head(2)).columns for f in outcome.fitted)
+        assert "shop_target" in first and "shop" in second and "shop_target" not in second

@@ -45,7 +45,8 @@ def test_an_ensemble_run_logs_every_member_and_its_blend(workdir):
     assert result.code == 0, result.err
     (run,) = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") is None]
     oof = pd.read_csv(_download(run.info.run_id, "oof.csv", workdir / "dl"))
-    members = [c.name for c in portfolio.load("regression")]
+    # lightgbm_levels is left out: the table has no category of 51 to 254 levels
+    members = [c.name for c in portfolio.load("regression") if c.name != "lightgbm_levels"]
     assert list(oof.columns) == ["id", "repeat", "fold", "actual", *members, "portfolio"]
     assert len(oof) == 2 * len(train) and sorted(oof["repeat"].unique()) == [0, 1]
     for _, rows in oof.groupby("repeat"):  # every training row once a repeat, folds 0..4
