@@ -251,3 +251,25 @@ def test_lightgbm_levels_runs_only_where_a_category_has_51_to_254_levels(levels)
     if levels > 50:  # the shop is a category of the levels' model, encoded in the other's
         first, second = (f.bag.estimators[0][:-1].transform(X.head(2)).columns for f in outcome.fitted)
         assert "shop_target" in first and "shop" in second and "shop_target" not in second
+
+
+def test_a_training_matrix_built_again_is_target_encoded_cross_fitted_as_the_first(monkeypatch):
+    """Past the cache's size a second configuration builds its fold's matrices again: its training
+    rows' target encoding must be cross-fitted as the first's was, not each row's own target."""
+    from pipeline.tasks import fold_features
+
+    rng = np.random.default_rng(2)
+    n = 300
+    X = pd.DataFrame({"x": rng.normal(size=n), "shop": pd.Series([f"s{i}" for i in rng.integers(0, 120, n)],
+                                                                  dtype="str")})
+    target = rng.normal(size=n)
+    comp = Competition(name="cache", target="target", id="id", cv=CVConfig(folds=3))
+    fit_idx, valid_idx = np.arange(200), np.arange(200, 300)
+    monkeypatch.setattr(fold_features, "CACHE_BYTES", 0)
+    features = fold_features.FoldFeatures(comp, X, target, {(0, 0): fit_idx})
+    _, first, _ = features.get("native", (0, 0), valid_idx)
+    _, again, _ = features.get("native", (0, 0), valid_idx)
+    pd.testing.assert_frame_equal(first, again)
+    fitted, _, _ = features.get("native", (0, 0), valid_idx)
+    own = fitted.transform(X.iloc[fit_idx])["shop_target"]  # each row's own target in its encoding
+    assert not np.allclose(own, first["shop_target"])

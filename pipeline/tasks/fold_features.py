@@ -20,25 +20,23 @@ class FoldFeatures:
     def __init__(self, comp: Competition, X: pd.DataFrame, target: np.ndarray,
                  fit_index: dict[tuple[int, int], np.ndarray]):
         self.comp, self.X, self.target, self.fit_index = comp, X, target, fit_index
-        self.fitted: dict[tuple, object] = {}
-        self.matrices: dict[tuple, tuple] = {}
+        self.cached: dict[tuple, tuple] = {}
         self.bytes = 0
 
     def get(self, encoding: str, split: tuple[int, int], valid_idx: np.ndarray):
+        """(the fitted feature steps, the training part's matrix, the held-out part's matrix).
+
+        Not cached, they are fit again: ``fit_transform`` is what cross-fits the training rows'
+        target encoding, where ``transform`` would encode each row with its own target."""
         key = (encoding, *split)
-        if key in self.matrices:
-            return self.fitted[key], *self.matrices[key]
+        if key in self.cached:
+            return self.cached[key]
         fit_idx = self.fit_index[split]
-        if key not in self.fitted:
-            features = kfold.build_features(self.comp, encoding)
-            train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
-            self.fitted[key] = features
-        else:
-            features = self.fitted[key]
-            train = features.transform(self.X.iloc[fit_idx])
+        features = kfold.build_features(self.comp, encoding)
+        train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
         valid = features.transform(self.X.iloc[valid_idx])
         size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
-            self.matrices[key] = (train, valid)
+            self.cached[key] = (features, train, valid)
             self.bytes += size
         return features, train, valid
