@@ -273,3 +273,15 @@ def test_a_training_matrix_built_again_is_target_encoded_cross_fitted_as_the_fir
     fitted, _, _ = features.get("native", (0, 0), valid_idx)
     own = fitted.transform(X.iloc[fit_idx])["shop_target"]  # each row's own target in its encoding
     assert not np.allclose(own, first["shop_target"])
+
+
+def test_a_cheap_configuration_still_runs_in_the_last_seconds(timed_model):
+    """2 s left, less than a second a fold: still, the cheap one's price (1.5 s) fits, so it runs."""
+    configs = (portfolio.Configuration("first", timed_model, {"seconds": 10.0}, 1.0),
+               portfolio.Configuration("dear", timed_model, {"seconds": 10.0}, 1.0),
+               portfolio.Configuration("cheap", timed_model, {"seconds": 0.5}, 0.05))
+    CLOCK.now = 1000.0
+    limit = TimeLimit(32, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+    outcome = _portfolio(configs, limit).run()
+    assert [f.config.name for f in outcome.fitted] == ["first", "cheap"] and outcome.skipped == ["dear"]
+    assert CLOCK.now == 1031.5

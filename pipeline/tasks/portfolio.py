@@ -303,7 +303,9 @@ class Portfolio:
             limit = self.time_limit
             if limit.limited:
                 estimate = self._estimate(config, fitted)
-                if self._left() < MIN_FOLD_SECONDS * len(self.splits):
+                if self._left() < MIN_FOLD_SECONDS * len(self.splits) and not any(
+                        (price := self._estimate(c, fitted)) is not None and price <= self._left()
+                        for c in self.configs[position:]):  # a cheap one may still fit (diamonds_cut at 60 s)
                     skipped.extend(c.name for c in self.configs[position:])
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
