@@ -285,3 +285,15 @@ def test_a_cheap_configuration_still_runs_in_the_last_seconds(timed_model):
     outcome = _portfolio(configs, limit).run()
     assert [f.config.name for f in outcome.fitted] == ["first", "cheap"] and outcome.skipped == ["dear"]
     assert CLOCK.now == 1031.5
+
+
+def test_time_a_skipped_configuration_leaves_goes_to_bags(timed_model):
+    """dear's price (30 s) does not fit the 25 s left after good; two 15 s bags of good do not
+    either, one does: the run spends it rather than ending early, and is not finished."""
+    configs = (portfolio.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),
+               portfolio.Configuration("dear", timed_model, {"seconds": 10.0}, 2.0))
+    CLOCK.now = 1000.0
+    limit = TimeLimit(40, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+    outcome = _portfolio(configs, limit).run()
+    assert outcome.skipped == ["dear"] and outcome.fitted[0].bags == 2 and not outcome.finished
+    assert CLOCK.now == 1030.0

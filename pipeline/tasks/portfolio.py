@@ -25,7 +25,8 @@ After each configuration the ensemble is selected again on the out-of-fold predi
 (``models.ensemble.select``, cross-fitted: the score printed is honest), so the result is always
 the best ensemble so far.
 
-Time left once every configuration has run goes to more bags (as AutoGluon's repeated bagging):
+Time left once every configuration has run or been skipped for its price goes to more bags (as
+AutoGluon's repeated bagging):
 each member of the ensemble but a forest, the heaviest first, is fit again on the folds of
 another shuffle, and its out-of-fold and test predictions are averaged with those before (every
 row's out-of-fold prediction still comes from models that did not see it), while the member's
@@ -327,8 +328,9 @@ class Portfolio:
         if not fitted:
             raise UserError("time limit: not one model finished its folds; give the run more time")
         finished = not skipped
-        if self.time_limit.limited and finished:
-            selection, finished = self._bag_more(selection, on_fitted)
+        if self.time_limit.limited:  # a configuration skipped for its price leaves time a bag may fit
+            selection, bagged = self._bag_more(selection, on_fitted)
+            finished = finished and bagged
         return Outcome(self.fitted, skipped, selection, self.folds, finished=finished)
 
     def _distinct(self, config: Configuration) -> bool:
