@@ -212,7 +212,8 @@ class Portfolio:
         started = clock()
         own_deadline = started + self._left() * (1.0 if last else CONFIG_SHARE)
         n_fits = len(splits)
-        seeds = _seeds(kfold.create_model(config.model, config.params, self.metric), self.seeds)
+        probe = kfold.create_model(config.model, config.params, self.metric)
+        seeds = _seeds(probe, self.seeds)
         predict_seconds = 0.0
         fold_scores: list[float] = []
         histories: list[list[dict]] = []
@@ -222,7 +223,7 @@ class Portfolio:
         # A model that stops itself fits each fold in its share of the time left; any other needs
         # its whole time for every fold still to come, or it cannot finish and its folds are wasted
         # (a million rows: hist_gbm spent 236 s on two folds of five, then was dropped).
-        stoppable = _stops_itself(kfold.create_model(config.model, config.params))
+        stoppable = _stops_itself(probe)
         for done, (r, k, _, valid_idx) in enumerate(splits):
             if self.time_limit.limited and done:
                 per_fold = (clock() - started) / done
