@@ -1,6 +1,6 @@
 """The registry's tree models at their defaults, k-fold through the pipeline, on a suite task.
 
-One model at a time, each through ``kfold.cross_validate_many`` as ``train --model NAME`` runs it
+One model at a time, each through the one k-fold loop (``Portfolio.fit``) as ``train --model NAME`` runs it
 (its own feature flavour: native categories for LightGBM, XGBoost and CatBoost; one-hot for
 HistGradientBoosting and the forests): out-of-fold score with the task's metric, wall and CPU seconds (every thread's)::
 
@@ -24,10 +24,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import tabular_suite  # noqa: E402
 
+from models.time_limit import TimeLimit  # noqa: E402
 from pipeline import config  # noqa: E402
 from pipeline.data import tabular  # noqa: E402
 from pipeline.metrics import get as get_metric  # noqa: E402
-from pipeline.tasks import kfold  # noqa: E402
+from pipeline.tasks import portfolio  # noqa: E402
 
 MODELS = ("hist_gbm", "lightgbm", "xgboost", "catboost", "extra_trees", "random_forest")
 
@@ -55,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         model = name if task.kind == "regression" or name.endswith("_classifier") else f"{name}_classifier"
         started, cpu = time.perf_counter(), time.process_time()
-        result = kfold.cross_validate_many(comp, X, y, task=task.kind, metric=metric, models={model: {}},
-                                           progress=False)[model]
+        runner = portfolio.Portfolio(comp, X, y, 0, task=task.kind, metric=metric,
+                                     configs=(portfolio.Configuration(model, model),), methods={},
+                                     time_limit=TimeLimit(None), proba=False)
+        result = runner.fit(runner.configs[0])
         print(f"{model:<24} {result.score:>10.4f} {time.perf_counter() - started:>8.1f} "
               f"{time.process_time() - cpu:>8.1f}", flush=True)
     return 0

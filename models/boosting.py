@@ -18,12 +18,12 @@ Fitted: ``n_iter_`` (rounds trained), ``best_iteration_`` (rounds the prediction
 same predictions. Threads: :func:`models.threads.budget`, the process's one thread policy.
 
 ``eval_metric="mae"``: early stopping watches the held-out MAE instead of the training loss
-(:data:`EVAL_METRICS`; ``pipeline.tasks.kfold.create_model`` sets it where the competition is
-scored by MAE). ``native_categories``: the features in front of it split on categories of up to
-254 levels natively instead of encoding them (``feature_encoding``: ``"native_levels"``).
+(:data:`EVAL_METRICS`; ``pipeline.params.resolve`` sets it where the competition is scored by
+MAE). ``native_categories``: the features in front of it split on categories of up to 254 levels
+natively instead of encoding them (its registry entry declares the encoding: ``native_levels``).
 
 Input: a DataFrame with ``category`` columns (:class:`features.native.NativePreprocessor`'s
-output, ``feature_encoding = "native"``) goes to the library's own categorical splits; a matrix
+output, the ``native`` encoding) goes to the library's own categorical splits; a matrix
 of numbers (the one-hot preprocessor's) works as well.
 """
 
@@ -86,12 +86,6 @@ class Booster(BaseEstimator):
     """The shared fit: checks, the held-out split, the time limit; a library subclass supplies
     ``_train(X, y, X_val, y_val, n_classes, limit, rounds)`` (setting ``booster_``, ``n_iter_`` and
     ``best_iteration_``) and ``_predict(X)`` (values, or probabilities one column per class)."""
-
-    @property
-    def feature_encoding(self) -> str:
-        """What ``kfold.build_features`` puts in front of it: ``"native"``, or with
-        ``native_categories``, ``"native_levels"`` (many-level categories split on as categories too)."""
-        return "native_levels" if self.native_categories else "native"
 
     def _check_params(self) -> None:
         if self.eval_metric not in (None, *EVAL_METRICS):

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from models.boosting import validation_split
-from models.registry import register
+from models.registry import Capabilities, register
 from models.training import (
     EpochCallback,
     TrainConfig,
@@ -30,6 +30,11 @@ from models.training import (
     predict,
     seed_everything,
 )
+
+# What the k-fold loop needs to know (models.registry.Capabilities). Lasso and the elastic net
+# take a random_state but fit alike for every seed (cyclic coordinate descent): not seeded.
+NET = Capabilities(stops_itself=True, seed_param="seed")
+SEEDED = Capabilities(seed_param="random_state")
 
 
 def _mlp(n_in: int, n_out: int, hidden: Sequence[int], dropout: float) -> nn.Sequential:
@@ -246,19 +251,20 @@ def _torch_space(trial, hidden: bool) -> dict:
     return params
 
 
-@register("linear", space=lambda t: _torch_space(t, hidden=False), lr=0.03, weight_decay=1e-4)
+@register("linear", space=lambda t: _torch_space(t, hidden=False), capabilities=NET, lr=0.03, weight_decay=1e-4)
 def linear(**params):
     """Linear regression in torch, trained with Adam (d2l's house-price baseline)."""
     return TorchRegressor(hidden=(), **params)
 
 
-@register("mlp", space=lambda t: _torch_space(t, hidden=True), hidden=(256,), dropout=0.2, weight_decay=1e-3)
+@register("mlp", space=lambda t: _torch_space(t, hidden=True), capabilities=NET, hidden=(256,), dropout=0.2, weight_decay=1e-3)
 def mlp(**params):
     """MLP with dropout, weight decay and Xavier init, trained with Adam."""
     return TorchRegressor(**params)
 
 
-@register("mlp_classifier", tasks=("binary", "multiclass"), space=lambda t: _torch_space(t, hidden=True), hidden=(256,), dropout=0.2)
+@register("mlp_classifier", tasks=("binary", "multiclass"), space=lambda t: _torch_space(t, hidden=True),
+          capabilities=NET, same_as="mlp", hidden=(256,), dropout=0.2)
 def mlp_classifier(**params):
     """MLP classifier (softmax output) with dropout and weight decay."""
     return TorchClassifier(**params)
@@ -345,6 +351,7 @@ def _gbm_space(trial) -> dict:
 @register(
     "gbm",
     space=_gbm_space,
+    capabilities=SEEDED,
     n_estimators=500,
     learning_rate=0.05,
     max_depth=3,
@@ -406,6 +413,7 @@ def _residual_boosting_space(trial) -> dict:
 @register(
     "elasticnet_gbm",
     space=_residual_boosting_space,
+    capabilities=SEEDED,
     alpha=1e-3,
     l1_ratio=0.5,
     n_estimators=500,
@@ -439,7 +447,7 @@ def _hgb_space(trial) -> dict:
 _EARLY_STOPPING = {"early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 20}
 
 
-@register("hist_gbm", space=_hgb_space, learning_rate=0.05, max_iter=600, max_leaf_nodes=15, random_state=0,
+@register("hist_gbm", space=_hgb_space, capabilities=SEEDED, learning_rate=0.05, max_iter=600, max_leaf_nodes=15, random_state=0,
           **_EARLY_STOPPING)
 def hist_gbm(**params):
     """Histogram gradient boosting (scikit-learn's LightGBM-style booster), early stopping."""
@@ -467,7 +475,8 @@ class EarlyStoppingBoostedClassifier(HistGradientBoostingClassifier):
             self.early_stopping = chosen
 
 
-@register("hist_gbm_classifier", tasks=("binary", "multiclass"), space=_hgb_space, learning_rate=0.05, max_iter=300,
+@register("hist_gbm_classifier", tasks=("binary", "multiclass"), space=_hgb_space, capabilities=SEEDED,
+          same_as="hist_gbm", learning_rate=0.05, max_iter=300,
           random_state=0, **_EARLY_STOPPING)
 def hist_gbm_classifier(**params):
     """Histogram gradient boosting classifier, early stopping (where every class can be held out)."""

@@ -24,9 +24,14 @@ from models.boosters import (
     XGBoostClassifier,
     XGBoostRegressor,
 )
-from models.registry import register
+from models.registry import Capabilities, register
 
 CLASSES = ("binary", "multiclass")
+# What the k-fold loop needs to know (models.registry.Capabilities). A forest is an average of
+# randomised trees already, and its fold models are the largest (10 ExtraTrees fold models held
+# 1 GB on 22k rows): more bags of it buy little.
+BOOSTER = Capabilities(stops_itself=True, seed_param="random_state", encoding="native", levels_param="native_categories")
+FOREST = Capabilities(seed_param="random_state", rebaggable=False)
 
 
 def _lightgbm_space(trial) -> dict:
@@ -79,37 +84,40 @@ def _defaults(estimator, space) -> dict:
     return {name: params[name] for name in space(_Names())}
 
 
-@register("lightgbm", space=_lightgbm_space, **_defaults(LightGBMRegressor(), _lightgbm_space))
+@register("lightgbm", space=_lightgbm_space, capabilities=BOOSTER, **_defaults(LightGBMRegressor(), _lightgbm_space))
 def lightgbm(**params):
     """LightGBM, native categories, early stopping inside the training fold."""
     return LightGBMRegressor(**params)
 
 
-@register("lightgbm_classifier", tasks=CLASSES, space=_lightgbm_space, **_defaults(LightGBMClassifier(), _lightgbm_space))
+@register("lightgbm_classifier", tasks=CLASSES, space=_lightgbm_space, capabilities=BOOSTER,
+          same_as="lightgbm", **_defaults(LightGBMClassifier(), _lightgbm_space))
 def lightgbm_classifier(**params):
     """LightGBM classifier, native categories, early stopping inside the training fold."""
     return LightGBMClassifier(**params)
 
 
-@register("xgboost", space=_xgboost_space, **_defaults(XGBoostRegressor(), _xgboost_space))
+@register("xgboost", space=_xgboost_space, capabilities=BOOSTER, **_defaults(XGBoostRegressor(), _xgboost_space))
 def xgboost(**params):
     """XGBoost (hist trees), native categories, early stopping inside the training fold."""
     return XGBoostRegressor(**params)
 
 
-@register("xgboost_classifier", tasks=CLASSES, space=_xgboost_space, **_defaults(XGBoostClassifier(), _xgboost_space))
+@register("xgboost_classifier", tasks=CLASSES, space=_xgboost_space, capabilities=BOOSTER,
+          same_as="xgboost", **_defaults(XGBoostClassifier(), _xgboost_space))
 def xgboost_classifier(**params):
     """XGBoost classifier (hist trees), native categories, early stopping inside the training fold."""
     return XGBoostClassifier(**params)
 
 
-@register("catboost", space=_catboost_space, **_defaults(CatBoostRegressor(), _catboost_space))
+@register("catboost", space=_catboost_space, capabilities=BOOSTER, **_defaults(CatBoostRegressor(), _catboost_space))
 def catboost(**params):
     """CatBoost, native categories, early stopping inside the training fold."""
     return CatBoostRegressor(**params)
 
 
-@register("catboost_classifier", tasks=CLASSES, space=_catboost_space, **_defaults(CatBoostClassifier(), _catboost_space))
+@register("catboost_classifier", tasks=CLASSES, space=_catboost_space, capabilities=BOOSTER,
+          same_as="catboost", **_defaults(CatBoostClassifier(), _catboost_space))
 def catboost_classifier(**params):
     """CatBoost classifier, native categories, early stopping inside the training fold."""
     return CatBoostClassifier(**params)
@@ -132,25 +140,27 @@ def _forest(cls, params: dict):
     return cls(**{"n_jobs": threads.budget(), **params})
 
 
-@register("extra_trees", space=_forest_space, max_features=1.0, **_FOREST)
+@register("extra_trees", space=_forest_space, capabilities=FOREST, max_features=1.0, **_FOREST)
 def extra_trees(**params):
     """Extremely randomised trees (scikit-learn), one-hot features."""
     return _forest(ExtraTreesRegressor, params)
 
 
-@register("extra_trees_classifier", tasks=CLASSES, space=_forest_space, max_features="sqrt", **_FOREST)
+@register("extra_trees_classifier", tasks=CLASSES, space=_forest_space, capabilities=FOREST,
+          same_as="extra_trees", max_features="sqrt", **_FOREST)
 def extra_trees_classifier(**params):
     """Extremely randomised trees classifier (scikit-learn), one-hot features."""
     return _forest(ExtraTreesClassifier, params)
 
 
-@register("random_forest", space=_forest_space, max_features=1.0, **_FOREST)
+@register("random_forest", space=_forest_space, capabilities=FOREST, max_features=1.0, **_FOREST)
 def random_forest(**params):
     """Random forest (scikit-learn), one-hot features."""
     return _forest(RandomForestRegressor, params)
 
 
-@register("random_forest_classifier", tasks=CLASSES, space=_forest_space, max_features="sqrt", **_FOREST)
+@register("random_forest_classifier", tasks=CLASSES, space=_forest_space, capabilities=FOREST,
+          same_as="random_forest", max_features="sqrt", **_FOREST)
 def random_forest_classifier(**params):
     """Random forest classifier (scikit-learn), one-hot features."""
     return _forest(RandomForestClassifier, params)

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input, a wrong config or a missing file: something the user can fix."""
+
+
+class OutOfTime(UserError):
+    """The time limit ended a piece of work before it could finish (a tuning trial's folds)."""

@@ -1,13 +1,17 @@
 """Which model runs, and with which parameters: the one place for their precedence.
 
-registry < portfolio < config < study < command line (< time limit, which the portfolio sets per
-fit as each fold's share of the time left: ``pipeline.tasks.portfolio``):
+registry < metric < portfolio < config < study < command line (< the seed and time limit, which
+the k-fold loop sets per fit: each seed of ``--seeds``, and each fold's share of the time left,
+``pipeline.tasks.portfolio``):
 
 - the registry entry's defaults (``models.registry``);
+- the competition's metric, for a model that can stop early on it (``eval_metric``,
+  :data:`models.boosting.EVAL_METRICS`: boosters stop on MAE where MAE is the metric);
 - the portfolio configuration's params (``pipeline/portfolios/tabular.toml``);
 - the config: ``[model] params`` for the config's model, ``[ensemble.params.<member>]`` for a
   member of the config's ensemble (also when that member runs alone or is tuned);
-- the study: the best trial of the model's Optuna study (``tuned``), or a trial's suggestion;
+- the study: the best trial of the configuration's Optuna study (``tuned``; :func:`study_key`
+  names it), or a trial's suggestion;
 - the command line's ``--param KEY=VALUE``.
 
 Every value keeps the name of its source (:class:`Resolved`), which the run logs; the registry's
@@ -21,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from models import registry
+from models.boosting import EVAL_METRICS
 from pipeline import studies
 from pipeline.config import Competition
 from pipeline.console import say
@@ -32,7 +37,8 @@ _KINDS = {"tabular": "a tabular", "vision": "an image"}
 
 def choose_model(comp: Competition, kind: str, task: str, default: str, model: str | None, *,
                  ensembles: bool = False) -> str:
-    """The command line's model, else the config's, else ``default``; checked against the registry.
+    """The command line's model, else the config's, else ``default``; checked against the registry,
+    as the entry that does ``task`` (``mlp`` on a binary task: ``mlp_classifier``).
     ``ensembles``: whether the task combines several models (the tabular one does)."""
     name = model or comp.model.name or default
     if name == ENSEMBLE:
@@ -46,13 +52,12 @@ def choose_model(comp: Competition, kind: str, task: str, default: str, model: s
         for member in comp.ensemble.models:
             check_model(member, kind, task)
         return name
-    check_model(name, kind, task)
-    return name
+    return check_model(name, kind, task).name
 
 
 def check_model(name: str, kind: str, task: str) -> registry.ModelEntry:
     try:
-        entry = registry.get(name, kind)
+        entry = registry.get(name, kind, task)
     except KeyError:
         known = ", ".join(e.name for e in registry.list_models(kind=kind))
         raise UserError(f"unknown model {name!r}: not {_KINDS.get(kind, kind)} model "
@@ -79,21 +84,37 @@ class Resolved:
     sources: dict = field(default_factory=dict)
 
 
+def study_key(model: str, config_name: str | None = None, portfolio: dict | None = None) -> str:
+    """The name of the study that tunes a configuration: its registered model's where the
+    configuration adds no params to it (``lightgbm`` on a binary task is ``lightgbm_classifier``
+    either way), else the configuration's own (``lightgbm_large``)."""
+    return config_name if portfolio and config_name else model
+
+
 def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = None, cli: dict | None = None,
-            kind: str = "tabular", portfolio: dict | None = None, config_name: str | None = None) -> Resolved:
+            kind: str = "tabular", portfolio: dict | None = None, config_name: str | None = None,
+            metric: str | None = None) -> Resolved:
     """``model``'s parameters from every source, later ones winning; ``config_name``: the name the
-    config's ``[ensemble.params.<name>]`` uses (a portfolio configuration's name)."""
+    config's ``[ensemble.params.<name>]`` uses (a portfolio configuration's name); ``metric``: the
+    competition's, which a model that stops early on it is given."""
+    key = study_key(model, config_name, portfolio)
     if tuned and study is None:
-        study = studies.best_params(comp, model)
+        study = studies.best_params(comp, key)
         if study:
-            say(f"params: {model} uses the best trial of its Optuna study (STUDY=ignore ignores it)")
-    layers = (("portfolio", portfolio), ("config", config_params(comp, config_name or model)), ("study", study),
-              ("command line", cli))
+            say(f"params: {config_name or model} uses the best trial of its Optuna study {key} (STUDY=ignore ignores it)")
+    stops_on = {"eval_metric": metric} if metric in EVAL_METRICS and _takes(model, kind, "eval_metric") else None
+    layers = (("metric", stops_on), ("portfolio", portfolio), ("config", config_params(comp, config_name or model)),
+              ("study", study), ("command line", cli))
     values, sources = {}, {}
     for source, given in layers:
         for key, value in (given or {}).items():
             values[key], sources[key] = value, source
     return Resolved(values, sources)
+
+
+def _takes(model: str, kind: str, param: str) -> bool:
+    entry = registry.get(model, kind)
+    return param in entry.defaults or param in entry.build().get_params()
 
 
 def check(model: str, kind: str, resolved: Resolved) -> None:
@@ -111,10 +132,10 @@ def check(model: str, kind: str, resolved: Resolved) -> None:
 
 
 def members(comp: Competition, model: str, *, tuned: bool, study: dict | None = None,
-            cli: dict | None = None) -> dict[str, Resolved]:
+            cli: dict | None = None, metric: str | None = None) -> dict[str, Resolved]:
     """Each model's parameters: the model alone, or every member of the config's ensemble."""
     if model != ENSEMBLE:
-        return {model: resolve(comp, model, tuned=tuned, study=study, cli=cli)}
+        return {model: resolve(comp, model, tuned=tuned, study=study, cli=cli, metric=metric)}
     if cli:
         raise UserError("--param applies to a single model; set ensemble members' params in [ensemble.params.<model>]")
-    return {name: resolve(comp, name, tuned=tuned) for name in comp.ensemble.models}
+    return {name: resolve(comp, name, tuned=tuned, metric=metric) for name in comp.ensemble.models}

@@ -32,7 +32,7 @@ class Outcome:
     fold_scores: list[float]
     run_id: str
     scores: dict[str, float] = field(default_factory=dict)  # every model's CV score, an ensemble's too
-    scores_without_outliers: dict[str, float] = field(default_factory=dict)
+    scores_with_outliers: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] | None = None
     submission: Path | None = None
     local_score: float | None = None
@@ -118,7 +118,7 @@ def run(
         result = task.validate(data, plan, progress=progress)
         fitted = task.refit(data, plan, result, progress=progress)
         outcome = Outcome(plan.model, plan.params, plan.metric.name, result.score, result.fold_scores,
-                          active.info.run_id, result.scores, result.scores_without_outliers, result.weights)
+                          active.info.run_id, result.scores, result.scores_with_outliers, result.weights)
         if not distributed.is_main():  # the other ranks only train
             return outcome
         predictions = task.predict(fitted, data, plan)

@@ -58,14 +58,14 @@ def test_forced_categories_and_the_number_type_of_a_label():
         NativePreprocessor().fit(frame.to_numpy())
 
 
-def test_kfold_builds_the_native_features_for_the_models_that_take_them():
+def test_kfold_builds_the_native_features_for_the_models_that_declare_them():
     comp = config.load("native-test", target="y", id_column="key")
     lightgbm = registry.create("lightgbm", "tabular")
-    assert kfold.feature_encoding(lightgbm) == "native"
-    assert kfold.feature_encoding(registry.create("ridge", "tabular")) == "onehot"
-    assert kfold.shared_encoding([lightgbm, registry.create("catboost", "tabular")]) == "native"
-    assert kfold.shared_encoding([lightgbm, registry.create("ridge", "tabular")]) == "onehot"
-    pipe = kfold.build_estimator(comp, lightgbm)
+    assert registry.get("lightgbm", "tabular").feature_encoding({}) == "native"
+    assert registry.get("lightgbm", "tabular").feature_encoding({"native_categories": True}) == "native_levels"
+    assert registry.get("catboost_classifier", "tabular").feature_encoding({}) == "native"
+    assert registry.get("ridge", "tabular").feature_encoding({}) == "onehot"
+    pipe = kfold.build_estimator(comp, lightgbm, "native")
     assert type(pipe.steps[-2][1]).__name__ == "NativePreprocessor"
     assert pipe.steps[-3][1].max_onehot_width is None  # no one-hot width budget to keep within
     assert type(kfold.build_estimator(comp, lightgbm, "onehot").steps[-2][1]).__name__ == "TabularPreprocessor"

@@ -158,7 +158,8 @@ def test_chunked_prediction_equals_one_piece(name, metric):
     y = score if metric == "rmse" else (score > 0).astype(int)
     comp = competition()
     params = {"max_iter": 20} if name.startswith("hist_gbm") else {}
-    fitted = kfold.build_estimator(comp, registry.create(name, "tabular", **params)).fit(X, y)
+    entry = registry.get(name, "tabular")
+    fitted = kfold.build_estimator(comp, entry.build(**params), entry.feature_encoding(params)).fit(X, y)
     chosen = get_metric(metric)
     if metric != "rmse":
         chosen = chosen.with_classes(np.array([0, 1]))

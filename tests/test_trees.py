@@ -14,8 +14,7 @@ import pytest
 from models import registry
 from models.boosters import LightGBMRegressor
 from models.boosting import MIN_VALIDATION_ROWS, as_frame, validation_split
-from pipeline import config
-from pipeline.metrics import get as get_metric
+from pipeline import config, params
 from pipeline.tasks import kfold
 
 BOOSTERS = ("lightgbm", "xgboost", "catboost")
@@ -64,8 +63,9 @@ def params_for(model: str, **more) -> dict:
 def fitted_pipeline(model: str, task: str, seed=0, **params):
     X, signal = frame(seed=seed)
     comp = config.load("trees-test", target="y", id_column="key")
-    estimator = registry.create(name_for(model, task), "tabular", **params_for(model, **params))
-    return kfold.build_estimator(comp, estimator).fit(X, target(signal, task))
+    entry = registry.get(name_for(model, task), "tabular")
+    given = params_for(model, **params)
+    return kfold.build_estimator(comp, entry.build(**given), entry.feature_encoding(given)).fit(X, target(signal, task))
 
 
 @pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
@@ -147,7 +147,7 @@ def test_a_many_level_text_column_through_the_native_pipeline():
                       "x": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n))})
     y = (city % 7) + np.nan_to_num(X["x"].to_numpy()) + rng.normal(scale=0.1, size=n)
     comp = config.load("trees-test", target="y", id_column="key")
-    pipe = kfold.build_estimator(comp, LightGBMRegressor(max_iter=50)).fit(X, y)
+    pipe = kfold.build_estimator(comp, LightGBMRegressor(max_iter=50), "native").fit(X, y)
     features = pipe[:-1].transform(X.head(3))
     assert list(features.columns) == ["note", "x", "city_frequency", "city_target"]  # 10k levels: encoded
     assert isinstance(features["note"].dtype, pd.CategoricalDtype)
@@ -181,11 +181,13 @@ def test_early_stopping_watches_the_competitions_mae_where_asked(model):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(600, 3))
     y = 3 * X[:, 0] + X[:, 1] ** 2 + rng.standard_t(1.5, size=600)  # heavy tails: MAE and MSE disagree
-    comp_metric = get_metric("mae")
-    stopped = kfold.create_model(model, {**SMALL, "max_iter": 300, "learning_rate": 0.1}, comp_metric)
-    assert stopped.eval_metric == "mae"
-    assert kfold.create_model(model, SMALL, get_metric("rmse")).eval_metric is None
-    assert kfold.create_model(model, {**SMALL, "eval_metric": None}, comp_metric).eval_metric is None  # params win
+    comp = config.load("trees-test", target="y", id_column="key")
+    resolved = params.resolve(comp, model, tuned=False, metric="mae", cli={"max_iter": 300, "learning_rate": 0.1})
+    assert resolved.values["eval_metric"] == "mae" and resolved.sources["eval_metric"] == "metric"
+    stopped = registry.create(model, "tabular", **{**SMALL, **resolved.values})
+    assert "eval_metric" not in params.resolve(comp, model, tuned=False, metric="rmse").values
+    assert params.resolve(comp, model, tuned=False, metric="mae", cli={"eval_metric": None}).values["eval_metric"] is None
+    assert "eval_metric" not in params.resolve(comp, "ridge", tuned=False, metric="mae").values  # takes none
     stopped.fit(X, y)
     fit_rows, held = validation_split(600, 0.1, 0)
     if model == "catboost":
@@ -209,12 +211,12 @@ def test_native_categories_split_on_a_category_of_many_levels_and_encode_one_of_
     X, signal = frame()  # street: 120 levels
     comp = config.load("trees-test", target="y", id_column="key")
     assert kfold.native_levels_differ(comp, X) and not kfold.native_levels_differ(comp, X.drop(columns="street"))
-    encoded = kfold.build_estimator(comp, LightGBMRegressor(**SMALL)).fit(X, signal)
+    encoded = kfold.build_estimator(comp, LightGBMRegressor(**SMALL), "native").fit(X, signal)
     assert list(encoded[:-1].transform(X.head(3)).columns) == ["x", "zone", "rooms", "street_frequency", "street_target"]
-    native = kfold.build_estimator(comp, LightGBMRegressor(**SMALL, native_categories=True)).fit(X, signal)
+    native = kfold.build_estimator(comp, LightGBMRegressor(**SMALL, native_categories=True), "native_levels").fit(X, signal)
     features = native[:-1].transform(X.head(3))
     assert list(features.columns) == ["x", "zone", "street", "rooms"]
     assert isinstance(features["street"].dtype, pd.CategoricalDtype)
     many = X.assign(street=[f"s{i}" for i in range(len(X))])  # a level a row: still encoded
-    assert "street" not in kfold.build_estimator(comp, LightGBMRegressor(**SMALL, native_categories=True)).fit(
-        many, signal)[:-1].transform(many.head(3)).columns
+    assert "street" not in kfold.build_estimator(comp, LightGBMRegressor(**SMALL, native_categories=True),
+                                                 "native_levels").fit(many, signal)[:-1].transform(many.head(3)).columns

@@ -379,7 +379,7 @@ class FakeTask:
         self.progress_unit, self.epochs, self.fold_scores = progress_unit, epochs, fold_scores
         self.plans: list[dict | None] = []
 
-    def plan(self, data, *, model=None, cli_params=None, tuned=True, study_params=None):
+    def plan(self, data, *, model=None, cli_params=None, tuned=True, study_params=None, time_limit=None):
         assert not tuned and data == "data"
         self.plans.append(study_params)
         return Plan("regression", metrics.get("rmse"), model or "ridge", {"ridge": {"alpha": 10.0, **(study_params or {})}})
@@ -387,8 +387,7 @@ class FakeTask:
     def untuned_params(self, plan):
         return {"fit_intercept": False}
 
-    def cross_validate(self, data, plan, *, on_fold=None, on_epoch=None, for_tuning=False, progress=False):
-        assert for_tuning
+    def cross_validate(self, data, plan, *, on_fold=None, on_epoch=None, progress=False):
         for fold, score in enumerate(self.fold_scores):
             for log in self.epochs:
                 if on_epoch:

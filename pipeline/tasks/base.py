@@ -5,7 +5,7 @@ The stages (``pipeline.stages``, ``pipeline.tune``) ask a task and never branch 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +19,32 @@ FoldCallback = Callable[[int, float], None]  # (fold, its score)
 EpochCallback = Callable[[int, dict, int], None]  # (fold, that epoch's log, the fit's planned epochs)
 
 
+class Frozen(Mapping):
+    """A read-only mapping (nested mappings frozen too) that pickles and compares as a dict."""
+
+    def __init__(self, items: Mapping | None = None):
+        self._items = {k: Frozen(v) if isinstance(v, Mapping) and not isinstance(v, Frozen) else v
+                       for k, v in (items or {}).items()}
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __hash__(self):
+        raise TypeError("unhashable type: 'Frozen'")
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything a run fits, decided before any work and never changed after: the task and
@@ -30,17 +56,22 @@ class Plan:
     task: str  # regression, binary or multiclass
     metric: Metric
     model: str  # a registered name, "ensemble" (the config's members) or "portfolio" (the default)
-    members: dict[str, dict]  # {name: params}: the model alone, or each member / configuration
+    members: Mapping[str, Mapping]  # {name: params}: the model alone, or each member / configuration
     comp: Any = None  # the Competition as this run fits it
     time_limit: TimeLimit = field(default_factory=TimeLimit)
-    sources: dict[str, dict[str, str]] = field(default_factory=dict)  # {name: {param: source}}
-    models: dict[str, str] = field(default_factory=dict)  # {member name: registered model}, where they differ
-    costs: dict[str, float] = field(default_factory=dict)  # a portfolio's relative price of each member
+    sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # {name: {param: source}}
+    models: Mapping[str, str] = field(default_factory=dict)  # {member name: registered model}, where they differ
+    costs: Mapping[str, float] = field(default_factory=dict)  # a portfolio's relative price of each member
+    study_keys: Mapping[str, str] = field(default_factory=dict)  # {member: the Optuna study that tunes it}, where not its name
     method: str = "best"  # how members combine: select (greedy), blend, stack, best
 
+    def __post_init__(self):
+        for name in ("members", "sources", "models", "costs", "study_keys"):
+            object.__setattr__(self, name, Frozen(getattr(self, name)))
+
     @property
-    def params(self) -> dict:
-        return self.members.get(self.model, {})
+    def params(self) -> Mapping:
+        return self.members.get(self.model, Frozen())
 
     @property
     def folds(self) -> int:
@@ -61,7 +92,7 @@ class CVResult:
     seconds: float = 0.0
     final: Any = None  # the unfitted model the refit trains (an ensemble with its weights)
     scores: dict[str, float] = field(default_factory=dict)  # every model's score, an ensemble's members too
-    scores_without_outliers: dict[str, float] = field(default_factory=dict)
+    scores_with_outliers: dict[str, float] = field(default_factory=dict)  # where a rule drops rows: them back in
     weights: dict[str, float] | None = None
     repeats: list[CVResult] = field(default_factory=list)  # repeated k-fold: each repeat's own result
     fitted: Any = None  # the final model, already fit (bagged fold models): no refit needed
@@ -126,9 +157,9 @@ class Task(Protocol):
     def run_params(self, data: Any, plan: Plan) -> dict[str, Any]: ...
 
     def cross_validate(self, data: Any, plan: Plan, *, on_fold: FoldCallback | None = None,
-                       on_epoch: EpochCallback | None = None, for_tuning: bool = False,
-                       progress: bool | None = False) -> CVResult:
-        """Out-of-fold scores, nothing logged: what tuning optimises."""
+                       on_epoch: EpochCallback | None = None, progress: bool | None = False) -> CVResult:
+        """Out-of-fold scores, nothing logged: what tuning optimises, computed as ``validate``
+        computes them (the same loop, folds and scored rows)."""
 
     def check_shift(self, data: Any, plan: Plan) -> Any:
         """Inside the run, before ``validate``: train-vs-test shift (pipeline/shift.py); images: none."""

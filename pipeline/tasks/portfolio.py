@@ -36,18 +36,21 @@ measured time fits in what is left, up to ``MAX_EXTRA_BAGS`` times.
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import BaseEnsemble
 from sklearn.pipeline import Pipeline
 
 from models import ensemble as ensembles
+from models import registry
 from models.targets import forward_inverse
 from models.time_limit import TimeLimit
 from pipeline import processes
@@ -57,6 +60,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import Metric
 from pipeline.submission import check_finite
 from pipeline.tasks import kfold
+from pipeline.tasks.base import FoldCallback, Frozen
 from pipeline.tasks.fold_features import FoldFeatures
 
 PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabular.toml"
@@ -68,13 +72,32 @@ MAX_EXTRA_BAGS = 4  # fold sets added to a member with the time left: its fold m
 
 @dataclass(frozen=True)
 class Configuration:
-    """One entry of the portfolio: a display name, a registered model and its parameters, and its
-    relative ``cost`` (a price before any configuration has been timed)."""
+    """One entry of the portfolio: a display name, a registered model and its parameters (a
+    read-only mapping), and its relative ``cost`` (a price before any configuration has been timed)."""
 
     name: str
     model: str
-    params: dict = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
     cost: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", Frozen(self.params))
+
+    @property
+    def entry(self) -> registry.ModelEntry:
+        return registry.get(self.model, "tabular")
+
+    @property
+    def capabilities(self) -> registry.Capabilities:
+        return self.entry.capabilities
+
+    @property
+    def encoding(self) -> str:
+        return self.entry.feature_encoding(dict(self.params))
+
+    def build(self, **extra):
+        """A fresh estimator: the registry's defaults, the configuration's params, then ``extra``."""
+        return kfold.create_model(self.model, {**self.params, **extra})
 
 
 def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
@@ -89,21 +112,33 @@ def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
 @dataclass
 class Fitted:
     """One configuration's k-fold result. ``oof`` and ``test`` are in the space the model was
-    trained in (log prices, probabilities); ``folds`` the first repeat's fold of each row."""
+    trained in (log prices, probabilities). ``covered``: the rows its folds held out (all of them
+    unless the time limit cut it after some folds); ``score`` and ``fold_scores`` are on the
+    covered rows the plan scores."""
 
     config: Configuration
     oof: np.ndarray
     predict_seconds: float  # what its fold models will take to predict the test set
+    save_seconds: float  # what pickling its fold models into the run's model will take
     fold_scores: list[float]
     score: float
     seconds: float
     bag: ensembles.FoldBag
     repeat_oofs: list[np.ndarray]
     histories: list[list[dict]]
+    covered: np.ndarray
     seed_scores: list[float] = field(default_factory=list)  # each seed's score (first repeat), with --seeds
     seeds: list[int] = field(default_factory=list)  # the seeds used, with --seeds
     bags: int = 1  # fold sets averaged into ``oof`` and ``bag``: 1, and one per extra bag
     bag_seconds: float = 0.0  # what the extra bags took (``seconds`` is the first pass's)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.covered.all())
+
+    @property
+    def last_phase_seconds(self) -> float:
+        return self.predict_seconds + self.save_seconds
 
     def merged(self, extra: Fitted, score: Callable[[np.ndarray], float]) -> Fitted:
         """This member with ``extra`` (another bag: the same configuration on another shuffle's
@@ -111,6 +146,7 @@ class Fitted:
         bags = self.bags + 1
         oof = (self.oof * self.bags + extra.oof) / bags
         return dataclasses.replace(self, oof=oof, predict_seconds=self.predict_seconds + extra.predict_seconds,
+                                   save_seconds=self.save_seconds + extra.save_seconds,
                                    score=score(oof), bag=ensembles.FoldBag([*self.bag.estimators, *extra.bag.estimators]),
                                    histories=[*self.histories, *extra.histories], bags=bags,
                                    bag_seconds=self.bag_seconds + extra.seconds)
@@ -125,52 +161,40 @@ class Outcome:
     finished: bool  # every configuration ran (none skipped or dropped for time)
 
 
-def _accepts(model, name: str) -> bool:
-    return name in model.get_params()
-
-
-SEED_KNOBS = ("random_state", "random_seed", "seed")
-
-
-def _seed_knob(model) -> str | None:
-    return next((knob for knob in SEED_KNOBS if _accepts(model, knob)), None)
-
-
-def _seeds(model, count: int) -> list[dict]:
+def _seeds(config: Configuration, count: int) -> list[dict]:
     """The parameters of each of ``count`` seeds (the model's own seed, then the next ones); one
     fit for a model without a seed, which every seed would fit alike."""
-    knob = _seed_knob(model)
+    knob = config.capabilities.seed_param
     if knob is None or count == 1:
         return [{}]
-    base = model.get_params()[knob]
+    base = {**config.entry.defaults, **config.params}.get(knob)
     base = 0 if base is None else int(base)
     return [{knob: base + s} for s in range(count)]
 
 
-def _is_forest(member: Fitted) -> bool:
-    """A scikit-learn ensemble (ExtraTrees, a random forest): an average of randomised trees
-    already, and the largest fold models (cps1988_wage: 10 ExtraTrees fold models held 1 GB, and
-    their pickling pushed the run past its reserve), so more bags of it buy little."""
-    return isinstance(member.bag.estimators[0].steps[-1][1], BaseEnsemble)
-
-
-def _stops_itself(model) -> bool:
-    """Whether ``model`` takes a ``time_limit`` (seconds for one fit) and stops at it."""
-    return _accepts(model, "time_limit")
+def _save_seconds(pipeline: Pipeline) -> float:
+    """What pickling ``pipeline`` takes, timed once a fold (the run's model pickles every fold model:
+    1,250 of them with --seeds 50 took 18 s on 2,000 rows)."""
+    started = time.perf_counter()
+    pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+    return time.perf_counter() - started
 
 
 class Portfolio:
-    """Fit ``configs`` in order on ``comp``'s folds until ``time_limit``; select after each."""
+    """The one k-fold loop: every configuration a run fits, for ``submit``, ``train``, each
+    ``tune`` trial and the portfolio, goes through :meth:`fit` on the plan's folds; :meth:`run` fits
+    ``configs`` in order until ``time_limit`` and selects after each."""
 
     def __init__(self, comp: Competition, X: pd.DataFrame, y: pd.Series, test_rows: int, *, task: str,
                  metric: Metric, configs: tuple[Configuration, ...], methods: dict[str, Callable],
-                 time_limit: TimeLimit, proba: bool, seeds: int = 1):
+                 time_limit: TimeLimit, proba: bool, seeds: int = 1, time_shares: bool = True):
         self.comp, self.X, self.y, self.test_rows = comp, X, y, test_rows
+        self.time_shares = time_shares  # False (a tuning trial): no fit is given a share, only the limit's end
         self.task, self.metric, self.configs, self.methods = task, metric, configs, methods
         self.time_limit, self.proba, self.seeds = time_limit, proba, seeds
         self.forward, self.inverse = forward_inverse(comp.target_transform)
         self.y_true = y.to_numpy()
-        self.outliers = kfold.outlier_mask(comp, X, y)
+        self.scored = kfold.kept_rows(comp, X, y)  # the rows every score of the run covers
         self.target = np.asarray(self.forward(self.y_true)) if comp.target_transform else self.y_true
         self.features = FoldFeatures(comp, X, self.target, {})
         self.levels_differ: bool | None = None
@@ -182,9 +206,17 @@ class Portfolio:
         self.folds = self.repeat_folds[0]  # where the selection's weights are cross-fitted
 
     # --- scores -------------------------------------------------------------------------------
-    def _score(self, rows: np.ndarray | slice, predictions: np.ndarray) -> float:
-        values = predictions if self.proba else self.inverse(predictions)
-        return kfold.score(self.metric, self.y_true[rows], values, self.proba)
+    def score(self, predictions: np.ndarray, rows: np.ndarray | None = None) -> float:
+        """The run's one score of out-of-fold ``predictions`` (every training row's, in the training
+        space) on those of ``rows`` (a boolean mask or indices; default all) that the plan scores."""
+        mask = np.zeros(len(self.y_true), dtype=bool)
+        mask[slice(None) if rows is None else rows] = True
+        mask &= self.scored
+        return self.score_on(predictions, mask)
+
+    def score_on(self, predictions: np.ndarray, mask: np.ndarray) -> float:
+        values = predictions[mask] if self.proba else self.inverse(predictions[mask])
+        return kfold.score(self.metric, self.y_true[mask], values, self.proba)
 
     def _loss(self, target: np.ndarray, combined: np.ndarray) -> float:
         """What the greedy selection lowers: the metric itself, signed (target: the fit rows'); for
@@ -203,73 +235,95 @@ class Portfolio:
         value = kfold.score(self.metric, truth, values, self.proba)
         return -value if self.metric.greater_is_better else value
 
-    # --- one configuration --------------------------------------------------------------------
-    def _fit_one(self, config: Configuration, last: bool = True, splits: list | None = None) -> Fitted | None:
-        """``config`` on every fold of ``splits`` (default the run's repeats); ``None`` when it was
-        dropped for time."""
+    # --- one configuration: the one loop ------------------------------------------------------
+    def fit(self, config: Configuration, *, share: float = 1.0, splits: list | None = None,
+            on_fold: FoldCallback | None = None, partial: bool = False) -> Fitted | None:
+        """``config`` on every fold of ``splits`` (default the run's repeats), within ``share`` of
+        the time left; ``None`` when the time limit dropped it. ``on_fold(k, score)`` sees each
+        fold's score as it comes and may raise to stop the fit (an Optuna pruner does).
+        ``partial``: a configuration cut after some folds is still kept, scored on the rows its
+        folds cover (a run with nothing else finished ends with it, not with nothing)."""
         splits = self.splits if splits is None else splits
-        clock = self.time_limit.clock
-        started = clock()
-        own_deadline = started + self._left() * (1.0 if last else CONFIG_SHARE)
+        first = splits[0][0]  # the repeat whose folds say which rows are covered
+        capabilities = config.capabilities
+        # While configurations wait after it, a model that stops itself takes ``share`` of the time
+        # left; any other needs all of it to finish its folds.
+        part = self._left() * (share if capabilities.stops_itself else 1.0)
+        limit = self.time_limit.within(part) if self.time_limit.limited else self.time_limit
         n_fits = len(splits)
-        probe = kfold.create_model(config.model, config.params, self.metric)
-        seeds = _seeds(probe, self.seeds)
-        predict_seconds = 0.0
+        seeds = _seeds(config, self.seeds)
+        predict_seconds = save_seconds = 0.0
         fold_scores: list[float] = []
         histories: list[list[dict]] = []
         estimators = []
+        covered = np.zeros(len(self.X), dtype=bool)
         repeat_oofs: dict[int, np.ndarray] = {}
         seed_oofs: dict[int, np.ndarray] = {}  # the first repeat's, per seed: the spread across seeds
         # A model that stops itself fits each fold in its share of the time left; any other needs
         # its whole time for every fold still to come, or it cannot finish and its folds are wasted
         # (a million rows: hist_gbm spent 236 s on two folds of five, then was dropped).
-        stoppable = _stops_itself(probe)
+        stoppable = capabilities.stops_itself
         for done, (r, k, _, valid_idx) in enumerate(splits):
             if self.time_limit.limited and done:
-                per_fold = (clock() - started) / done
-                left = self._left(predict_seconds * n_fits / done)
+                per_fold = limit.elapsed() / done
+                last_phase = (predict_seconds + save_seconds) * n_fits / done
+                left = min(self._left(last_phase), limit.left())
                 if per_fold * (1 if stoppable else n_fits - done) > left:
                     say(f"  {config.name}: dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, "
                         f"{left:.0f} s left)")
+                    if partial and r == first:
+                        return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
+                                            predict_seconds, save_seconds, seed_oofs, seeds)
                     return None
             fold_sum = None
-            for seed in seeds:
-                model = kfold.create_model(config.model, {**config.params, **seed}, self.metric)
-                if self.time_limit.limited and _stops_itself(model):
-                    left = min(self._left(predict_seconds * n_fits / max(done, 1)), own_deadline - clock())
-                    share = left / ((n_fits - done) * len(seeds) - seeds.index(seed))
-                    model.set_params(time_limit=max(share, MIN_FOLD_SECONDS))
-                encoding = kfold.feature_encoding(model)
-                features, train, valid = self.features.get(encoding, (r, k), valid_idx)
+            for index, seed in enumerate(seeds):
+                extra = dict(seed)
+                if self.time_limit.limited and stoppable:
+                    last_phase = (predict_seconds + save_seconds) * n_fits / max(done, 1)
+                    left = min(self._left(last_phase), limit.left())
+                    fits_left = (n_fits - done) * len(seeds) - index if self.time_shares else 1
+                    extra["time_limit"] = max(left / fits_left, MIN_FOLD_SECONDS)
+                model = config.build(**extra)
+                features, train, valid = self.features.get(config.encoding, (r, k), valid_idx)
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
-                predicting = clock()
+                predicting = time.perf_counter()
                 predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)
                 if predictions.ndim == 2:  # class columns: rows summing to 1 in float64, as the final model's
                     predictions = predictions / predictions.sum(axis=1, keepdims=True)
-                predict_seconds += (clock() - predicting) * 2 * self.test_rows / len(valid_idx)  # 2: the features too
+                predict_seconds += (time.perf_counter() - predicting) * 2 * self.test_rows / len(valid_idx)  # 2: the features too
                 check_finite(predictions, config.name, "out-of-fold")
-                if r == 0 and len(seeds) > 1:
-                    key = seeds.index(seed)
-                    seed_oofs.setdefault(key, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
+                if r == first and len(seeds) > 1:
+                    seed_oofs.setdefault(index, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
                 fold_sum = predictions.astype(float) if fold_sum is None else fold_sum + predictions
                 histories.append(getattr(model, "history_", []))
                 estimators.append(_fold_pipeline(features, model))
+                save_seconds += _save_seconds(estimators[-1])
                 processes.release_memory()
             predictions = fold_sum / len(seeds)
             repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
-            fold_scores.append(self._score(valid_idx, predictions))
+            if r == first:
+                covered[valid_idx] = True
+            fold_scores.append(self.score(repeat_oofs[r], valid_idx) if self.scored[valid_idx].any() else float("nan"))
+            if on_fold:
+                on_fold(k, fold_scores[-1])
+        return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
+                            predict_seconds, save_seconds, seed_oofs, seeds)
+
+    def _fitted(self, config, repeat_oofs, covered, fold_scores, limit, estimators, histories, predict_seconds,
+                save_seconds, seed_oofs, seeds) -> Fitted:
         each = [repeat_oofs[r] for r in sorted(repeat_oofs)]
-        score = float(np.mean([self._score(slice(None), oof) for oof in each]))
-        seed_scores = [self._score(slice(None), seed_oofs[s]) for s in sorted(seed_oofs)]
-        return Fitted(config, np.mean(each, axis=0), predict_seconds, fold_scores, score,
-                      clock() - started, ensembles.FoldBag(estimators), each, histories, seed_scores,
-                      [s.get(_seed_knob(model), None) for s in seeds] if len(seeds) > 1 else [])
+        score = float(np.mean([self.score(oof, covered) for oof in each]))
+        seed_scores = [self.score(seed_oofs[s], covered) for s in sorted(seed_oofs)]
+        knob = config.capabilities.seed_param
+        return Fitted(config, np.mean(each, axis=0), predict_seconds, save_seconds, fold_scores, score,
+                      limit.elapsed(), ensembles.FoldBag(estimators), each, histories, covered, seed_scores,
+                      [s[knob] for s in seeds] if len(seeds) > 1 else [])
 
     # --- the loop -----------------------------------------------------------------------------
-    def _left(self, predicting: float = 0.0) -> float:
+    def _left(self, last_phase: float = 0.0) -> float:
         """Seconds of work left: the limit's, less what the fold models fit so far (and
-        ``predicting``: the one being fit) will take to predict the test set at the end."""
-        return max(0.0, self.time_limit.left() - sum(f.predict_seconds for f in self.fitted) - predicting)
+        ``last_phase``: the one being fit) will take to predict the test set and to be saved."""
+        return max(0.0, self.time_limit.left() - sum(f.last_phase_seconds for f in self.fitted) - last_phase)
 
     def _estimate(self, config: Configuration, fitted: list[Fitted]) -> float | None:
         if not fitted:
@@ -278,8 +332,14 @@ class Portfolio:
         return per_cost * config.cost
 
     def select(self, fitted: list[Fitted]) -> ensembles.Selection:
+        """The members' weights, cross-fitted on the out-of-fold predictions of the scored rows.
+        One configuration is itself: weight 1, its own predictions and score."""
+        if len(fitted) == 1:
+            one = fitted[0]
+            oof = one.oof if self.proba else self.inverse(one.oof)
+            return ensembles.Selection("single", np.ones(1), 0.0, oof, one.score, {"single": one.score})
         predictions = np.stack([f.oof for f in fitted], axis=1)
-        fit_rows = ~self.outliers
+        fit_rows = self.scored
         if self.proba:
             index = {c: i for i, c in enumerate(self.metric.classes)}
             target = np.array([index[v] for v in self.y_true])
@@ -297,13 +357,13 @@ class Portfolio:
         fitted = self.fitted = []
         skipped: list[str] = []
         selection = None
+        fallback: Fitted | None = None  # the first configuration the time limit cut, with its folds done
         for position, config in enumerate(self.configs):
             if not self._distinct(config):
                 say(f"  {config.name}: left out (no category of 51 to 254 levels: its features would be the "
                     "same as without native_categories)")
                 continue
-            limit = self.time_limit
-            if limit.limited:
+            if self.time_limit.limited:
                 estimate = self._estimate(config, fitted)
                 if self._left() < MIN_FOLD_SECONDS * len(self.splits) and not any(
                         (price := self._estimate(c, fitted)) is not None and price <= self._left()
@@ -312,24 +372,32 @@ class Portfolio:
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
                     break
-                stoppable = _stops_itself(kfold.create_model(config.model, config.params, self.metric))
                 short = self._left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
-                if estimate is not None and estimate > self._left() and (short or not stoppable):
+                if estimate is not None and estimate > self._left() and (short or not config.capabilities.stops_itself):
                     skipped.append(config.name)
                     say(f"  {config.name}: skipped (about {estimate:.0f} s, {self._left():.0f} s left)")
                     continue
-            one = self._fit_one(config, last=position == len(self.configs) - 1)
-            if one is None:
+            last = position == len(self.configs) - 1
+            one = self.fit(config, share=1.0 if last else CONFIG_SHARE, partial=fallback is None and not fitted)
+            if one is None or not one.complete:
                 skipped.append(config.name)
+                fallback = fallback or one  # kept in case nothing else finishes its folds
                 continue
             fitted.append(one)
             selection = self.select(fitted)
             if on_fitted:
                 on_fitted(one, selection)
+        if not fitted and fallback is not None:
+            say(f"  {fallback.config.name}: the one model with folds done; it stands alone, scored on the "
+                f"{int(fallback.covered.sum())} rows of its {len(fallback.fold_scores)} folds")
+            fitted.append(fallback)
+            selection = self.select(fitted)
+            if on_fitted:
+                on_fitted(fallback, selection)
         if not fitted:
-            raise UserError("time limit: not one model finished its folds; give the run more time")
-        finished = not skipped
-        if self.time_limit.limited:  # a configuration skipped for its price leaves time a bag may fit
+            raise UserError("time limit: not one model finished a fold; give the run more time")
+        finished = not skipped and fitted[0].complete
+        if self.time_limit.limited and fitted[0].complete:  # a configuration skipped for its price leaves time a bag may fit
             selection, bagged = self._bag_more(selection, on_fitted)
             finished = finished and bagged
         return Outcome(self.fitted, skipped, selection, self.folds, finished=finished)
@@ -338,7 +406,7 @@ class Portfolio:
         """Whether ``config``'s features can differ from those of the same model without
         ``native_categories``: on data without a category of many (but not too many) levels,
         they are the same, and so would its predictions be."""
-        if kfold.feature_encoding(kfold.create_model(config.model, config.params)) != "native_levels":
+        if config.encoding != "native_levels":
             return True
         if self.levels_differ is None:
             self.levels_differ = kfold.native_levels_differ(self.comp, self.X)
@@ -348,8 +416,9 @@ class Portfolio:
         """The folds of shuffle ``repeat``, their training rows registered with the features."""
         splits = [(repeat, k, train_idx, valid_idx)
                   for k, (train_idx, valid_idx) in enumerate(kfold.splitter(self.comp, self.task, repeat).split(self.X, self.y))]
+        trains = kfold.kept_rows(self.comp, self.X, self.y)
         for r, k, train_idx, _ in splits:
-            self.features.fit_index[(r, k)] = train_idx[~self.outliers[train_idx]]
+            self.features.fit_index[(r, k)] = train_idx[trains[train_idx]]
         return splits
 
     def _bag_more(self, selection: ensembles.Selection,
@@ -361,18 +430,18 @@ class Portfolio:
             splits = None
             weights = dict(zip((f.config.name for f in self.fitted), selection.weights, strict=True))
             for member in sorted(self.fitted, key=lambda f: -weights[f.config.name]):
-                if weights[member.config.name] <= 0 or member.bags > extra + 1 or _is_forest(member):
+                if weights[member.config.name] <= 0 or member.bags > extra + 1 or not member.config.capabilities.rebaggable:
                     continue
                 per_bag = member.seconds / self.comp.cv.repeats
-                if per_bag + member.predict_seconds / member.bags > self._left():
+                if per_bag + member.last_phase_seconds / member.bags > self._left():
                     complete = False  # a cheaper member may still have the time
                     continue
                 splits = splits or self._splits(self.comp.cv.repeats + extra)
-                one = self._fit_one(member.config, last=False, splits=splits)
+                one = self.fit(member.config, share=CONFIG_SHARE, splits=splits)
                 if one is None:
                     complete = False
                     continue
-                merged = member.merged(one, lambda oof: self._score(slice(None), oof))
+                merged = member.merged(one, self.score)
                 self.fitted[next(i for i, f in enumerate(self.fitted) if f is member)] = merged
                 selection = self.select(self.fitted)
                 if on_fitted:

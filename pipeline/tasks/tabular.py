@@ -28,7 +28,7 @@ from pipeline.console import say
 from pipeline.data import checks
 from pipeline.data import tabular as files
 from pipeline.data.tabular import TabularData
-from pipeline.errors import UserError
+from pipeline.errors import OutOfTime, UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
 from pipeline.tasks import kfold, portfolio
@@ -77,23 +77,31 @@ class TabularTask(FileTask):
         if metric.name == "rmsle" and comp.target_transform is None and (data.train[comp.target] >= 0).all():
             say("target: models learn log(1 + target), as RMSLE scores it; predictions are exp'd back")
             comp = dataclasses.replace(comp, target_transform="log1p")
-        if model is None and comp.model.name is None and not comp.ensemble.models:
+        chosen = model or comp.model.name
+        configs = portfolio.load(task)
+        if chosen is None and not comp.ensemble.models:
             if cli_params:
                 raise UserError("--param applies to a single model (MODEL=<name>); the portfolio's are in "
                                 "pipeline/portfolios/tabular.toml")
-            configs = portfolio.load(task)
             name, method = PORTFOLIO, "select"
-            resolved = {c.name: params.resolve(comp, c.model, tuned=tuned and c.name == c.model,
-                                               portfolio=c.params, config_name=c.name) for c in configs}
-            models = {c.name: c.model for c in configs}
-            costs = {c.name: c.cost for c in configs}
-            for c in configs:
-                params.check_model(c.model, self.registry_kind, task)
+        elif (named := {c.name: c for c in configs}.get(chosen)) is not None:
+            # A portfolio configuration by its name: what the portfolio fits, alone (make tune MODEL=lightgbm_large).
+            configs, name, method = (named,), named.name, "select"
         else:
-            name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, model, ensembles=True)
-            resolved = params.members(comp, name, tuned=tuned, study=study_params, cli=cli_params)
-            models, costs = {member: member for member in resolved}, {member: 1.0 for member in resolved}
-            method = comp.ensemble.method if name == params.ENSEMBLE else "select"  # one model: itself
+            name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, chosen, ensembles=True)
+            members = comp.ensemble.models if name == params.ENSEMBLE else (name,)
+            configs = tuple(portfolio.Configuration(member, member) for member in members)
+            method = comp.ensemble.method if name == params.ENSEMBLE else "select"
+        if name == params.ENSEMBLE and cli_params:
+            raise UserError("--param applies to a single model; set ensemble members' params in [ensemble.params.<model>]")
+        for c in configs:
+            params.check_model(c.model, self.registry_kind, task)
+        alone = len(configs) == 1
+        resolved = {c.name: params.resolve(comp, c.model, tuned=tuned, portfolio=dict(c.params), config_name=c.name,
+                                           metric=metric.name, study=study_params if alone else None,
+                                           cli=cli_params if alone else None) for c in configs}
+        models = {c.name: c.model for c in configs}
+        costs = {c.name: c.cost for c in configs}
         for member, values in resolved.items():
             params.check(models[member], self.registry_kind, values)
         time_limit = time_limit or TimeLimit(comp.time_limit)
@@ -102,10 +110,11 @@ class TabularTask(FileTask):
                             f"reading the files, {time_limit.left():.0f} s are left for work; give the run more time")
         return Plan(task, metric, name, {m: v.values for m, v in resolved.items()}, comp=comp,
                     time_limit=time_limit, sources={m: v.sources for m, v in resolved.items()},
-                    models=models, costs=costs, method=method)
+                    models=models, costs=costs, method=method,
+                    study_keys={c.name: params.study_key(c.model, c.name, dict(c.params)) for c in configs})
 
     def untuned_params(self, plan: Plan) -> dict:
-        return params.config_params(plan.comp or self.comp, plan.model)
+        return dict(plan.params)
 
     def describe(self, data: TabularData, plan: Plan) -> list[str]:
         many = plan.model in (params.ENSEMBLE, PORTFOLIO)
@@ -136,17 +145,27 @@ class TabularTask(FileTask):
         return data.train.drop(columns=[self.comp.target, self.comp.id]), data.train[self.comp.target]
 
     def cross_validate(self, data: TabularData, plan: Plan, *, on_fold: FoldCallback | None = None,
-                       on_epoch: EpochCallback | None = None, for_tuning: bool = False,
-                       progress: bool | None = False) -> CVResult:
-        """A single model's CV; ``for_tuning`` scores without the config's outlier rows, which the
-        training folds leave out too: two mispriced houses would otherwise steer every study."""
-        if plan.model in (params.ENSEMBLE, PORTFOLIO):
+                       on_epoch: EpochCallback | None = None, progress: bool | None = False) -> CVResult:
+        """A single configuration's CV through the one loop (``Portfolio.fit``), on the folds,
+        fold features, seeds and scored rows that ``submit`` fits: what a tuning trial scores.
+        Under a time limit (the study's), a model that stops itself may run until the limit
+        but is not given a share of it, so that a trial scores what ``submit`` fits untimed."""
+        if len(plan.members) > 1 or plan.model == PORTFOLIO:
             raise UserError("an ensemble is cross-validated through its members")
+        run = self._portfolio(data, plan, shares=False)
+        one = run.fit(run.configs[0], on_fold=on_fold)
+        if one is None:
+            raise OutOfTime(f"time limit: {plan.model} could not finish its folds")
+        return _as_result(one, (lambda v: v) if run.proba else run.inverse, run)
+
+    def _portfolio(self, data: TabularData, plan: Plan, *, shares: bool = True) -> portfolio.Portfolio:
         X, y = self._xy(data)
-        scored = ~kfold.outlier_mask(plan.comp, X, y) if for_tuning else None
-        return kfold.cross_validate_many(plan.comp, X, y, task=plan.task, metric=plan.metric, models=plan.members,
-                                         on_fold=on_fold, on_epoch=on_epoch, progress=progress,
-                                         scored_rows=scored)[plan.model]
+        proba = plan.metric.classes is not None  # classifiers combine probabilities
+        configs = tuple(portfolio.Configuration(name, plan.models.get(name, name), values, plan.costs.get(name, 1.0))
+                        for name, values in plan.members.items())
+        return portfolio.Portfolio(plan.comp, X, y, len(data.test), task=plan.task, metric=plan.metric,
+                                   configs=configs, methods=_methods(plan.method, proba), time_limit=plan.time_limit,
+                                   proba=proba, seeds=plan.comp.cv.seeds, time_shares=shares)
 
     def check_shift(self, data: TabularData, plan: Plan) -> TabularData:
         limit = plan.time_limit.within(None) if plan.time_limit.limited else None
@@ -156,13 +175,8 @@ class TabularTask(FileTask):
     def validate(self, data: TabularData, plan: Plan, *, progress: bool | None) -> CVResult:
         comp, metric, limit = plan.comp, plan.metric, plan.time_limit
         X, y = self._xy(data)
-        proba = metric.classes is not None  # classifiers combine probabilities
-        configs = tuple(portfolio.Configuration(name, plan.models.get(name, name), values, plan.costs.get(name, 1.0))
-                        for name, values in plan.members.items())
-        methods = _methods(plan.method, proba)
-        run = portfolio.Portfolio(comp, X, y, len(data.test), task=plan.task, metric=metric,
-                                  configs=configs, methods=methods, time_limit=limit, proba=proba,
-                                  seeds=comp.cv.seeds)
+        run = self._portfolio(data, plan)
+        configs, proba = run.configs, run.proba
         inverse = (lambda v: v) if proba else run.inverse
 
         def finished(one: portfolio.Fitted, selection: ensembles.Selection) -> None:
@@ -183,19 +197,15 @@ class TabularTask(FileTask):
                         np.std(one.seed_scores))} if one.seed_scores else {})})
                     if one.seeds:
                         tracking.log_params({"seeds": " ".join(map(str, one.seeds))})
-                    self._log_result(_as_result(one, inverse, run.folds), metric, data, one.config.name, plots_too=False)
+                    self._log_result(_as_result(one, inverse, run), metric, data, one.config.name, plots_too=False)
 
         outcome = run.run(finished)
         if limit.limited and outcome.finished:
             say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
         result = _ensemble_result(outcome, inverse, metric, run, comp.target_transform, proba)
-        outliers = run.outliers
-        without = {f.config.name: _without(_as_result(f, inverse, run.folds), y, outliers, metric, proba)
-                   for f in outcome.fitted}
         result.scores = {f.config.name: f.score for f in outcome.fitted}
         if len(configs) > 1:
             result.scores[plan.model] = result.score
-            without[plan.model] = _without(result, y, outliers, metric, proba)
             say(f"  ensemble ({outcome.selection.method}): " + ", ".join(
                 f"{n} {w:.3f}" for n, w in result.weights.items() if w > 0))
             tracking.log_json(result.weights, "ensemble_weights.json")
@@ -203,7 +213,13 @@ class TabularTask(FileTask):
                                  "ensemble.intercept": round(outcome.selection.intercept, 6),
                                  **{f"weight.{n}": round(w, 4) for n, w in result.weights.items()}})
             tracking.log_figure(plots.model_comparison(result.scores, metric.name), "model_comparison.png")
-        result.scores_without_outliers = without
+        if run.scored.all():
+            result.scores_with_outliers = {}
+        else:  # the second figure, under its own name: every covered row, the outliers back in
+            every = {f.config.name: run.score_on(f.oof, f.covered) for f in outcome.fitted}
+            if len(configs) > 1:
+                every[plan.model] = kfold.score(metric, run.y_true, result.oof, proba)
+            result.scores_with_outliers = every
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
@@ -213,8 +229,15 @@ class TabularTask(FileTask):
         predictions_io.log_oof(data.train[comp.id], y, run.repeat_folds, members, metric.classes if proba else None)
         say(f"cv {metric.name}: {result.score:.5f}{_spread(result)} "
             f"(folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})")
-        if comp.outliers:
-            say(f"cv {metric.name} without the outlier rows: {without[plan.model if len(configs) > 1 else configs[0].name]:.5f}")
+        if (result.folds < 0).any():
+            say(f"cv {metric.name} covers {result.rows} of {len(y)} rows: the time limit cut {configs[0].name} after "
+                f"{len(result.fold_scores)} of {plan.folds} folds (its fold models are the model; a run on every fold "
+                "keeps @champion)")
+        if result.scores_with_outliers:
+            with_outliers = result.scores_with_outliers[plan.model]
+            tracking.log_metrics({f"cv_{metric.name}_with_outliers": with_outliers})
+            say(f"cv {metric.name}_with_outliers: {with_outliers:.5f} (the {int((~run.scored).sum())} rows of the "
+                "outliers rule back in; they train no fold and count in no other figure)")
         return result
 
     def refit(self, data: TabularData, plan: Plan, result: CVResult, *, progress: bool | None = None):
@@ -226,9 +249,9 @@ class TabularTask(FileTask):
         if comp.ensemble.refit:
             needed = sum(f.seconds / len(f.fold_scores) * comp.cv.folds / max(comp.cv.folds - 1, 1)
                          for f in result.members if result.weights.get(f.config.name, 0) > 0)
-            if plan.time_limit.fits(needed + sum(f.predict_seconds for f in result.members)):
-                members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, kfold.create_model(
-                    f.config.model, f.config.params, plan.metric), transform=False)]))
+            if plan.time_limit.fits(needed + sum(f.last_phase_seconds for f in result.members)):
+                members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, f.config.build(),
+                                                                            f.config.encoding, transform=False)]))
                     for f in result.members if result.weights.get(f.config.name, 0) > 0]
                 weights = [result.weights[name] for name, _ in members]
                 estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
@@ -311,42 +334,45 @@ def _methods(method: str, proba: bool) -> dict:
     return {method: table[method]}
 
 
-def _as_result(one: portfolio.Fitted, inverse, folds: np.ndarray) -> CVResult:
-    """One configuration's k-fold result, its predictions on the target's own scale."""
-    repeats = [CVResult(inverse(oof), [], 0.0, folds) for oof in one.repeat_oofs] if len(one.repeat_oofs) > 1 else []
-    return CVResult(inverse(one.oof), one.fold_scores, one.score, folds, one.histories, one.seconds, repeats=repeats)
+def _as_result(one: portfolio.Fitted, inverse, run: portfolio.Portfolio) -> CVResult:
+    """One configuration's k-fold result, its predictions on the target's own scale; rows its
+    folds did not cover (the time limit cut it) are held out by no fold (-1)."""
+    folds = np.where(one.covered, run.folds, -1)
+    repeats = ([CVResult(inverse(oof), [], run.score(oof), folds) for oof in one.repeat_oofs]
+               if len(one.repeat_oofs) > 1 else [])
+    return CVResult(inverse(one.oof), one.fold_scores, one.score, folds, one.histories, one.seconds, repeats=repeats,
+                    rows=int((one.covered & run.scored).sum()))
 
 
 def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: portfolio.Portfolio,
                      target_transform: str | None, proba: bool) -> CVResult:
-    """The selected ensemble: its cross-fitted out-of-fold predictions and score, its weights, and
-    the fold models behind them."""
-    selection, fitted, folds = outcome.selection, outcome.fitted, outcome.folds
+    """The selected ensemble: its cross-fitted out-of-fold predictions and score (on the rows the
+    plan scores, as every member's), its weights, and the fold models behind them."""
+    selection, fitted = outcome.selection, outcome.fitted
+    covered = fitted[0].covered  # a cut configuration stands alone (Portfolio.run)
+    folds = np.where(covered, outcome.folds, -1)
     y = run.y_true
     oof = selection.oof
     weights = selection.weights
-    fold_scores = [kfold.score(metric, y[folds == k], oof[folds == k], proba) for k in np.unique(folds)]
+    scored = run.scored & covered
+    fold_scores = [kfold.score(metric, y[scored & (folds == k)], oof[scored & (folds == k)], proba)
+                   for k in np.unique(folds[folds >= 0])]
     repeats = []
     if len(fitted[0].repeat_oofs) > 1:
         for r in range(len(fitted[0].repeat_oofs)):
             combined = inverse(ensembles.combine(np.stack([f.repeat_oofs[r] for f in fitted], axis=1), weights,
                                                  selection.intercept))
-            repeats.append(CVResult(combined, [], kfold.score(metric, y, combined, proba), folds))
+            repeats.append(CVResult(combined, [], kfold.score(metric, y[scored], combined[scored], proba), folds))
     # Only the members with weight: a member of none predicts nothing, and its fold models (10 bagged
     # ExtraTrees on 22k rows are a gigabyte) would be pickled into the MLflow model all the same.
     kept = [(f.config.name, f.bag, w) for f, w in zip(fitted, weights, strict=True) if w > 0]
     final = ensembles.PrefitEnsemble([(name, bag) for name, bag, _ in kept], [w for *_, w in kept],
                                      selection.intercept, None if proba else target_transform)
-    return CVResult(oof, fold_scores, kfold.score(metric, y, oof, proba), folds,
+    score = fitted[0].score if len(fitted) == 1 else kfold.score(metric, y[scored], oof[scored], proba)
+    return CVResult(oof, fold_scores if len(fitted) > 1 else fitted[0].fold_scores, score, folds,
                     seconds=sum(f.seconds + f.bag_seconds for f in fitted), final=final, fitted=final,
                     weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},
-                    repeats=repeats, members=fitted, rows=len(y), finished=outcome.finished)
-
-
-def _without(result: CVResult, y: pd.Series, outliers: np.ndarray, metric: Metric, proba: bool = False) -> float:
-    if outliers.any():
-        return kfold.score(metric, y.to_numpy()[~outliers], result.oof[~outliers], proba)
-    return result.score
+                    repeats=repeats, members=fitted, rows=int(scored.sum()), finished=outcome.finished)
 
 
 def _spread(result: CVResult) -> str:

@@ -1,9 +1,8 @@
 """A trial's score: the task's own cross-validation of the plan that the trial's suggestion makes.
 
 The objective is the score of exactly what ``submit`` validates: ``task.plan`` with the config's
-params overlaid by the model's search space (``models/``), and ``task.cross_validate`` with
-``for_tuning=True`` (a tabular task then scores without the config's outlier rows: two mispriced
-houses would otherwise steer every study towards predicting them).
+params overlaid by the model's search space (``models/``), and ``task.cross_validate``, which runs
+the same loop on the same folds and scored rows as ``submit`` (tabular: ``Portfolio.fit``).
 
 How a trial reports progress is the task's ``progress_unit``; the objective never asks which kind
 of competition it is:
@@ -30,8 +29,9 @@ from typing import Any
 import optuna
 
 from models import registry
+from models.time_limit import TimeLimit
 from pipeline import studies
-from pipeline.errors import UserError
+from pipeline.errors import OutOfTime, UserError
 from pipeline.params import ENSEMBLE
 from pipeline.tasks import Plan, Task
 from pipeline.tune.pruners import fold_pruner, schedule_pruner, schedule_step
@@ -46,17 +46,19 @@ class Objective:
     search space.
     """
 
-    def __init__(self, task: Task, data: Any, model: str | None):
+    def __init__(self, task: Task, data: Any, model: str | None, time_limit: TimeLimit | None = None):
         if task.progress_unit not in UNITS:
             raise ValueError(f"unknown progress unit {task.progress_unit!r} (known: {', '.join(UNITS)})")
         self.task, self.data = task, data
+        self.time_limit = time_limit or TimeLimit()  # the study's: a trial's folds end within it
         self.plan: Plan = task.plan(data, model=model, tuned=False)
         self.model = self.plan.model
         if self.model == ENSEMBLE:
             members = " ".join(self.plan.members)
             raise UserError(f"an ensemble is tuned through its members, one study each: make tune MODEL=<one of {members}>; "
                             "the ensemble then starts each member from its study's best params")
-        self.entry = registry.get(self.model, task.registry_kind)
+        self.entry = registry.get(self.plan.models.get(self.model, self.model), task.registry_kind)
+        self.study_key = self.plan.study_keys.get(self.model, self.model)
         if self.entry.space is None:
             raise UserError(f"model {self.model!r} has no search space to tune (its registry entry declares none)")
         self.metric = self.plan.metric
@@ -75,13 +77,17 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         suggested = self.entry.space(trial)
         trial.set_user_attr("model_params", studies.jsonable(suggested))
-        plan = self.task.plan(self.data, model=self.model, tuned=False, study_params=suggested)
+        plan = self.task.plan(self.data, model=self.model, tuned=False, study_params=suggested,
+                              time_limit=self.time_limit)
         if self.task.progress_unit == "fold":
             on_fold, on_epoch = self._fold_reports(trial), self._epoch_reports(trial, report=False)
         else:
             trial.set_user_attr("steps", "schedule")  # read by the MLflow child run: see schedule_step
             on_fold, on_epoch = None, self._epoch_reports(trial, report=True)
-        result = self.task.cross_validate(self.data, plan, on_fold=on_fold, on_epoch=on_epoch, for_tuning=True)
+        try:
+            result = self.task.cross_validate(self.data, plan, on_fold=on_fold, on_epoch=on_epoch)
+        except OutOfTime as exc:
+            raise optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("fold_scores", [float(s) for s in result.fold_scores])
         return float(result.score)
 

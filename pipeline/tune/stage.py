@@ -64,16 +64,16 @@ def tune(
 ) -> TuneOutcome:
     """Run the study of ``model`` until it holds ``n_trials`` finished trials, or until
     ``time_limit`` (default: the config's ``time_limit``, from now): no trial starts after its work
-    deadline. The limit counts on the wall clock (``time.time``), which every worker shares."""
+    deadline, and a trial's folds end within it. The limit counts on the wall clock (``time.time``),
+    which every worker shares."""
     if n_trials < 1 or jobs < 1:
         raise UserError("--trials and --jobs must be at least 1")
-    time_limit = time_limit or TimeLimit(comp.time_limit, time.time(), clock=time.time)
-    started = time.time()
+    time_limit = time_limit or TimeLimit.start(comp.time_limit, clock=time.time)
     task = tasks.for_competition(comp)
     data = task.load(data_dir)  # bad files fail here, once, before any worker starts
-    objective = Objective(task, data, model)
+    objective = Objective(task, data, model, time_limit)
     model, metric = objective.model, objective.metric
-    url, name = studies.storage_url(storage), studies.study_name(comp, model)
+    url, name = studies.storage_url(storage), studies.study_name(comp, objective.study_key)
     where = studies.describe_storage(url)
     study = _open_study(url, name, objective, comp)
 
@@ -95,14 +95,14 @@ def tune(
     if remaining - counts["RUNNING"] <= 0:
         say(f"nothing to run: the study already has {n_trials} finished or running trials "
             "(--trials is the study's total; raise it to run more)")
-        return _outcome(study, where, metric.name, counts, 0, time.time() - started)
+        return _outcome(study, where, metric.name, counts, 0, time_limit.elapsed())
 
     n_workers = max(1, min(jobs, remaining))
     say(f"running up to {remaining} trials with {n_workers} worker process{'es' if n_workers > 1 else ''}"
         + (f", time limit {time_limit.seconds:g} s" if time_limit.limited else "") + (" (RDB storage with heartbeats)" if is_rdb else ""))
     jobs_spec = [
         workers.Job(comp=comp, data_dir=Path(data_dir).resolve(), model=model, storage=url, study=name,
-                    n_trials=n_trials, deadline=time_limit.work_deadline if time_limit.limited else None, seed=seed, index=i,
+                    n_trials=n_trials, time_limit=time_limit, seed=seed, index=i,
                     jobs=n_workers, parent_pid=os.getpid() if n_workers > 1 else 0)
         for i in range(n_workers)
     ]
@@ -128,7 +128,7 @@ def tune(
             workers.fail_dead_trials(study)  # a worker that died leaves no RUNNING trial behind
             children.sweep(study)
         outcome = _outcome(study, where, metric.name, workers.counts(study), children.finished,
-                           time.time() - started)
+                           time_limit.elapsed())
         outcome.run_id = run_id
         runs.log_summary(study, outcome)
     _say_summary(outcome, model)

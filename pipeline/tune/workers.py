@@ -42,6 +42,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models import threads
+from models.time_limit import TimeLimit
 from pipeline import processes, studies, tasks
 from pipeline.config import Competition
 from pipeline.errors import UserError
@@ -63,7 +64,7 @@ class Job:
     storage: str
     study: str
     n_trials: int
-    deadline: float | None  # time.time() after which no trial starts
+    time_limit: TimeLimit  # the study's, on the wall clock every worker shares: no trial starts past it
     seed: int
     index: int
     jobs: int
@@ -165,7 +166,7 @@ def describe(trial: FrozenTrial, metric_name: str) -> str:
 
 def work(job: Job, objective: Objective | None = None,
          on_trial: Callable[[FrozenTrial], None] | None = None) -> int:
-    """Run trials until the study holds ``job.n_trials`` finished ones or the deadline passes.
+    """Run trials until the study holds ``job.n_trials`` finished ones or the time limit ends.
 
     ``objective``: one already built on loaded data (the tune process's own worker), else the
     competition's task loads the data here. Returns the number of trials this worker finished.
@@ -173,7 +174,7 @@ def work(job: Job, objective: Objective | None = None,
     _quiet_optuna()
     if objective is None:
         task = tasks.for_competition(job.comp)
-        objective = Objective(task, task.load(job.data_dir), job.model)
+        objective = Objective(task, task.load(job.data_dir), job.model, job.time_limit)
     study = studies.load_study(job.storage, job.study)
     if study is None:
         raise UserError(f"study {job.study} vanished from {studies.describe_storage(job.storage)}")
@@ -210,7 +211,7 @@ def work(job: Job, objective: Objective | None = None,
 
     done = fails = 0
     try:
-        while job.deadline is None or time.time() < job.deadline:
+        while not job.time_limit.expired():
             if job.parent_pid and os.getppid() != job.parent_pid:
                 break  # the tune process is gone
             fail_dead_trials(study)
