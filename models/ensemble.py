@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import available_if
 
 from models.targets import forward_inverse
@@ -257,19 +258,34 @@ class FoldBag(BaseEstimator):
     def classes_(self) -> np.ndarray:
         return np.unique(np.concatenate([np.asarray(e.classes_) for e in self.estimators]))
 
+    def _outputs(self, X, method: str):
+        """Each estimator with its ``method``'s output on ``X``. Pipelines that share their
+        feature steps (a fold's seeds: one fitted set of steps, and one after unpickling too)
+        transform ``X`` once: 50 seeds are 50 models but 5 transforms."""
+        transformed: dict[tuple[int, ...], object] = {}
+        for estimator in self.estimators:
+            if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+                key = tuple(id(step) for _, step in estimator.steps[:-1])
+                if key not in transformed:
+                    transformed[key] = estimator[:-1].transform(X)
+                yield estimator, getattr(estimator.steps[-1][1], method)(transformed[key])
+            else:
+                yield estimator, getattr(estimator, method)(X)
+
     @available_if(_is_classifier)
     def predict_proba(self, X) -> np.ndarray:
         classes = self.classes_
         proba = np.zeros((len(X), len(classes)))
-        for estimator in self.estimators:
-            proba[:, np.searchsorted(classes, estimator.classes_)] += estimator.predict_proba(X)
+        for estimator, output in self._outputs(X, "predict_proba"):
+            proba[:, np.searchsorted(classes, estimator.classes_)] += output
         return proba / len(self.estimators)
 
     def predict(self, X) -> np.ndarray:
         if self._is_classifier():
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
         # One row may come back as a scalar (a net squeezes its output): one value per row, always.
-        return np.mean([np.asarray(e.predict(X), dtype=float).reshape(len(X)) for e in self.estimators], axis=0)
+        return np.mean([np.asarray(output, dtype=float).reshape(len(X)) for _, output in self._outputs(X, "predict")],
+                       axis=0)
 
 
 class PrefitEnsemble(BaseEstimator):

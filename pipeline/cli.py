@@ -242,9 +242,11 @@ def _stage_train(args, output: Path | None) -> None:
 
 def _stage_tune(args) -> None:
     comp = _load_competition(args)
-    tune.tune(comp, stages.filled_data_dir(comp, _data_dir(args)), model=args.model, n_trials=args.trials,
-              time_limit=TimeLimit.start(comp.time_limit, age=processes.age(), clock=time.time),
-              jobs=args.jobs, storage=args.storage, seed=args.seed)
+    run = tune.tune if args.model else tune.tune_default
+    options = {"model": args.model} if args.model else {}
+    run(comp, stages.filled_data_dir(comp, _data_dir(args)), n_trials=args.trials,
+        time_limit=TimeLimit.start(comp.time_limit, age=processes.age(), clock=time.time),
+        jobs=args.jobs, storage=args.storage, seed=args.seed, **options)
 
 
 def _stage_dashboard(args) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import mlflow_runs, run_cli, synthetic_frames, write_competition
 
@@ -73,9 +75,41 @@ def test_image_competitions_skip_it():
     assert task.check_shift(data, None) is data
 
 
-def test_it_is_skipped_when_the_time_limit_has_too_little_left(capsys):
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_it_keeps_to_its_share_of_the_time_limit_and_permutes_only_the_most_separating_columns(monkeypatch):
+    """A 100 s limit gives the check 10 s; a fold that takes 6 s leaves too little for a second,
+    so the AUC is on the first fold's rows. Of 30 columns, only the 3 that separate most alone are
+    permuted, the shifted one among them."""
+    clock = Clock()
+
+    class SixSeconds(shift.HistGradientBoostingClassifier):
+        def fit(self, X, y, sample_weight=None):
+            clock.now += 6.0
+            return super().fit(X, y, sample_weight)
+
+    monkeypatch.setattr(shift, "HistGradientBoostingClassifier", SixSeconds)
+    monkeypatch.setattr(shift, "MAX_PERMUTED", 3)
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(rng.normal(size=(300, 30)), columns=[f"c{i}" for i in range(30)])
+    test = pd.DataFrame(rng.normal(size=(150, 30)), columns=train.columns).assign(c17=lambda f: f.c17 + 2.0)
+    limit = TimeLimit(100, started=0.0, reserve=0.0, clock=clock)
+    measured = shift.measure(train, test, time_limit=limit.within(limit.left() * shift.TIME_SHARE))
+    assert clock.now == 6.0  # one fold of three
+    assert sum(measured.rows) == 150  # a third of the 450 rows: the first fold's held-out part
+    assert len(measured.importance) == 3 and next(iter(measured.importance)) == "c17"
+    assert measured.auc > 0.8
+
+
+def test_it_is_not_measured_when_not_one_fold_fits(capsys, monkeypatch):
     train, test, _ = synthetic_frames("regression", n_train=60, n_test=24)
     data = TabularData(train, test, test[["id"]], "local:x")
-    almost_over = TimeLimit(shift.MIN_SECONDS / 2, started=0.0, reserve=0.0, clock=lambda: 0.0)
-    assert shift.check(data, id_column="id", target="target", time_limit=almost_over) is data
-    assert "shift: not measured (time limit)" in capsys.readouterr().out
+    monkeypatch.setattr(shift, "measure", lambda *a, **k: None)
+    limit = TimeLimit(20, started=0.0, reserve=0.0, clock=lambda: 0.0)
+    assert shift.check(data, id_column="id", target="target", time_limit=limit) is data
+    assert "shift: not measured (time limit: not one fold fit in its 2 s)" in capsys.readouterr().out

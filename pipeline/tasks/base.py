@@ -128,6 +128,10 @@ class FileTask:
         """Train-vs-test shift, measured and logged (tabular); ``data``, less the columns it drops."""
         return data
 
+    def tuned_by_default(self, data: Any) -> tuple[str, ...]:
+        """What ``make tune`` without a model tunes in turn; empty: the task's one default model."""
+        return ()
+
 
 class Task(Protocol):
     """One kind of competition (tabular, image): everything the stages need to know about it."""

@@ -3,6 +3,8 @@ configurations that encode features alike share them (``pipeline.tasks.portfolio
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,7 @@ class FoldFeatures:
         self.comp, self.X, self.target, self.fit_index = comp, X, target, fit_index
         self.cached: dict[tuple, tuple] = {}
         self.bytes = 0
+        self.transform_seconds: dict[tuple, float] = {}  # a held-out part's transform: the test set's price
 
     def get(self, encoding: str, split: tuple[int, int], valid_idx: np.ndarray):
         """(the fitted feature steps, the training part's matrix, the held-out part's matrix).
@@ -34,7 +37,9 @@ class FoldFeatures:
         fit_idx = self.fit_index[split]
         features = kfold.build_features(self.comp, encoding)
         train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
+        started = time.perf_counter()
         valid = features.transform(self.X.iloc[valid_idx])
+        self.transform_seconds[key] = time.perf_counter() - started
         size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
             self.cached[key] = (features, train, valid)

@@ -67,6 +67,7 @@ PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabula
 MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
 MIN_STOPPABLE_FOLD_SECONDS = 1.0  # a model that stops itself runs on a shorter share than its price
 CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
+SEEDS_SHARE = 0.8  # of a configuration's time, what its seeds are planned to fill: later fits vary
 MAX_EXTRA_BAGS = 4  # fold sets added to a member with the time left: its fold models are kept, 5x at most
 
 
@@ -100,13 +101,22 @@ class Configuration:
         return kfold.create_model(self.model, {**self.params, **extra})
 
 
+def _section(task: str) -> str:
+    return "regression" if task == "regression" else "classification"
+
+
 def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
     """The ordered configurations for ``task`` (regression, binary, multiclass): data, not code."""
     with open(path or PORTFOLIO_FILE, "rb") as handle:
         raw = tomllib.load(handle)
-    section = "regression" if task == "regression" else "classification"
     return tuple(Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
-                               float(entry.get("cost", 1.0))) for entry in raw[section])
+                               float(entry.get("cost", 1.0))) for entry in raw[_section(task)])
+
+
+def tuned_by_default(task: str, path: Path | None = None) -> tuple[str, ...]:
+    """The configurations ``make tune`` without a model tunes for ``task``, in turn."""
+    with open(path or PORTFOLIO_FILE, "rb") as handle:
+        return tuple(tomllib.load(handle).get("tune", {}).get(_section(task), ()))
 
 
 @dataclass
@@ -276,29 +286,36 @@ class Portfolio:
                                             predict_seconds, save_seconds, seed_oofs, seeds)
                     return None
             fold_sum = None
-            for index, seed in enumerate(seeds):
-                extra = dict(seed)
+            index = 0
+            while index < len(seeds):
+                extra = dict(seeds[index])
                 if self.time_limit.limited and stoppable:
                     last_phase = (predict_seconds + save_seconds) * n_fits / max(done, 1)
                     left = min(self._left(last_phase), limit.left())
-                    fits_left = (n_fits - done) * len(seeds) - index if self.time_shares else 1
-                    extra["time_limit"] = max(left / fits_left, MIN_FOLD_SECONDS)
+                    # The first fit is priced as if alone: the seeds that fit are known after it.
+                    fits_left = (n_fits - done) * len(seeds) - index if done or index else n_fits
+                    extra["time_limit"] = max(left / (fits_left if self.time_shares else 1), MIN_FOLD_SECONDS)
                 model = config.build(**extra)
                 features, train, valid = self.features.get(config.encoding, (r, k), valid_idx)
+                if index == 0:  # the fold models of its seeds share the steps: the test set goes through them once
+                    predict_seconds += self.features.transform_seconds[(config.encoding, r, k)] * self._test_share(valid_idx)
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
                 predicting = time.perf_counter()
                 predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)
                 if predictions.ndim == 2:  # class columns: rows summing to 1 in float64, as the final model's
                     predictions = predictions / predictions.sum(axis=1, keepdims=True)
-                predict_seconds += (time.perf_counter() - predicting) * 2 * self.test_rows / len(valid_idx)  # 2: the features too
+                predict_seconds += (time.perf_counter() - predicting) * self._test_share(valid_idx)
                 check_finite(predictions, config.name, "out-of-fold")
                 if r == first and len(seeds) > 1:
                     seed_oofs.setdefault(index, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
                 fold_sum = predictions.astype(float) if fold_sum is None else fold_sum + predictions
                 histories.append(getattr(model, "history_", []))
                 estimators.append(_fold_pipeline(features, model))
-                save_seconds += _save_seconds(estimators[-1])
+                save_seconds += _save_seconds(model if index else estimators[-1])  # the steps are pickled once
                 processes.release_memory()
+                if self.time_limit.limited and not done and not index and len(seeds) > 1:
+                    seeds = self._affordable(config, seeds, limit, n_fits)
+                index += 1
             predictions = fold_sum / len(seeds)
             repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
             if r == first:
@@ -308,6 +325,20 @@ class Portfolio:
                 on_fold(k, fold_scores[-1])
         return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
                             predict_seconds, save_seconds, seed_oofs, seeds)
+
+    def _test_share(self, valid_idx: np.ndarray) -> float:
+        """Test rows per held-out row: a held-out part's predict time, scaled to the test set."""
+        return self.test_rows / len(valid_idx)
+
+    def _affordable(self, config: Configuration, seeds: list[dict], limit: TimeLimit, n_fits: int) -> list[dict]:
+        """The seeds whose fits the time left pays for, priced by the first fit: the work shrinks,
+        not the deadline (--seeds 50 on a 20 s limit)."""
+        left = min(self._left(), limit.left()) + limit.elapsed()
+        count = max(1, min(len(seeds), int(SEEDS_SHARE * left / (limit.elapsed() * n_fits))))
+        if count < len(seeds):
+            say(f"  {config.name}: {count} of {len(seeds)} seeds fit in the time left (a fit takes "
+                f"{limit.elapsed():.1f} s, {n_fits} folds)")
+        return seeds[:count]
 
     def _fitted(self, config, repeat_oofs, covered, fold_scores, limit, estimators, histories, predict_seconds,
                 save_seconds, seed_oofs, seeds) -> Fitted:

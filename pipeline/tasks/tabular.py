@@ -113,6 +113,11 @@ class TabularTask(FileTask):
                     models=models, costs=costs, method=method,
                     study_keys={c.name: params.study_key(c.model, c.name, dict(c.params)) for c in configs})
 
+    def tuned_by_default(self, data: TabularData) -> tuple[str, ...]:
+        if self.comp.model.name or self.comp.ensemble.models:
+            return ()  # the config's model, or its ensemble's members one study each
+        return portfolio.tuned_by_default(self._task_and_metric(data)[0])
+
     def untuned_params(self, plan: Plan) -> dict:
         return dict(plan.params)
 
@@ -186,7 +191,7 @@ class TabularTask(FileTask):
                 say(f"  {one.config.name} x{one.bags} bags: cv {metric.name} {one.score:.5f} "
                     f"in {one.seconds + one.bag_seconds:.0f} s{ensemble}{clock}")
                 return
-            spread = (f" ± {np.std(one.seed_scores):.5f} over seeds {', '.join(map(str, one.seeds))}"
+            spread = (f" ± {np.std(one.seed_scores):.5f} over {len(one.seeds)} seeds ({one.seeds[0]} to {one.seeds[-1]})"
                       if one.seed_scores else "")
             say(f"  {one.config.name}: cv {metric.name} {one.score:.5f}{spread} in {one.seconds:.0f} s{ensemble}{clock}")
             if len(configs) > 1:

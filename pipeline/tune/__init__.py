@@ -9,6 +9,6 @@
 """
 
 from pipeline.studies import describe_storage
-from pipeline.tune.stage import TuneOutcome, dashboard_command, tune
+from pipeline.tune.stage import TuneOutcome, dashboard_command, tune, tune_default
 
-__all__ = ["TuneOutcome", "dashboard_command", "describe_storage", "tune"]
+__all__ = ["TuneOutcome", "dashboard_command", "describe_storage", "tune", "tune_default"]

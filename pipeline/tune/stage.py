@@ -30,6 +30,8 @@ from pipeline.errors import UserError
 from pipeline.tune import runs, workers
 from pipeline.tune.objective import Objective
 
+MIN_STUDY_SECONDS = 10.0  # a default configuration's study is not started with less time than this
+
 
 @dataclass
 class TuneOutcome:
@@ -133,6 +135,28 @@ def tune(
         runs.log_summary(study, outcome)
     _say_summary(outcome, model)
     return outcome
+
+
+def tune_default(comp: Competition, data_dir: Path, *, n_trials: int = 50, time_limit: TimeLimit | None = None,
+                 **options) -> list[TuneOutcome]:
+    """``make tune`` without a model: the configurations the task tunes by default (the tabular
+    portfolio's ``tune`` list, its strongest members) one after another, each its own study of
+    ``n_trials`` trials, in an equal share of the time left. A task whose default is one model
+    tunes that model."""
+    time_limit = time_limit or TimeLimit.start(comp.time_limit, clock=time.time)
+    task = tasks.for_competition(comp)
+    names = task.tuned_by_default(task.load(data_dir))
+    if not names:
+        return [tune(comp, data_dir, n_trials=n_trials, time_limit=time_limit, **options)]
+    say(f"tune: the portfolio's strongest configurations in turn, each its own study: {', '.join(names)}")
+    outcomes = []
+    for position, name in enumerate(names):
+        share = time_limit.within(time_limit.left() / (len(names) - position)) if time_limit.limited else time_limit
+        if time_limit.limited and share.left() < MIN_STUDY_SECONDS:
+            say(f"tune: {', '.join(names[position:])} not tuned (time limit)")
+            break
+        outcomes.append(tune(comp, data_dir, model=name, n_trials=n_trials, time_limit=share, **options))
+    return outcomes
 
 
 def _open_study(url: str, name: str, objective: Objective, comp: Competition) -> optuna.Study:
