@@ -255,7 +255,7 @@ def record_run(
                                 tags={PROCESS_TAG: processes.identity(), **tags})
     run_id = created.info.run_id
     try:  # the client sends them in as many batches as MLflow's limits ask
-        client.log_batch(run_id, params=[Param(str(k), str(v)[:PARAM_LIMIT]) for k, v in params.items()],
+        client.log_batch(run_id, params=[Param(store_checks.param_name(k), str(v)[:PARAM_LIMIT]) for k, v in params.items()],
                          metrics=[Metric(key, float(value), end_ms, int(step)) for key, value, step in metrics])
     except BaseException:
         client.set_terminated(run_id, status="FAILED", end_time=end_ms)
