@@ -48,26 +48,45 @@ RUN ?=
 SUBMISSION ?=
 DROP_SHIFTED ?=
 
-COMMON = $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
-	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID)) $(if $(METRIC),--metric $(METRIC)) \
-	$(if $(TIME),--time-limit $(TIME)) $(if $(REPEATS),--repeats $(REPEATS)) $(if $(SEEDS),--seeds $(SEEDS))
-MODEL_ARGS = $(if $(MODEL),--model $(MODEL))
+# Values, never code: each variable reaches the command line as one shell word in single quotes
+# (a ' inside as '\''), taken as written: a $(...) in it is not run by make, a ; or `...` not by
+# the shell. PARAMS, RUNS, TASKS and BENCH_ARGS are lists: one word each. COMPETITION comes from
+# the command line only: one left in the environment would pick another competition unseen.
+VALUES := COMPETITION TARGET ID METRIC TIME REPEATS SEEDS DATA_DIR OUTPUT MODEL SUBMIT MESSAGE PORT \
+	TRIALS JOBS PARAMS STUDY STORAGE DASHBOARD_PORT BUDGET BENCH_ARGS TASKS MODEL_URI INPUT RUNS SERVE_PORT \
+	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT RESUME WAIT RUN SUBMISSION DROP_SHIFTED
+ifeq ($(origin COMPETITION),environment)
+$(warning make: COMPETITION in the environment is ignored; name it on the command line: make <target> COMPETITION=<name>)
+override COMPETITION :=
+endif
+unexport COMPETITION
+$(foreach name,$(VALUES),$(eval override $(name) := $$(value $(name))))
+quote = '$(subst ','\'',$(subst $$$$,$$,$(value $(1))))'
+# $(call option,--flag,NAME): "--flag 'value'" when NAME is set; each: "--flag 'word'" for each word.
+option = $(if $(value $(2)),$(1) $(call quote,$(2)))
+each = $(foreach word,$(subst $$$$,$$,$(value $(2))),$(1) '$(subst ','\'',$(word))')
+
+COMMON = $(call option,--competition,COMPETITION) $(call option,--data-dir,DATA_DIR) \
+	$(call option,--target,TARGET) $(call option,--id,ID) $(call option,--metric,METRIC) \
+	$(call option,--time-limit,TIME) $(call option,--repeats,REPEATS) $(call option,--seeds,SEEDS)
+MODEL_ARGS = $(call option,--model,MODEL)
 # PARAMS="alpha=1 max_iter=300": one --param KEY=VALUE each; STUDY=ignore: not the Optuna study's best trial.
-PARAMS_ARGS = $(foreach param,$(PARAMS),--param $(param)) $(if $(STUDY),--study $(STUDY))
-SHIFT_ARGS = $(if $(DROP_SHIFTED),--drop-shifted $(DROP_SHIFTED))
-STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
+PARAMS_ARGS = $(call each,--param,PARAMS) $(call option,--study,STUDY)
+SHIFT_ARGS = $(call option,--drop-shifted,DROP_SHIFTED)
+STORAGE_ARGS = $(call option,--storage,STORAGE)
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
-DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
+DIST_ARGS = $(call option,--nproc,NPROC) $(call option,--nnodes,NNODES) $(call option,--node-rank,NODE_RANK) \
+	$(call option,--master-port,MASTER_PORT) $(call option,--master-addr,MASTER_ADDR) $(if $(filter 0,$(RESUME)),--no-resume)
 
 .PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-image-suite bench-tabular predict blend serve leaderboard
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: COMPETITION=$(or $(COMPETITION),<DATA_DIR's name or house-prices>) DATA_DIR=<folder> OUTPUT=$(OUTPUT) MODEL=<name> SUBMIT=1"
+	@printf '  variables: COMPETITION=%s DATA_DIR=<folder> OUTPUT=%s MODEL=<name> SUBMIT=1\n' $(or $(call option,,COMPETITION),"<DATA_DIR's name or house-prices>") $(call quote,OUTPUT)
 	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
 	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats> SEEDS=<seeds averaged per model>"
-	@echo "  images:    NPROC=$(NPROC) processes (torchrun) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=<host> RESUME=0"
-	@echo "  tuning:    TRIALS=$(TRIALS) (the study's total) TIME=<seconds> JOBS=$(JOBS) STORAGE=<url> (or OPTUNA_STORAGE) STUDY=ignore"
+	@printf '  images:    NPROC=%s processes (torchrun) NNODES=%s NODE_RANK=%s MASTER_ADDR=<host> RESUME=0\n' $(call quote,NPROC) $(call quote,NNODES) $(call quote,NODE_RANK)
+	@printf '  tuning:    TRIALS=%s (the study'\''s total) TIME=<seconds> JOBS=%s STORAGE=<url> (or OPTUNA_STORAGE) STUDY=ignore\n' $(call quote,TRIALS) $(call quote,JOBS)
 	@echo "  params:    PARAMS=\"alpha=1 max_iter=300\" (model parameters: one --param KEY=VALUE each)"
 	@echo "  kaggle:    COMPETITION=<Kaggle slug> (no config needed) WAIT=<s for the public score> DROP_SHIFTED=<K> RUN=<id> SUBMISSION=<ref>"
 
@@ -90,25 +109,25 @@ train: $(VENV)/.installed ## k-fold train the default model and log it to MLflow
 	$(PY) -m pipeline train $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS)
 
 submit: $(VENV)/.installed ## train, predict the test set, write OUTPUT (SUBMIT=1 uploads to Kaggle)
-	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) --output $(OUTPUT) $(if $(SUBMIT),--upload --message "$(MESSAGE)" $(if $(WAIT),--wait $(WAIT)))
+	$(PY) -m pipeline submit $(COMMON) $(MODEL_ARGS) $(SHIFT_ARGS) $(PARAMS_ARGS) $(DIST_ARGS) $(call option,--output,OUTPUT) $(if $(SUBMIT),--upload $(call option,--message,MESSAGE) $(call option,--wait,WAIT))
 
-REUSE_ARGS = $(if $(MODEL_URI),--model "$(MODEL_URI)") $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
-	$(if $(TARGET),--target $(TARGET)) $(if $(ID),--id $(ID))
+REUSE_ARGS = $(call option,--model,MODEL_URI) $(call option,--competition,COMPETITION) $(call option,--data-dir,DATA_DIR) \
+	$(call option,--target,TARGET) $(call option,--id,ID)
 
 predict: $(VENV)/.installed ## score INPUT (default: the test file) with MODEL_URI (default models:/<competition>@champion), write OUTPUT
-	$(PY) -m pipeline predict $(REUSE_ARGS) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)
+	$(PY) -m pipeline predict $(REUSE_ARGS) $(call option,--input,INPUT) $(call option,--output,OUTPUT)
 
 blend: $(VENV)/.installed ## combine finished runs RUNS="<run id> <run id> ..." by their out-of-fold predictions, write OUTPUT
-	$(PY) -m pipeline blend $(RUNS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(INPUT),--input $(INPUT)) --output $(OUTPUT)
+	$(PY) -m pipeline blend $(call each,,RUNS) $(call option,--data-dir,DATA_DIR) $(call option,--input,INPUT) $(call option,--output,OUTPUT)
 
 leaderboard: $(VENV)/.installed ## sync public scores of uploads into their runs; CV against public, rank correlation (RUN= SUBMISSION= links one)
-	$(PY) -m pipeline leaderboard $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RUN),--run $(RUN)) $(if $(SUBMISSION),--submission $(SUBMISSION))
+	$(PY) -m pipeline leaderboard $(call option,--competition,COMPETITION) $(call option,--data-dir,DATA_DIR) $(call option,--run,RUN) $(call option,--submission,SUBMISSION)
 
 serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001): POST rows as JSON to /invocations
-	$(PY) -m pipeline serve $(REUSE_ARGS) --port $(SERVE_PORT)
+	$(PY) -m pipeline serve $(REUSE_ARGS) $(call option,--port,SERVE_PORT)
 
 ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
-	$(PY) -m pipeline ui --port $(PORT)
+	$(PY) -m pipeline ui $(call option,--port,PORT)
 
 test: $(VENV)/.installed ## run the whole test suite, as CI does (.ci/run)
 	$(PY) -m pytest
@@ -125,19 +144,19 @@ bench: $(VENV)/.installed ## CV log-RMSE and wall time of `make submit` on the b
 	$(PY) bench/house_prices.py
 
 tune: $(VENV)/.installed ## Optuna study of MODEL until it has TRIALS finished trials or TIME s: resumes, prunes, JOBS workers
-	$(PY) -m pipeline tune $(COMMON) $(MODEL_ARGS) --trials $(TRIALS) --jobs $(JOBS) $(STORAGE_ARGS)
+	$(PY) -m pipeline tune $(COMMON) $(MODEL_ARGS) $(call option,--trials,TRIALS) $(call option,--jobs,JOBS) $(STORAGE_ARGS)
 
 dashboard: $(VENV)/.installed ## serve optuna-dashboard for the tuning studies on 127.0.0.1 (DASHBOARD_PORT=8080)
-	$(PY) -m pipeline dashboard --port $(DASHBOARD_PORT) $(STORAGE_ARGS)
+	$(PY) -m pipeline dashboard $(call option,--port,DASHBOARD_PORT) $(STORAGE_ARGS)
 
 bench-tune: $(VENV)/.installed ## CV before/after tuning, trials/min and the JOBS=2 speed-up (BUDGET=<minutes>, default 15)
-	$(PY) bench/bench_tune.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(BUDGET),--budget-minutes $(BUDGET))
+	$(PY) bench/bench_tune.py $(call option,--data-dir,DATA_DIR) $(call option,--budget-minutes,BUDGET)
 
 bench-images: $(VENV)/.installed ## image trainer vs a d2l-style loop: examples/s, ratio, accuracy (BENCH_ARGS="--model lenet ...")
-	$(PY) bench/bench_images.py $(BENCH_ARGS)
+	$(PY) bench/bench_images.py $(call each,,BENCH_ARGS)
 
 bench-image-suite: $(VENV)/.installed ## real-image suite from bench/.data (bench/image_suite.py): metric, wall time, default per task
-	$(PY) bench/image_suite.py run $(if $(TIME),--time-limit $(TIME)) $(if $(TASKS),--tasks $(TASKS))
+	$(PY) bench/image_suite.py run $(call option,--time-limit,TIME) $(call option,--tasks,TASKS)
 
 bench-tabular: $(VENV)/.installed ## ours vs AutoGluon on the public tabular suite: score, time, peak GB (TIME=600 s a fit, TASKS=a,b)
-	$(PY) bench/bench_tabular.py --time $(or $(TIME),600) $(if $(TASKS),--tasks $(TASKS)) $(BENCH_ARGS)
+	$(PY) bench/bench_tabular.py --time $(or $(if $(value TIME),$(call quote,TIME)),600) $(call option,--tasks,TASKS) $(call each,,BENCH_ARGS)

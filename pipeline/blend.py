@@ -26,11 +26,11 @@ import pandas as pd
 
 from models import ensemble as ensembles
 from models.targets import forward_inverse
-from pipeline import models_io, predict, tracking
+from pipeline import models_io, predict, store_checks, tracking
 from pipeline.console import say
-from pipeline.data.files import check_not_an_input, check_writable
 from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
+from pipeline.outputs import check_output
 
 METHODS = ("best", *ensembles.METHODS)
 
@@ -71,8 +71,8 @@ def _check_alike(run_ids: list[str], metas: list[dict], oofs: list[pd.DataFrame]
 
 def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path: Path | None = None,
           data_dir: Path | None = None, sample_path: Path | None = None) -> Blend:
-    check_writable(Path(output))
-    check_not_an_input(Path(output), [input_path, sample_path])
+    check_output(Path(output), [input_path, sample_path])
+    store_checks.check_reachable(tracking.tracking_uri())
     if len(set(run_ids)) < 2:
         raise UserError("blend needs at least two different runs")
     if method not in METHODS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from pipeline import config, leaderboard, processes, reuse, stages, studies, tra
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
+from pipeline.tasks import for_competition
 from pipeline.tasks.image_setup import as_image_competition  # issue 20: images without a config
 
 EXIT_USER_ERROR = 2
@@ -45,6 +47,8 @@ def _param(text: str) -> tuple[str, object]:
 def _positive(kind):
     def parse(text: str):
         value = kind(text)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text} (leave it out for no limit)")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -116,6 +120,14 @@ def torchrun_command(args, argv: list[str]) -> list[str]:
             continue
         rest.append(arg)
     return [*command, "-m", "pipeline", *rest]
+
+
+def check_distributed(args) -> None:
+    """Before torchrun starts: only an image competition trains on several processes."""
+    comp = _load_competition(args)
+    if not for_competition(comp).distributed:
+        raise UserError(f"--nproc {args.nproc} --nnodes {args.nnodes}: {comp.name} is a table, and only image "
+                        "competitions train nets on several processes (give --nproc 1, NPROC=1)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -209,11 +221,11 @@ def _stage_data(args) -> None:
     name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
                                    columns_given=bool(args.target or args.id_column))
     if args.config is None and name not in config.available() and not args.bundled:  # a Kaggle slug
-        data_dir = _data_dir(args) or Path("data") / name
+        data_dir = _data_dir(args) or stages.default_data_dir(name)
         say(f"data: {sources.fill_from_kaggle(name, data_dir)} in {data_dir}")
         return
     comp = _load_competition(args)
-    data_dir = _data_dir(args) or Path("data") / comp.name
+    data_dir = _data_dir(args) or stages.default_data_dir(comp.name)
     source = sources.fill(comp, data_dir, prefer_bundled=args.bundled)
     say(f"data: {source} in {data_dir}")
 
@@ -310,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     try:
         if getattr(args, "nproc", 1) * getattr(args, "nnodes", 1) > 1 and not distributed.launched():
+            check_distributed(args)
             command = torchrun_command(args, argv)  # the same command, once per process
             sys.stdout.flush()
             os.execv(command[0], command)

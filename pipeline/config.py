@@ -264,6 +264,9 @@ def load(
     if id_column:
         raw["id"] = id_column
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if raw.get("target") is not None and raw.get("target") == raw.get("id"):
+        raise UserError(f"{path.name if path.is_file() else f'competition {name!r}'}: the target and the id are "
+                        f"the same column {raw['target']!r}: the id names rows, the target is what is predicted")
     cv = {k: v for k, v in (("repeats", repeats), ("seeds", seeds)) if v is not None}
     if cv and isinstance(raw.get("cv", {}), dict):  # not a table: from_dict says so
         raw["cv"] = {**raw.get("cv", {}), **cv}

@@ -70,8 +70,22 @@ def explain(output: str, competition: str) -> str | None:
     }[status[1]]
 
 
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def check_slug(slug: str) -> str:
+    """A Kaggle competition slug (``titanic``) or dataset (``owner/name``): letters, digits, ``-``,
+    ``_`` and ``.``, never ``..``, a leading ``-`` or ``/``. Such a name is the folder
+    ``data/<slug>`` too, which so stays inside ``data/``, and never reads as an option."""
+    if not _SLUG.fullmatch(slug) or ".." in slug:
+        raise UserError(f"{slug!r} is no Kaggle slug (letters, digits, '-', '_' and '.', as in "
+                        "kaggle.com/competitions/<slug>, or <owner>/<dataset>)")
+    return slug
+
+
 def _run(args: list[str], what: str, competition: str, timeout: float = 3600) -> str:
-    """The client's standard output; a failure is one :class:`UserError` line."""
+    """The client's standard output; a failure is one :class:`UserError` line. User values come
+    after ``--`` or as ``--option=value``: none of them can read as an option of the client."""
     try:
         done = subprocess.run([_client(), *args], capture_output=True, text=True, timeout=timeout)
     except OSError as exc:
@@ -93,13 +107,12 @@ def download(competition: str, dest: Path) -> list[str]:
 
     An ``owner/name`` slug is a Kaggle dataset (Fashion-MNIST is one), not a competition.
     """
+    check_slug(competition)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        staging = Path(tmp)
-        if "/" in competition:
-            command = ["datasets", "download", competition, "-p", str(staging), "-q"]
-        else:
-            command = ["competitions", "download", "-c", competition, "-p", str(staging), "-q"]
+        staging = Path(tmp).resolve()
+        kind = "datasets" if "/" in competition else "competitions"
+        command = [kind, "download", "-p", str(staging), "-q", "--", competition]
         _run(command, "Kaggle download", competition)
         for archive in staging.glob("*.zip"):
             with zipfile.ZipFile(archive) as zipped:
@@ -114,8 +127,8 @@ def download(competition: str, dest: Path) -> list[str]:
 
 
 def upload(path: Path, competition: str, message: str) -> None:
-    _run(["competitions", "submit", "-c", competition, "-f", str(path), "-m", message], "Kaggle upload",
-         competition)
+    _run(["competitions", "submit", "-f", str(Path(path).resolve()), f"--message={message}", "--",
+          check_slug(competition)], "Kaggle upload", competition)
 
 
 @dataclass(frozen=True)
@@ -161,8 +174,8 @@ def parse_submissions(text: str) -> list[Submission]:
 def submissions(competition: str) -> list[Submission]:
     """This account's submissions to ``competition``, newest first: the client's first page (the
     newest 20 with kaggle 2.x)."""
-    listing = _run(["competitions", "submissions", "-c", competition, "--csv"], "Kaggle submission list",
-                   competition, timeout=120)
+    listing = _run(["competitions", "submissions", "--csv", "--", check_slug(competition)],
+                   "Kaggle submission list", competition, timeout=120)
     return parse_submissions(listing)
 
 

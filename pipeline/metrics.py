@@ -82,6 +82,8 @@ def _map_at_k(y_true, y_pred, classes=None, *, k: int) -> float:
     """Mean average precision at k with one true label per row: 1/rank of the true label among
     the k predicted, 0 when it is not among them. ``y_pred``: probabilities (one column per class),
     or each row's labels as "a b c" text."""
+    if y_pred.ndim == 1 and classes is not None and len(classes) == 2 and np.issubdtype(y_pred.dtype, np.floating):
+        y_pred = np.column_stack([1.0 - y_pred, y_pred])  # a binary model's P(classes[1])
     if y_pred.ndim == 2:
         if classes is None:
             raise UserError(f"map@{k} on probabilities needs the classes")
@@ -149,11 +151,12 @@ def infer_task(target: pd.Series) -> str:
     return "multiclass" if integral and n_unique <= 20 else "regression"
 
 
-def infer_metric(task: str, submission_column: pd.Series | pd.DataFrame | None) -> str:
+def infer_metric(task: str, submission_column: pd.Series | pd.DataFrame | None, labels=None) -> str:
     """Regression: RMSE. Binary: AUC when the sample submission holds probabilities, else accuracy.
-    Classification with one sample column per class: log loss. Labels listed several to a row
-    ("a b c"): MAP@k, k the most listed. Else accuracy. ``submission_column``: the sample's
-    column(s) besides the id."""
+    Classification with one sample column per class: log loss. Lists of the training ``labels``,
+    several to a row ("a b c"): MAP@k, k the most listed; a label with a space in it ("New York")
+    is one label, never a list. Else accuracy. ``submission_column``: the sample's column(s)
+    besides the id."""
     if task == "regression":
         return "rmse"
     if isinstance(submission_column, pd.DataFrame):
@@ -164,8 +167,10 @@ def infer_metric(task: str, submission_column: pd.Series | pd.DataFrame | None) 
         return "accuracy"
     if task == "binary" and pd.api.types.is_float_dtype(submission_column):
         return "roc_auc"
-    if not pd.api.types.is_numeric_dtype(submission_column):
-        words = submission_column.dropna().astype(str).str.split().str.len()
-        if len(words) and words.max() > 1:
-            return f"map@{int(words.max())}"
+    if labels is not None and not pd.api.types.is_numeric_dtype(submission_column):
+        known = {str(label) for label in pd.Series(labels).dropna()}
+        words = submission_column.dropna().astype(str).str.split()
+        listed = words.str.len()
+        if len(listed) and listed.max() > 1 and all(set(row) <= known for row in words):
+            return f"map@{int(listed.max())}"
     return "accuracy"

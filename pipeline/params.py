@@ -125,10 +125,22 @@ def check(model: str, kind: str, resolved: Resolved) -> None:
         built = entry.build(**resolved.values)
         if hasattr(built, "_parameter_constraints"):  # scikit-learn's own estimators declare theirs
             built._validate_params()
+        elif hasattr(built, "get_params"):  # others (LightGBM) take anything until they fit
+            _check_numbers(model, entry.build().get_params(deep=False), resolved)
     except (TypeError, ValueError) as exc:
         culprits = [f"{k}={v!r} ({resolved.sources[k]})" for k, v in resolved.values.items() if k in str(exc)]
         where = f" [{', '.join(culprits)}]" if culprits else ""
         raise UserError(f"model {model!r}: {str(exc).splitlines()[0]}{where}") from None
+
+
+def _check_numbers(model: str, defaults: dict, resolved: Resolved) -> None:
+    """A value given as text for a parameter whose default is a number is refused (``-p
+    learning_rate=abc``), before the MLflow run rather than at the first fit."""
+    for key, value in resolved.values.items():
+        default = defaults.get(key)
+        if isinstance(value, str) and isinstance(default, int | float) and not isinstance(default, bool):
+            raise UserError(f"model {model!r}: {key}={value!r} ({resolved.sources[key]}) is not a number "
+                            f"(its default is {default!r})")
 
 
 def members(comp: Competition, model: str, *, tuned: bool, study: dict | None = None,

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from features.tabular import category_label
-from pipeline import models_io, submission, tracking
-from pipeline.data.files import check_not_an_input, check_writable
+from pipeline import models_io, store_checks, submission, tracking
+from pipeline.data.files import check_not_an_input
 from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
+from pipeline.outputs import check_output
 
 
 def model_metadata(model, uri: str, competition: str | None = None) -> dict:
@@ -107,8 +108,9 @@ def predict(uri: str, *, output: Path, input_path: Path | None = None, competiti
             data_dir: Path | None = None, sample_path: Path | None = None) -> int:
     """Score ``input_path`` (default: the competition's test file) with the model at ``uri`` and
     write the submission ``output``; returns its row count."""
-    check_writable(Path(output))
-    check_not_an_input(Path(output), [input_path, sample_path])
+    check_output(Path(output), [input_path, sample_path])
+    store_checks.check_reachable(tracking.tracking_uri())
+    store_checks.check_model_folder(uri)  # a folder given by path: before anything runs its code
     model = tracking.load_model(uri)
     meta = model_metadata(model, uri, competition)
     input_path, sample_path = inputs(meta, input_path, data_dir, sample_path, output)

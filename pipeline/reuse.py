@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-from pipeline import blend, config, models_io, predict, tracking
+from pipeline import blend, config, models_io, predict, store_checks, tracking
 from pipeline.console import say
 from pipeline.errors import UserError
 
@@ -81,6 +81,7 @@ def _stage_blend(args) -> None:
 def _stage_serve(args) -> None:
     uri = _model_uri(args)
     check_port(args.port)
+    store_checks.check_model_folder(uri)  # a folder given by path: before anything runs its code
     predict.model_metadata(tracking.load_model(uri), uri, args.competition)  # there, and one of ours
     command = predict.serve_command(uri, args.port)
     say(f"serving {uri} on http://127.0.0.1:{args.port}/invocations")

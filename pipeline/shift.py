@@ -156,14 +156,20 @@ def describe(shift: Shift) -> str:
             f"(0.5: alike; warns above {shift.threshold:.2f}); columns that separate them: {named or 'none'}")
 
 
-def check(data: TabularData, *, id_column: str, target: str, drop: int = 0, seed: int = 0,
-          time_limit: TimeLimit | None = None) -> TabularData:
-    """Measure, print one line, log it to the active run, warn when shifted; with ``drop`` (K),
-    the K worst columns leave both sets, and the data without them is returned."""
+def check_drop(data: TabularData, *, id_column: str, target: str, drop: int) -> list[str]:
+    """The feature columns shift is measured on; ``drop`` (K) must leave at least one (before any work)."""
     features = [c for c in data.train.columns if c not in (id_column, target) and c in data.test.columns
                 and (data.train[c].notna().any() or data.test[c].notna().any())]  # an empty column tells nothing
     if drop >= len(features):
         raise UserError(f"--drop-shifted {drop}: the table has only {len(features)} feature columns")
+    return features
+
+
+def check(data: TabularData, *, id_column: str, target: str, drop: int = 0, seed: int = 0,
+          time_limit: TimeLimit | None = None) -> TabularData:
+    """Measure, print one line, log it to the active run, warn when shifted; with ``drop`` (K),
+    the K worst columns leave both sets, and the data without them is returned."""
+    features = check_drop(data, id_column=id_column, target=target, drop=drop)
     if not features:
         say("shift: not measured (no shared feature columns)")
         return data

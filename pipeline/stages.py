@@ -14,12 +14,13 @@ from pathlib import Path
 
 from models import distributed
 from models.time_limit import TimeLimit
-from pipeline import kaggle_api, leaderboard, models_io, processes, tracking
+from pipeline import kaggle_api, leaderboard, models_io, processes, store_checks, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import sources, tabular
-from pipeline.data.files import SOURCE_FILE, check_not_an_input, check_writable, staged
+from pipeline.data.files import SOURCE_FILE, staged
 from pipeline.errors import UserError
+from pipeline.outputs import check_output
 from pipeline.tasks import for_competition
 
 
@@ -40,11 +41,20 @@ class Outcome:
     public_score: float | None = None  # the Kaggle public leaderboard's, when --upload waited for it
 
 
+def default_data_dir(name: str) -> Path:
+    """``data/<name>``, which must stay inside ``data/`` (no ``..``, no absolute name)."""
+    folder = Path("data") / name
+    if not folder.resolve().is_relative_to(Path("data").resolve()) or folder.resolve() == Path("data").resolve():
+        raise UserError(f"competition {name!r}: its data folder {folder} is not inside data/ "
+                        "(give a plain name, or the folder as --data-dir)")
+    return folder
+
+
 def filled_data_dir(comp: Competition, data_dir: Path | None) -> Path:
     """``data_dir``, or the default ``data/<competition>``, filled first when it has no files."""
     if data_dir is not None:
         return Path(data_dir)
-    default = Path("data") / comp.name
+    default = default_data_dir(comp.name)
     if not for_competition(comp).has_files(default):
         say(f"data: {default} is empty, filling it first")
         if distributed.is_main():  # under torchrun, one rank writes and the others wait for it
@@ -90,12 +100,12 @@ def run(
     the test set from the training set leave both (``pipeline.shift``).
     """
     time_limit = time_limit or TimeLimit(comp.time_limit)
+    store_checks.check_reachable(tracking.tracking_uri())
     uploading = upload_message is not None and output is not None
     if uploading:
         kaggle_api.check_upload(comp.kaggle, comp.name)
     if output is not None:
-        check_writable(Path(output))
-        check_not_an_input(Path(output), [config_file, *data_files(comp, data_dir)], [data_dir])
+        check_output(Path(output), [config_file, *data_files(comp, data_dir)], [data_dir])
     registering = register if register is not None else output is not None  # submit registers by default
     if registering:
         models_io.registered_name(comp.name)  # a name MLflow refuses fails now, not after the training

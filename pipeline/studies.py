@@ -30,6 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
 
 from pipeline.config import Competition
+from pipeline.data.files import check_writable
 from pipeline.errors import UserError
 
 DEFAULT_JOURNAL = Path(".optuna") / "journal.log"
@@ -77,12 +78,18 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage | Non
     """The storage at ``url``; with ``create=False``, None when it does not exist yet."""
     if not is_url(url):
         path = Path(url)
-        if not path.is_file():
-            if not create:
-                return None
+        if not path.is_file() and not create:
+            return None
+        if create:  # before any trial: a folder that takes no file is one line, not an OSError
+            check_writable(path, "Optuna storage")
+            if path.is_file() and not os.access(path, os.W_OK):
+                raise UserError(f"Optuna storage {path}: the file is read-only")
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-        # The default lock (a symlink) is the one optuna-dashboard uses on a journal file too.
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            # The default lock (a symlink) is the one optuna-dashboard uses on a journal file too.
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise UserError(f"Optuna storage {path}: cannot write there ({exc.strerror or exc})") from None
 
     if url.startswith("sqlite:///") and not create and not Path(url.removeprefix("sqlite:///")).is_file():
         return None

@@ -7,6 +7,7 @@ or, for a ranking metric (MAP@k), the k most probable labels of each row, space-
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from pipeline.console import say
 from pipeline.data.files import write_csv_atomic
 from pipeline.errors import UserError
 from pipeline.metrics import Metric, top_k_labels
+from pipeline.metrics import get as get_metric
 
 
 def sample_targets(sample: pd.DataFrame, id_column: str) -> list[str]:
@@ -27,6 +29,16 @@ def wants_probabilities(sample: pd.DataFrame, id_column: str, metric: Metric) ->
     """Predict probabilities (else labels or values): for a probability metric, a ranking one, or
     a sample with one column per class, whatever the metric."""
     return metric.needs_proba or metric.top_k is not None or len(sample_targets(sample, id_column)) > 1
+
+
+def one_label_per_row(metric: Metric, sample: pd.DataFrame, targets: list[str]) -> Metric:
+    """A ranking metric (MAP@k) on a sample whose one column holds numbers (0/1) cannot list k
+    labels a row: one label is written, and scored as such (accuracy, MAP@1 for one true label)."""
+    if metric.top_k is None or len(targets) != 1 or not pd.api.types.is_numeric_dtype(sample[targets[0]]):
+        return metric
+    say(f"metric {metric.name}: the sample's {targets[0]!r} holds one number a row, not lists of labels: "
+        "one label is written, scored by accuracy (MAP@1)")
+    return get_metric("accuracy")
 
 
 def class_columns(columns: list[str], classes, target: str | None) -> list[int]:
@@ -51,6 +63,11 @@ def class_columns(columns: list[str], classes, target: str | None) -> list[int]:
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so
 
 
+def _skipped(char: str) -> bool:
+    """Leading characters a spreadsheet skips before it reads a formula: spaces and controls."""
+    return char.isspace() or unicodedata.category(char) == "Cc"
+
+
 def escape_formulas(values: np.ndarray) -> np.ndarray:
     """Text labels that a spreadsheet would run as a formula (``=cmd|...``), with a leading ``'``,
     as OWASP advises for CSV files. Numbers are left alone (``-1.5`` is a value, not a formula),
@@ -61,7 +78,10 @@ def escape_formulas(values: np.ndarray) -> np.ndarray:
         return values
 
     def runs(value) -> bool:
-        return isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value)
+        if not isinstance(value, str):
+            return False
+        start = next((i for i, char in enumerate(value) if not _skipped(char)), len(value))
+        return (value.startswith(FORMULA_START) or value[start:].startswith(FORMULA_START)) and not _is_number(value)
 
     escaped = np.array(["'" + v if runs(v) else v for v in values], dtype=object)
     changed = sum(map(runs, values))
@@ -90,6 +110,8 @@ def build(
     """
     targets = sample_targets(sample, id_column)
     predictions = np.asarray(predictions)
+    if top_k is not None and predictions.ndim == 1 and classes is not None and len(classes) == 2:
+        predictions = np.column_stack([1.0 - predictions, predictions])  # P(classes[1]) of a binary model
     if predictions.ndim == 2:
         if classes is None or len(classes) != predictions.shape[1]:
             raise UserError("class probabilities need the classes they belong to")

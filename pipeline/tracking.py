@@ -35,7 +35,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 
-from pipeline import processes
+from pipeline import processes, store_checks
 from pipeline.errors import UserError
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -210,8 +210,8 @@ def run(
         except KeyboardInterrupt:  # Terminated included
             mlflow.end_run("KILLED")
             raise
-        except BaseException:
-            mlflow.end_run("FAILED")
+        except BaseException as exc:  # FAILED; a full disk: one line naming it (store_checks.end_failed)
+            store_checks.end_failed(mlflow.end_run, exc, tracking_uri(), _sqlite_path(tracking_uri()))
             raise
         else:
             mlflow.end_run("FINISHED")
@@ -255,7 +255,7 @@ def record_run(
                                 tags={PROCESS_TAG: processes.identity(), **tags})
     run_id = created.info.run_id
     try:  # the client sends them in as many batches as MLflow's limits ask
-        client.log_batch(run_id, params=[Param(str(k), str(v)[:PARAM_LIMIT]) for k, v in params.items()],
+        client.log_batch(run_id, params=[Param(store_checks.param_name(k), str(v)[:PARAM_LIMIT]) for k, v in params.items()],
                          metrics=[Metric(key, float(value), end_ms, int(step)) for key, value, step in metrics])
     except BaseException:
         client.set_terminated(run_id, status="FAILED", end_time=end_ms)
@@ -300,7 +300,7 @@ def ui_command(port: int, workers: int) -> list[str]:
 
 @_rank_zero_only
 def log_params(params: Mapping[str, Any]) -> None:
-    mlflow.log_params({k: str(v)[:PARAM_LIMIT] for k, v in params.items()})
+    mlflow.log_params({store_checks.param_name(k): str(v)[:PARAM_LIMIT] for k, v in params.items()})
 
 
 @_rank_zero_only

@@ -269,19 +269,20 @@ if not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")) and 
     print("OSError: Could not find kaggle.json. Make sure it's located in " + str(home), file=sys.stderr)
     sys.exit(1)
 def option(flag):
-    return args[args.index(flag) + 1]
+    given = [a for a in args if a.startswith(flag + "=")]
+    return given[0].split("=", 1)[1] if given else args[args.index(flag) + 1]
+slug = args[args.index("--") + 1]  # the competition, after "--" as the client's positional
 if args[:2] == ["competitions", "download"]:
     dest = pathlib.Path(option("-p"))
-    with zipfile.ZipFile(dest / (option("-c") + ".zip"), "w") as zipped:
+    with zipfile.ZipFile(dest / (slug + ".zip"), "w") as zipped:
         for path in sorted(pathlib.Path({files!r}).iterdir()):
             zipped.write(path, path.name)
 elif args[:2] == ["competitions", "submit"]:
-    for flag in ("-c", "-f", "-m"):
-        option(flag)
+    option("--message")
     if not pathlib.Path(option("-f")).is_file():
         print("file not found", file=sys.stderr)
         sys.exit(1)
-    print("Successfully submitted to " + option("-c"))
+    print("Successfully submitted to " + slug)
 else:
     print("usage: kaggle competitions {{download,submit}} ...", file=sys.stderr)
     sys.exit(2)

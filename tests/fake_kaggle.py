@@ -80,7 +80,8 @@ def _fail(message: str) -> int:
 
 
 def _option(args: list[str], flag: str) -> str:
-    return args[args.index(flag) + 1]
+    given = [a for a in args if a.startswith(flag + "=")]
+    return given[0].split("=", 1)[1] if given else args[args.index(flag) + 1]
 
 
 def _score(metric: str, truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -115,7 +116,7 @@ def main(folder: str, args: list[str]) -> int:
         return _fail("429 Client Error: Too Many Requests for url: https://www.kaggle.com/api/v1/...")
     if args[:1] != ["competitions"] or len(args) < 2:
         return _fail("usage: kaggle competitions {download,submit,submissions} ...")
-    slug = _option(args, "-c")
+    slug = args[args.index("--") + 1]  # the competition, after "--" as the client's positional
     home = state / "competitions" / slug
     if not home.is_dir():
         return _fail(f"404 Client Error: Not Found for url: https://www.kaggle.com/api/v1/competitions/{slug}")
@@ -136,7 +137,7 @@ def main(folder: str, args: list[str]) -> int:
         except (OSError, ValueError, KeyError):
             public, private, status = None, None, "ERROR"
         entries.insert(0, {"ref": str(50_000_000 + len(entries)), "fileName": path.name,
-                           "date": f"2026-12-01 12:00:{len(entries):02d}", "description": _option(args, "-m"),
+                           "date": f"2026-12-01 12:00:{len(entries):02d}", "description": _option(args, "--message"),
                            "status": status, "publicScore": public, "privateScore": private,
                            "listings_left": json.loads((home / "scoring.json").read_text())["delay"]})
         print(f"Successfully submitted to {slug}")

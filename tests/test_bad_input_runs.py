@@ -10,6 +10,7 @@ tables keep it to seconds.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 
@@ -416,7 +417,7 @@ def test_the_makefile_passes_model_parameters_and_the_study_choice():
                            "submit", "PARAMS=alpha=1 max_iter=300", "STUDY=ignore"],
                           capture_output=True, text=True, check=True, cwd=REPO)
     line = next(line for line in made.stdout.splitlines() if "pipeline submit" in line)
-    assert "--param alpha=1 --param max_iter=300 --study ignore" in " ".join(line.split())
+    assert "--param alpha=1 --param max_iter=300 --study ignore" in " ".join(shlex.split(line))
 
 
 def test_ids_of_plain_integers_are_numbers_and_any_other_stay_text(tmp_path):

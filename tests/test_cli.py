@@ -188,7 +188,7 @@ def test_data_downloads_from_kaggle_with_credentials(workdir, fake_kaggle, kaggl
         assert (dest / name).read_bytes() == (fake_kaggle.files / name).read_bytes()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["hp"]  # no staging folder left
     [call] = fake_kaggle.calls
-    assert call[:4] == ["competitions", "download", "-c", KAGGLE_SLUG]
+    assert call[:2] == ["competitions", "download"] and call[-2:] == ["--", KAGGLE_SLUG]
     assert "-p" in call and "-q" in call
     assert no_secrets(result.out, result.err)
 
@@ -276,11 +276,11 @@ def test_upload_calls_kaggle_submit_and_never_shows_the_key(kaggle_data, fake_ka
                      "-o", "out/sub.csv", "--upload", "-M", "ridge, 2 folds")
     assert result.code == 0, result.err
     [call] = [c for c in fake_kaggle.calls if c[:2] == ["competitions", "submit"]]
-    assert call[:4] == ["competitions", "submit", "-c", KAGGLE_SLUG]
-    assert call[4] == "-f" and (workdir / call[5]).resolve() == (workdir / "out" / "sub.csv").resolve()
+    assert call[:3] == ["competitions", "submit", "-f"] and call[-2:] == ["--", KAGGLE_SLUG]
+    assert Path(call[3]) == (workdir / "out" / "sub.csv").resolve()
     assert f"uploaded out/sub.csv to {KAGGLE_SLUG}" in result.out
     [run] = mlflow_runs()
-    assert call[6:] == ["-m", f"ridge, 2 folds (run {run.info.run_id})"]  # the leaderboard finds its run by it
+    assert call[4] == f"--message=ridge, 2 folds (run {run.info.run_id})"  # the leaderboard finds its run by it
     assert run.info.status == "FINISHED"
     assert run.data.tags["data_source"] == f"kaggle:{KAGGLE_SLUG}"
     assert no_secrets(result.out, result.err, *run.data.params.values(), *run.data.tags.values(),

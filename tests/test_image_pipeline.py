@@ -318,7 +318,8 @@ def test_fashion_mnist_is_a_kaggle_dataset_downloaded_and_never_uploaded(workdir
     monkeypatch.setenv("KAGGLE_KEY", "secret")
     result = run_cli("data", "-c", "fashion-mnist", "--data-dir", "fm")
     assert result.code == 0, result.err
-    assert (workdir / "args").read_text().startswith("datasets download zalando-research/fashionmnist -p ")
+    called = (workdir / "args").read_text()
+    assert called.startswith("datasets download -p ") and called.endswith(" -- zalando-research/fashionmnist")
     assert (workdir / "fm" / "SOURCE").read_text().strip() == "kaggle:zalando-research/fashionmnist"
     assert (workdir / "fm" / "fashion-mnist_test.csv").read_bytes() == (served / "fashion-mnist_test.csv").read_bytes()
     upload = run_cli("submit", "-c", "fashion-mnist", "--data-dir", "fm", "--upload")

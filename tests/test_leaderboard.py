@@ -76,7 +76,7 @@ def test_data_downloads_a_competition_that_has_no_config(kaggle, workdir):
     assert result.code == 0, result.err
     assert sorted(p.name for p in (workdir / "data" / SLUG).iterdir()) == [
         SOURCE_FILE, "sample_submission.csv", "test.csv", "train.csv"]
-    assert kaggle.calls[-1][:4] == ["competitions", "download", "-c", SLUG]
+    assert kaggle.calls[-1][:2] == ["competitions", "download"] and kaggle.calls[-1][-2:] == ["--", SLUG]
 
 
 @pytest.mark.slow

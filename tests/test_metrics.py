@@ -107,6 +107,8 @@ def test_rmsle_scores_negative_predictions_as_zero():
     ("binary", pd.DataFrame({"no": [0.5], "yes": [0.5]}), "log_loss"),
     ("multiclass", pd.DataFrame({"y": ["a b c"]}), "map@3"),
     ("multiclass", pd.DataFrame({"y": ["a"]}), "accuracy"),
+    ("multiclass", pd.DataFrame({"y": ["New York"]}), "accuracy"),  # one label with a space, not a list
 ])
 def test_infer_metric_from_the_sample(task, sample, expected):
-    assert metrics.infer_metric(task, sample) == expected
+    labels = ["a", "b", "c", "New York"]
+    assert metrics.infer_metric(task, sample, labels) == expected

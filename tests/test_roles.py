@@ -4,6 +4,7 @@ and a competition without a config file, named after its folder, that never read
 from __future__ import annotations
 
 import pickle
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -181,12 +182,12 @@ def test_make_passes_target_id_and_metric_and_keeps_the_default_run():
     def dry(*args):
         return subprocess.run(["make", "-n", "-s", "submit", *args], cwd=REPO, capture_output=True, text=True,
                               env={"PATH": "/usr/bin:/bin", "VENV": ".venv"}).stdout
-    line = dry("DATA_DIR=d/titanic", "TARGET=Survived", "ID=PassengerId", "METRIC=f1")
+    line = " ".join(shlex.split(dry("DATA_DIR=d/titanic", "TARGET=Survived", "ID=PassengerId", "METRIC=f1")))
     assert "--data-dir d/titanic --target Survived --id PassengerId --metric f1" in line
     assert "--competition" not in line
     plain = dry()
     assert "--competition" not in plain and "--target" not in plain  # the CLI's default: house prices
-    assert "--competition digit-recognizer" in dry("COMPETITION=digit-recognizer")
+    assert "--competition digit-recognizer" in " ".join(shlex.split(dry("COMPETITION=digit-recognizer")))
 
 
 def test_config_names_roles_and_infer(tmp_path):

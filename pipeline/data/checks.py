@@ -150,12 +150,27 @@ def check_numeric_target(y: pd.Series, name: str, task: str | None) -> None:
                                                  else ': fix it, or set task = "multiclass" for labels'))
 
 
+def check_task(y: pd.Series, task: str, name: str) -> None:
+    """A task given (``--task``) that the target cannot be: regression on text, binary on more
+    than two classes."""
+    if task == "regression" and not pd.api.types.is_numeric_dtype(y):
+        parsed = pd.to_numeric(y.astype(object), errors="coerce")
+        row = int(np.flatnonzero((y.notna() & parsed.isna()).to_numpy())[0])
+        raise UserError(f"{name}: task regression needs numbers, but column {y.name!r} holds {y.iloc[row]!r} "
+                        f"at row {file_row(row)} (give --task multiclass, or drop --task)")
+    classes = y.nunique()
+    if task == "binary" and classes > 2:
+        raise UserError(f"{name}: task binary needs two classes, but column {y.name!r} holds {classes} "
+                        "(give --task multiclass, or drop --task)")
+
+
 def check_plan(comp, train: pd.DataFrame, sample_targets: list[str], task: str, metric, names: tuple[str, str]) -> None:
     """The task, metric and folds against the files, before the MLflow run starts: a metric of the
     other kind of task, a multiclass probability metric with one sample column, a class with
     fewer rows than folds, a target out of the range of its transform or metric."""
     train_name, sample_name = names
     y = train[comp.target]
+    check_task(y, task, train_name)
     regression_metric = metric.name in REGRESSION_METRICS
     if regression_metric != (task == "regression"):
         hint = "--task regression" if regression_metric else "a classification metric or --task binary/multiclass"

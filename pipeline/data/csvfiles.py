@@ -43,12 +43,18 @@ _BROKEN = (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError)
 
 def read(path: Path, dtype: Mapping[str, str] | None = None) -> pd.DataFrame:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a CSV file")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not a regular file (a FIFO, socket or device), not a CSV file")
     if not path.is_file():
         raise UserError(f"missing file: {path}")
     compression = _compression(path)
     head = _head(path, compression)
     if not head.strip():
         raise UserError(f"empty file: {path}")
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        raise UserError(f"unreadable CSV {path}: it holds markup (XML or HTML), not comma-separated rows")
     if head.startswith(_UTF16_BOMS):
         encoding = "utf-16"
     elif b"\x00" in head:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,12 +30,21 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False)
+            frame.to_csv(handle, index=False, lineterminator=_line_end(frame))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a submission is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _line_end(frame: pd.DataFrame) -> str:
+    """``\\n``, unless a text value holds a CR: the csv module quotes a value holding a character
+    of its line end only, so then every line ends ``\\r\\n`` (RFC 4180's own line end) and that
+    value is quoted, and read back as one field."""
+    text = frame.select_dtypes(exclude=["number", "bool"])
+    holds_cr = any(text[column].astype(str).str.contains("\r", regex=False).any() for column in text.columns)
+    return "\r\n" if holds_cr else "\n"
 
 
 @contextmanager
@@ -46,8 +57,31 @@ def staged(path: Path | None) -> Iterator[Path | None]:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+    remove_stale_stages(path)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent) as folder:
         yield Path(folder) / path.name
+
+
+def remove_stale_stages(path: Path) -> list[Path]:
+    """Remove the temporary folders beside ``path`` that ``staged`` made in a process now gone
+    (``kill -9`` during the final write): their names hold the process id. Returns them."""
+    removed = []
+    for folder in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*"):
+        pid = folder.name[len(Path(path).name) + 2:].split(".", 1)[0]
+        if folder.is_dir() and not folder.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def check_writable(path: Path, what: str = "--output") -> None:

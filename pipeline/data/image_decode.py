@@ -48,9 +48,16 @@ class Shape:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name (numbers by value: 2.png before 10.png)."""
-    found = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    """The image files directly in ``folder``, sorted by name (numbers by value: 2.png before 10.png);
+    a symlink to a file outside ``folder`` is not followed."""
+    found = [p for p in Path(folder).iterdir()
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and stays_inside(p, folder)]
     return sorted(found, key=lambda p: (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.name))
+
+
+def stays_inside(path: Path, folder: Path) -> bool:
+    """``path`` is no symlink, or one to somewhere inside ``folder``."""
+    return not path.is_symlink() or path.resolve().is_relative_to(Path(folder).resolve())
 
 
 def scan(paths: Sequence[Path], image_size: int | str | None) -> Shape:
@@ -64,8 +71,9 @@ def scan(paths: Sequence[Path], image_size: int | str | None) -> Shape:
             with Image.open(path) as image:
                 sizes.append(image.size)
                 gray = gray and image.mode in GRAY_MODES
-        except (UnidentifiedImageError, OSError) as err:
-            raise UserError(f"{path}: not a readable image ({type(err).__name__})") from None
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+            raise UserError(f"{path}: not a readable image ({type(err).__name__}"
+                            f"{': ' + str(err).splitlines()[0] if isinstance(err, Image.DecompressionBombError) else ''})") from None
         if image_size == "fixed" and sizes[-1] != sizes[0]:
             (w0, h0), (w, h) = sizes[0], sizes[-1]
             raise UserError(f"{path}: {w}×{h} pixels where {paths[0].name} has {w0}×{h0} "
@@ -104,7 +112,7 @@ class _Decoded(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             return i, decode_one(self.paths[i], self.shape), ""
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
             return i, None, f"{type(err).__name__}: {err}"
 
 

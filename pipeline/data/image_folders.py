@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipeline.config import Competition
 from pipeline.console import say
-from pipeline.data import image_decode
+from pipeline.data import checks, image_decode
 from pipeline.data.tabular import read_csv
 from pipeline.errors import UserError
 
@@ -47,7 +47,8 @@ def test_folder(comp: Competition, data_dir: Path) -> Path:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and image_decode.stays_inside(p, folder))
 
 
 def folder_layout(comp: Competition, data_dir: Path) -> str | None:
@@ -156,6 +157,7 @@ def read(comp: Competition, data_dir: Path, layout: str, sample: pd.DataFrame | 
     paths, labels = (labelled_files if layout == "image-folder" else class_folder_files)(comp, data_dir)
     if not paths:
         raise UserError(f"{train_folder(comp, data_dir)}: no training images")
+    checks.check_target_varies(pd.Series(labels, name=comp.target), str(train_folder(comp, data_dir)))  # before decoding
     tests, ids = test_files(comp, data_dir, sample)
     X_train = image_decode.load_cached(paths, data_dir, "train", image_size)
     shape = image_decode.Shape(X_train.shape[1], X_train.shape[2])

@@ -48,7 +48,7 @@ def fill(comp: Competition, data_dir: Path, *, prefer_bundled: bool = False) -> 
 def fill_from_kaggle(slug: str, data_dir: Path) -> str:
     """Download and unzip Kaggle's files of ``slug`` into ``data_dir``; returns the source used.
     A competition with no config is named by its slug: this is how ``make data`` reaches it."""
-    wanted = f"kaggle:{slug}"
+    wanted = f"kaggle:{kaggle_api.check_slug(slug)}"
     current = source_of(data_dir) if data_dir.is_dir() and any(
         p.name != SOURCE_FILE for p in data_dir.iterdir()) else None
     if current is not None and current != wanted:

@@ -63,6 +63,7 @@ from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import checkpoints, models_io, params, plots, submission, tracking
 from pipeline.console import say
+from pipeline.data import checks
 from pipeline.data import images as files
 from pipeline.data.images import Images
 from pipeline.errors import UserError
@@ -108,11 +109,12 @@ class ImageTask(FileTask):
         """As a table's: the task from the labels, the metric from the sample submission's columns
         (one probability column per class: log loss; a probability of a binary target: AUC)."""
         comp, labels = self.comp, data.data.y_train
+        checks.check_target_varies(pd.Series(labels, name=comp.target), comp.train_file)  # as a table's
         task = comp.task or infer_task(pd.Series(labels))
         if task == "regression":  # many whole-number labels: still classes, for an image
             task = "multiclass"
         targets = submission.sample_targets(data.sample, comp.id) if data.sample is not None else []
-        metric = get_metric(comp.metric or infer_metric(task, data.sample[targets] if targets else None))
+        metric = get_metric(comp.metric or infer_metric(task, data.sample[targets] if targets else None, labels))
         if metric.name not in METRICS:
             raise UserError(f"{comp.name}: image competitions are scored by {', '.join(METRICS)}, not {metric.name}")
         metric = metric.with_classes(np.unique(labels))

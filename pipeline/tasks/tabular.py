@@ -48,6 +48,8 @@ class TabularTask(FileTask):
         # bad-input: the config's columns against the files, before any work (pipeline/data/checks.py)
         checks.check_config_columns(self.comp, data.train, self.comp.train_file)
         checks.check_features_left(self.comp, data.train, self.comp.train_file)
+        if self.drop_shifted:
+            shift.check_drop(data, id_column=self.comp.id, target=self.comp.target, drop=self.drop_shifted)
         if self.comp.outliers is not None:
             try:
                 RowRule.parse(self.comp.outliers).check_columns(data.train.columns)
@@ -59,7 +61,9 @@ class TabularTask(FileTask):
         comp = self.comp
         task = comp.task or infer_task(data.train[comp.target])
         sample_targets = submission.sample_targets(data.sample, comp.id)
-        metric = get_metric(comp.metric or infer_metric(task, data.sample[sample_targets] if sample_targets else None))
+        metric = get_metric(comp.metric or infer_metric(task, data.sample[sample_targets] if sample_targets else None,
+                                                        data.train[comp.target]))
+        metric = submission.one_label_per_row(metric, data.sample, sample_targets)
         if task != "regression":  # the column order of predict_proba, for scores and submissions
             metric = metric.with_classes(np.unique(data.train[comp.target].to_numpy()))
         if len(sample_targets) > 1:  # a probability column per class: each must map, before any work
@@ -105,9 +109,13 @@ class TabularTask(FileTask):
         for member, values in resolved.items():
             params.check(models[member], self.registry_kind, values)
         time_limit = time_limit or TimeLimit(comp.time_limit)
-        if time_limit.limited and time_limit.left() < portfolio.MIN_FOLD_SECONDS * comp.cv.folds:
+        needed = portfolio.MIN_FOLD_SECONDS * comp.cv.folds * comp.cv.repeats  # one configuration's fits
+        if time_limit.limited and time_limit.left() < needed:
+            repeats = (f", and {comp.cv.repeats} repeats of {comp.cv.folds} folds need {needed:g} s at least"
+                       if comp.cv.repeats > 1 else "")
             raise UserError(f"time limit {time_limit.seconds:g} s: {time_limit.elapsed():.0f} s went on start-up and "
-                            f"reading the files, {time_limit.left():.0f} s are left for work; give the run more time")
+                            f"reading the files, {time_limit.left():.0f} s are left for work{repeats}; give the run "
+                            f"more time{' or fewer --repeats' if repeats else ''}")
         return Plan(task, metric, name, {m: v.values for m, v in resolved.items()}, comp=comp,
                     time_limit=time_limit, sources={m: v.sources for m, v in resolved.items()},
                     models=models, costs=costs, method=method,

@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 
 from models.time_limit import TimeLimit
-from pipeline import processes, studies, tasks, tracking
+from pipeline import processes, store_checks, studies, tasks, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.errors import UserError
@@ -71,6 +71,7 @@ def tune(
     if n_trials < 1 or jobs < 1:
         raise UserError("--trials and --jobs must be at least 1")
     time_limit = time_limit or TimeLimit.start(comp.time_limit, clock=time.time)
+    store_checks.check_reachable(tracking.tracking_uri())
     task = tasks.for_competition(comp)
     data = task.load(data_dir)  # bad files fail here, once, before any worker starts
     objective = Objective(task, data, model, time_limit)
