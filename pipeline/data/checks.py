@@ -34,6 +34,8 @@ def is_numeric_column(train_col: pd.Series, test_col: pd.Series) -> bool:
     Each distinct value is parsed once, the most frequent first, and a column stops being looked
     at once too many have failed: a text column of 300,000 rows costs a few thousand parses, not
     300,000 (``pd.to_numeric`` on text is slow), with the same answer."""
+    if pd.api.types.is_numeric_dtype(train_col) and pd.api.types.is_numeric_dtype(test_col):
+        return True  # as read: 5,000 number columns cost 3 s of gap counts otherwise
     values = train_col if train_col.notna().any() else test_col
     present = int(values.notna().sum())
     if present == 0 or pd.api.types.is_numeric_dtype(values):
