@@ -213,7 +213,7 @@ def stages_in_process(data_dir: Path, task: str, model: str | None = None, param
     """Resident memory after each step of the data path, and its peak during the step (one fold
     of ``model``, default hist_gbm, with ``params``; then the refit and the test prediction)."""
     from pipeline import config
-    from pipeline.tasks import for_competition, kfold, portfolio
+    from pipeline.tasks import configuration, for_competition, kfold
 
     comp = config.load(data_dir.name, target="target", id_column="id",
                        metric="rmse" if task == "regression" else None)
@@ -237,7 +237,7 @@ def stages_in_process(data_dir: Path, task: str, model: str | None = None, param
     step("role summary (all rows)", lambda: tab.roles_summary(data))
     X, y = tab._xy(data)
     train_idx, valid_idx = next(iter(kfold.splitter(comp, plan.task).split(X, y)))
-    configuration = portfolio.Configuration(plan.model, plan.models.get(plan.model, plan.model), plan.params)
+    configuration = configuration.Configuration(plan.model, plan.models.get(plan.model, plan.model), plan.params)
     features = kfold.build_features(comp, configuration.encoding)
     matrix = step("fold features fit_transform", lambda: features.fit_transform(X.iloc[train_idx], y.iloc[train_idx]))
     print(f"    train matrix {matrix.shape} {matrix.dtype} {matrix.nbytes / GB:.2f} GB")

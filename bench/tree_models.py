@@ -28,7 +28,7 @@ from models.time_limit import TimeLimit  # noqa: E402
 from pipeline import config  # noqa: E402
 from pipeline.data import tabular  # noqa: E402
 from pipeline.metrics import get as get_metric  # noqa: E402
-from pipeline.tasks import portfolio  # noqa: E402
+from pipeline.tasks import configuration, portfolio  # noqa: E402
 
 MODELS = ("hist_gbm", "lightgbm", "xgboost", "catboost", "extra_trees", "random_forest")
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         model = name if task.kind == "regression" or name.endswith("_classifier") else f"{name}_classifier"
         started, cpu = time.perf_counter(), time.process_time()
         runner = portfolio.Portfolio(comp, X, y, 0, task=task.kind, metric=metric,
-                                     configs=(portfolio.Configuration(model, model),), methods={},
+                                     configs=(configuration.Configuration(model, model),), methods={},
                                      time_limit=TimeLimit(None), proba=False)
         result = runner.fit(runner.configs[0])
         print(f"{model:<24} {result.score:>10.4f} {time.perf_counter() - started:>8.1f} "

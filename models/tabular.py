@@ -21,6 +21,7 @@ from torch import nn
 
 from models.boosting import validation_split
 from models.registry import Capabilities, register
+from models.time_limit import check_seconds
 from models.training import (
     EpochCallback,
     TrainConfig,
@@ -144,9 +145,7 @@ class _TorchTabular(BaseEstimator):
         batch = self.batch_size
         if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1):
             raise ValueError(f"batch_size={batch!r}: a positive whole number or 'auto'")
-        limit = self.time_limit
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
-            raise ValueError(f"time_limit={limit!r}: a positive number of seconds or None")
+        check_seconds(self.time_limit)
 
     def _validation_split(self, n: int, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """(training rows, held-out rows), or None where there is to be no split.

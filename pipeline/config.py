@@ -15,6 +15,7 @@ from typing import Any
 
 from features.engineering import make_feature_steps
 from features.rules import RowRule
+from models.time_limit import check_seconds
 from pipeline.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "competitions"
@@ -189,9 +190,10 @@ def check(comp: Competition, source: str) -> None:
         value = getattr(comp.cv, key)
         if not _is_int(value) or value < 1:
             raise UserError(f"{source}: [cv] {key} must be an integer >= 1, got {value!r}")
-    limit = comp.time_limit
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
-        raise UserError(f"{source}: time_limit must be a positive number of seconds, got {limit!r}")
+    try:
+        check_seconds(comp.time_limit)
+    except ValueError as exc:
+        raise UserError(f"{source}: {exc}") from None
     if comp.ensemble.method not in ("best", "select", "blend", "stack"):
         raise UserError(f"{source}: [ensemble] method must be best, select, blend or stack")
     if not isinstance(comp.ensemble.refit, bool):

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from models import registry
 from models.ensemble import cross_fit, proba_blend_weights
-from pipeline.tasks import portfolio
+from pipeline.tasks import configuration
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SLOW_FIXTURES = {"runs"}  # a submit for each case (tests/conftest.py)
@@ -83,7 +83,7 @@ def _children(run_id: str) -> dict[str, object]:
 @pytest.mark.parametrize("name", CASES)
 def test_the_default_model_is_the_portfolio_with_a_child_run_per_configuration(runs, name):
     task, _, metric = CASES[name]
-    configs = [c.name for c in portfolio.load(task)]
+    configs = [c.name for c in configuration.load(task)]
     assert f"task: {task}, metric: {metric} (inferred), model: portfolio of {', '.join(configs)}" in runs[name].out
     for config in LEFT_OUT:
         assert re.search(rf"^  {config}: left out \(no category of 51 to 254 levels", runs[name].out, re.M)

@@ -19,7 +19,7 @@ from models.time_limit import TimeLimit
 from pipeline import config, models_io, params, stages, studies, tune
 from pipeline.config import Competition, CVConfig
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import portfolio
+from pipeline.tasks import configuration, portfolio
 from pipeline.tasks import tabular as tabular_task
 from pipeline.tasks.tabular import TabularTask
 
@@ -129,7 +129,7 @@ def _loop(configs, limit: TimeLimit, seeds: int = 1, n: int = 90):
 
 
 def test_the_loop_reads_declarations_not_parameter_names(undeclared):
-    run = _loop((portfolio.Configuration("u", undeclared),), TimeLimit(600), seeds=3)
+    run = _loop((configuration.Configuration("u", undeclared),), TimeLimit(600), seeds=3)
     fitted = run.fit(run.configs[0])
     assert len(Recording.fits) == 3  # one fit a fold: no seed declared, so three seeds are one
     assert all(fit == {"time_limit": None, "random_state": 0} for fit in Recording.fits)  # no time share either
@@ -186,7 +186,7 @@ def test_a_configuration_cut_after_some_folds_is_still_the_model_scored_on_the_r
     that fold's model, scored on the rows it held out; the registry sees one fold."""
     CLOCK.now = 1000.0
     limit = TimeLimit(60, started=CLOCK.now, reserve=0.0, clock=CLOCK)
-    run = _loop((portfolio.Configuration("slow", slow_model),), limit)
+    run = _loop((configuration.Configuration("slow", slow_model),), limit)
     outcome = run.run()
     (one,) = outcome.fitted
     assert not one.complete and not outcome.finished

@@ -13,7 +13,7 @@ from models import registry
 from models.time_limit import TimeLimit
 from pipeline.config import Competition, CVConfig
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import portfolio
+from pipeline.tasks import configuration, portfolio
 
 
 def test_greedy_selection_matches_the_hand_computed_rounds():
@@ -117,7 +117,7 @@ def _portfolio(configs, limit: TimeLimit):
 def test_the_portfolio_stops_before_the_deadline(timed_model):
     """100 s with 8 kept back: two 30 s configurations (3 folds of 10 s) run; one priced at five
     times theirs is skipped; a cheap one still fits after it; then too little is left to start."""
-    configs = tuple(portfolio.Configuration(name, timed_model, {"seconds": seconds}, cost) for name, seconds, cost in
+    configs = tuple(configuration.Configuration(name, timed_model, {"seconds": seconds}, cost) for name, seconds, cost in
                     [("first", 10.0, 1.0), ("second", 10.0, 1.0), ("dear", 10.0, 5.0), ("cheap", 10.0, 0.5),
                      ("last", 10.0, 0.5)])
     CLOCK.now = 1000.0
@@ -134,8 +134,8 @@ def test_a_configuration_that_cannot_finish_its_folds_is_dropped(timed_model):
     """The price says 30 s, the folds take 25 s each: after the first fold the two left cannot end
     in the 25 s left, so it is dropped then, not after a second fold, and what finished before it
     is kept."""
-    configs = (portfolio.Configuration("quick", timed_model, {"seconds": 10.0}, 1.0),
-               portfolio.Configuration("misjudged", timed_model, {"seconds": 25.0}, 1.0))
+    configs = (configuration.Configuration("quick", timed_model, {"seconds": 10.0}, 1.0),
+               configuration.Configuration("misjudged", timed_model, {"seconds": 25.0}, 1.0))
     CLOCK.now = 1000.0
     limit = TimeLimit(80, started=CLOCK.now, reserve=0.0, clock=CLOCK)
     outcome = _portfolio(configs, limit).run()
@@ -145,7 +145,7 @@ def test_a_configuration_that_cannot_finish_its_folds_is_dropped(timed_model):
 
 
 def test_without_a_limit_every_configuration_runs(timed_model):
-    configs = tuple(portfolio.Configuration(f"c{i}", timed_model, {"seconds": 50.0, "alpha": a}, 1.0)
+    configs = tuple(configuration.Configuration(f"c{i}", timed_model, {"seconds": 50.0, "alpha": a}, 1.0)
                     for i, a in enumerate([0.1, 10.0, 1000.0]))
     outcome = _portfolio(configs, TimeLimit(None, clock=CLOCK)).run()
     assert [f.config.name for f in outcome.fitted] == ["c0", "c1", "c2"] and outcome.finished
@@ -158,8 +158,8 @@ def test_time_left_goes_to_more_bags_of_the_ensemble_members(timed_model):
     """80 s, nothing kept back: two configurations take 30 s; ``flat`` (a ridge that predicts
     the mean) gets no weight, so the 50 s left buy ``good`` three more bags of 15 s, each on
     another shuffle's folds; a fourth would end past the limit."""
-    configs = (portfolio.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),
-               portfolio.Configuration("flat", timed_model, {"seconds": 5.0, "alpha": 1e9}, 1.0))
+    configs = (configuration.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),
+               configuration.Configuration("flat", timed_model, {"seconds": 5.0, "alpha": 1e9}, 1.0))
     CLOCK.now = 1000.0
     limit = TimeLimit(80, started=CLOCK.now, reserve=0.0, clock=CLOCK)
     run = _portfolio(configs, limit)
@@ -173,7 +173,7 @@ def test_time_left_goes_to_more_bags_of_the_ensemble_members(timed_model):
 
 
 def test_extra_bags_stop_at_their_cap(timed_model):
-    configs = (portfolio.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),)
+    configs = (configuration.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),)
     CLOCK.now = 1000.0
     outcome = _portfolio(configs, TimeLimit(1000, started=CLOCK.now, clock=CLOCK)).run()
     assert outcome.fitted[0].bags == 1 + portfolio.MAX_EXTRA_BAGS and outcome.finished
@@ -183,8 +183,8 @@ def test_extra_bags_stop_at_their_cap(timed_model):
 def test_a_forest_is_not_bagged_again():
     """ExtraTrees has all the weight (the ridge beside it predicts the mean), and time to spare:
     still one bag, as a forest averages randomised trees already."""
-    configs = (portfolio.Configuration("trees", "extra_trees", {"n_estimators": 10}, 1.0),
-               portfolio.Configuration("flat", "ridge", {"alpha": 1e9}, 1.0))
+    configs = (configuration.Configuration("trees", "extra_trees", {"n_estimators": 10}, 1.0),
+               configuration.Configuration("flat", "ridge", {"alpha": 1e9}, 1.0))
     outcome = _portfolio(configs, TimeLimit(1000, started=CLOCK.now, clock=CLOCK)).run()
     assert list(outcome.selection.weights) == [1.0, 0.0]
     assert [f.bags for f in outcome.fitted] == [1, 1] and outcome.finished
@@ -207,7 +207,7 @@ def test_every_bag_predicts_each_row_from_models_that_did_not_see_it(memorizing_
     y = pd.Series(np.random.default_rng(5).normal(size=300), name="target")
     comp = Competition(name="bags", target="target", id="id", cv=CVConfig(folds=3))
     metric = get_metric("rmse")
-    configs = (portfolio.Configuration("memory", memorizing_model, {}, 1.0),)
+    configs = (configuration.Configuration("memory", memorizing_model, {}, 1.0),)
     outcome = portfolio.Portfolio(comp, X, y, 10, task="regression", metric=metric, configs=configs,
                                   methods={"select": ensembles.greedy_weights}, proba=False,
                                   time_limit=TimeLimit(1000, started=CLOCK.now, clock=CLOCK)).run()
@@ -220,7 +220,7 @@ def test_every_bag_predicts_each_row_from_models_that_did_not_see_it(memorizing_
 
 def test_the_default_portfolio_is_data_with_every_family_the_issue_names():
     for task in ("regression", "binary"):
-        configs = portfolio.load(task)
+        configs = configuration.load(task)
         models = [c.model for c in configs]
         for family in ("lightgbm", "catboost", "xgboost", "hist_gbm", "extra_trees", "mlp"):
             assert any(m.startswith(family) for m in models), (task, family)
@@ -239,8 +239,8 @@ def test_lightgbm_levels_runs_only_where_a_category_has_51_to_254_levels(levels)
     X = pd.DataFrame({"x": rng.normal(size=n), "shop": pd.Series([f"s{i}" for i in shop], dtype="str")})
     y = pd.Series(X["x"] + (shop % 5) + rng.normal(scale=0.1, size=n), name="target")
     small = {"max_iter": 40, "n_iter_no_change": 5, "learning_rate": 0.3}
-    configs = (portfolio.Configuration("lightgbm", "lightgbm", small),
-               portfolio.Configuration("lightgbm_levels", "lightgbm", {**small, "native_categories": True}))
+    configs = (configuration.Configuration("lightgbm", "lightgbm", small),
+               configuration.Configuration("lightgbm_levels", "lightgbm", {**small, "native_categories": True}))
     comp = Competition(name="levels", target="target", id="id", cv=CVConfig(folds=3))
     outcome = portfolio.Portfolio(comp, X, y, 10, task="regression", metric=get_metric("rmse"), configs=configs,
                                   methods={"select": ensembles.greedy_weights}, time_limit=TimeLimit(None),
@@ -277,9 +277,9 @@ def test_a_training_matrix_built_again_is_target_encoded_cross_fitted_as_the_fir
 
 def test_a_cheap_configuration_still_runs_in_the_last_seconds(timed_model):
     """2 s left, less than a second a fold: still, the cheap one's price (1.5 s) fits, so it runs."""
-    configs = (portfolio.Configuration("first", timed_model, {"seconds": 10.0}, 1.0),
-               portfolio.Configuration("dear", timed_model, {"seconds": 10.0}, 1.0),
-               portfolio.Configuration("cheap", timed_model, {"seconds": 0.5}, 0.05))
+    configs = (configuration.Configuration("first", timed_model, {"seconds": 10.0}, 1.0),
+               configuration.Configuration("dear", timed_model, {"seconds": 10.0}, 1.0),
+               configuration.Configuration("cheap", timed_model, {"seconds": 0.5}, 0.05))
     CLOCK.now = 1000.0
     limit = TimeLimit(32, started=CLOCK.now, reserve=0.0, clock=CLOCK)
     outcome = _portfolio(configs, limit).run()
@@ -290,8 +290,8 @@ def test_a_cheap_configuration_still_runs_in_the_last_seconds(timed_model):
 def test_time_a_skipped_configuration_leaves_goes_to_bags(timed_model):
     """dear's price (30 s) does not fit the 25 s left after good; two 15 s bags of good do not
     either, one does: the run spends it rather than ending early, and is not finished."""
-    configs = (portfolio.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),
-               portfolio.Configuration("dear", timed_model, {"seconds": 10.0}, 2.0))
+    configs = (configuration.Configuration("good", timed_model, {"seconds": 5.0, "alpha": 0.1}, 1.0),
+               configuration.Configuration("dear", timed_model, {"seconds": 10.0}, 2.0))
     CLOCK.now = 1000.0
     limit = TimeLimit(40, started=CLOCK.now, reserve=0.0, clock=CLOCK)
     outcome = _portfolio(configs, limit).run()

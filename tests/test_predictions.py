@@ -13,7 +13,7 @@ from conftest import mlflow_runs, run_cli, synthetic_frames, write_competition
 
 from pipeline import metrics
 from pipeline import predictions as predictions_io
-from pipeline.tasks import portfolio
+from pipeline.tasks import configuration
 
 
 def test_oof_frame_has_a_row_per_held_out_row_and_repeat_and_a_column_per_class():
@@ -46,7 +46,7 @@ def test_an_ensemble_run_logs_every_member_and_its_blend(workdir):
     (run,) = [r for r in mlflow_runs() if r.data.tags.get("mlflow.parentRunId") is None]
     oof = pd.read_csv(_download(run.info.run_id, "oof.csv", workdir / "dl"))
     # lightgbm_levels is left out: the table has no category of 51 to 254 levels
-    members = [c.name for c in portfolio.load("regression") if c.name != "lightgbm_levels"]
+    members = [c.name for c in configuration.load("regression") if c.name != "lightgbm_levels"]
     assert list(oof.columns) == ["id", "repeat", "fold", "actual", *members, "portfolio"]
     assert len(oof) == 2 * len(train) and sorted(oof["repeat"].unique()) == [0, 1]
     for _, rows in oof.groupby("repeat"):  # every training row once a repeat, folds 0..4

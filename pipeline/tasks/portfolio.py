@@ -35,24 +35,19 @@ measured time fits in what is left, up to ``MAX_EXTRA_BAGS`` times.
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import time
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from models import ensemble as ensembles
-from models import registry
 from models.targets import forward_inverse
-from models.time_limit import TimeLimit
+from models.time_limit import MIN_FIT_SECONDS, TimeLimit
 from pipeline import processes
 from pipeline.config import Competition
 from pipeline.console import say
@@ -60,106 +55,13 @@ from pipeline.errors import UserError
 from pipeline.metrics import Metric
 from pipeline.submission import check_finite
 from pipeline.tasks import kfold
-from pipeline.tasks.base import FoldCallback, Frozen
+from pipeline.tasks.base import FoldCallback
+from pipeline.tasks.configuration import Configuration, Fitted, seeds_of
 from pipeline.tasks.fold_features import FoldFeatures
 
-PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabular.toml"
-MIN_FOLD_SECONDS = 1.0  # a fold is not started with less time than this left
-MIN_STOPPABLE_FOLD_SECONDS = 1.0  # a model that stops itself runs on a shorter share than its price
 CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
 SEEDS_SHARE = 0.8  # of a configuration's time, what its seeds are planned to fill: later fits vary
 MAX_EXTRA_BAGS = 4  # fold sets added to a member with the time left: its fold models are kept, 5x at most
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """One entry of the portfolio: a display name, a registered model and its parameters (a
-    read-only mapping), and its relative ``cost`` (a price before any configuration has been timed)."""
-
-    name: str
-    model: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    cost: float = 1.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "params", Frozen(self.params))
-
-    @property
-    def entry(self) -> registry.ModelEntry:
-        return registry.get(self.model, "tabular")
-
-    @property
-    def capabilities(self) -> registry.Capabilities:
-        return self.entry.capabilities
-
-    @property
-    def encoding(self) -> str:
-        return self.entry.feature_encoding(dict(self.params))
-
-    def build(self, **extra):
-        """A fresh estimator: the registry's defaults, the configuration's params, then ``extra``."""
-        return kfold.create_model(self.model, {**self.params, **extra})
-
-
-def _section(task: str) -> str:
-    return "regression" if task == "regression" else "classification"
-
-
-def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
-    """The ordered configurations for ``task`` (regression, binary, multiclass): data, not code."""
-    with open(path or PORTFOLIO_FILE, "rb") as handle:
-        raw = tomllib.load(handle)
-    return tuple(Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
-                               float(entry.get("cost", 1.0))) for entry in raw[_section(task)])
-
-
-def tuned_by_default(task: str, path: Path | None = None) -> tuple[str, ...]:
-    """The configurations ``make tune`` without a model tunes for ``task``, in turn."""
-    with open(path or PORTFOLIO_FILE, "rb") as handle:
-        return tuple(tomllib.load(handle).get("tune", {}).get(_section(task), ()))
-
-
-@dataclass
-class Fitted:
-    """One configuration's k-fold result. ``oof`` and ``test`` are in the space the model was
-    trained in (log prices, probabilities). ``covered``: the rows its folds held out (all of them
-    unless the time limit cut it after some folds); ``score`` and ``fold_scores`` are on the
-    covered rows the plan scores."""
-
-    config: Configuration
-    oof: np.ndarray
-    predict_seconds: float  # what its fold models will take to predict the test set
-    save_seconds: float  # what pickling its fold models into the run's model will take
-    fold_scores: list[float]
-    score: float
-    seconds: float
-    bag: ensembles.FoldBag
-    repeat_oofs: list[np.ndarray]
-    histories: list[list[dict]]
-    covered: np.ndarray
-    seed_scores: list[float] = field(default_factory=list)  # each seed's score (first repeat), with --seeds
-    seeds: list[int] = field(default_factory=list)  # the seeds used, with --seeds
-    bags: int = 1  # fold sets averaged into ``oof`` and ``bag``: 1, and one per extra bag
-    bag_seconds: float = 0.0  # what the extra bags took (``seconds`` is the first pass's)
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.covered.all())
-
-    @property
-    def last_phase_seconds(self) -> float:
-        return self.predict_seconds + self.save_seconds
-
-    def merged(self, extra: Fitted, score: Callable[[np.ndarray], float]) -> Fitted:
-        """This member with ``extra`` (another bag: the same configuration on another shuffle's
-        folds): out-of-fold predictions averaged by bag, fold models pooled."""
-        bags = self.bags + 1
-        oof = (self.oof * self.bags + extra.oof) / bags
-        return dataclasses.replace(self, oof=oof, predict_seconds=self.predict_seconds + extra.predict_seconds,
-                                   save_seconds=self.save_seconds + extra.save_seconds,
-                                   score=score(oof), bag=ensembles.FoldBag([*self.bag.estimators, *extra.bag.estimators]),
-                                   histories=[*self.histories, *extra.histories], bags=bags,
-                                   bag_seconds=self.bag_seconds + extra.seconds)
 
 
 @dataclass
@@ -169,17 +71,6 @@ class Outcome:
     selection: ensembles.Selection | None
     folds: np.ndarray
     finished: bool  # every configuration ran (none skipped or dropped for time)
-
-
-def _seeds(config: Configuration, count: int) -> list[dict]:
-    """The parameters of each of ``count`` seeds (the model's own seed, then the next ones); one
-    fit for a model without a seed, which every seed would fit alike."""
-    knob = config.capabilities.seed_param
-    if knob is None or count == 1:
-        return [{}]
-    base = {**config.entry.defaults, **config.params}.get(knob)
-    base = 0 if base is None else int(base)
-    return [{knob: base + s} for s in range(count)]
 
 
 def _save_seconds(pipeline: Pipeline) -> float:
@@ -261,7 +152,7 @@ class Portfolio:
         part = self._left() * (share if capabilities.stops_itself else 1.0)
         limit = self.time_limit.within(part) if self.time_limit.limited else self.time_limit
         n_fits = len(splits)
-        seeds = _seeds(config, self.seeds)
+        seeds = seeds_of(config, self.seeds)
         predict_seconds = save_seconds = 0.0
         fold_scores: list[float] = []
         histories: list[list[dict]] = []
@@ -294,7 +185,7 @@ class Portfolio:
                     left = min(self._left(last_phase), limit.left())
                     # The first fit is priced as if alone: the seeds that fit are known after it.
                     fits_left = (n_fits - done) * len(seeds) - index if done or index else n_fits
-                    extra["time_limit"] = max(left / (fits_left if self.time_shares else 1), MIN_FOLD_SECONDS)
+                    extra["time_limit"] = max(left / (fits_left if self.time_shares else 1), MIN_FIT_SECONDS)
                 model = config.build(**extra)
                 features, train, valid = self.features.get(config.encoding, (r, k), valid_idx)
                 if index == 0:  # the fold models of its seeds share the steps: the test set goes through them once
@@ -396,14 +287,14 @@ class Portfolio:
                 continue
             if self.time_limit.limited:
                 estimate = self._estimate(config, fitted)
-                if self._left() < MIN_FOLD_SECONDS * len(self.splits) and not any(
+                if self._left() < MIN_FIT_SECONDS * len(self.splits) and not any(
                         (price := self._estimate(c, fitted)) is not None and price <= self._left()
                         for c in self.configs[position:]):  # a cheap one may still fit (diamonds_cut at 60 s)
                     skipped.extend(c.name for c in self.configs[position:])
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
                     break
-                short = self._left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
+                short = self._left() / len(self.splits) < MIN_FIT_SECONDS
                 if estimate is not None and estimate > self._left() and (short or not config.capabilities.stops_itself):
                     skipped.append(config.name)
                     say(f"  {config.name}: skipped (about {estimate:.0f} s, {self._left():.0f} s left)")

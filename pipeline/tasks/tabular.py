@@ -20,7 +20,7 @@ import pandas as pd
 from features import roles
 from features.rules import RowRule
 from models import ensemble as ensembles
-from models.time_limit import TimeLimit
+from models.time_limit import MIN_FIT_SECONDS, TimeLimit
 from models.training import pick_device
 from pipeline import models_io, params, plots, shift, submission, tracking
 from pipeline import predictions as predictions_io
@@ -31,7 +31,7 @@ from pipeline.data.tabular import TabularData
 from pipeline.errors import OutOfTime, UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import kfold, portfolio
+from pipeline.tasks import configuration, kfold, portfolio
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
 PORTFOLIO = "portfolio"  # the model when none is named: pipeline/portfolios/tabular.toml
@@ -82,7 +82,7 @@ class TabularTask(FileTask):
             say("target: models learn log(1 + target), as RMSLE scores it; predictions are exp'd back")
             comp = dataclasses.replace(comp, target_transform="log1p")
         chosen = model or comp.model.name
-        configs = portfolio.load(task)
+        configs = configuration.load(task)
         if chosen is None and not comp.ensemble.models:
             if cli_params:
                 raise UserError("--param applies to a single model (MODEL=<name>); the portfolio's are in "
@@ -94,7 +94,7 @@ class TabularTask(FileTask):
         else:
             name = params.choose_model(comp, self.registry_kind, task, params.ENSEMBLE, chosen, ensembles=True)
             members = comp.ensemble.models if name == params.ENSEMBLE else (name,)
-            configs = tuple(portfolio.Configuration(member, member) for member in members)
+            configs = tuple(configuration.Configuration(member, member) for member in members)
             method = comp.ensemble.method if name == params.ENSEMBLE else "select"
         if name == params.ENSEMBLE and cli_params:
             raise UserError("--param applies to a single model; set ensemble members' params in [ensemble.params.<model>]")
@@ -109,7 +109,7 @@ class TabularTask(FileTask):
         for member, values in resolved.items():
             params.check(models[member], self.registry_kind, values)
         time_limit = time_limit or TimeLimit(comp.time_limit)
-        needed = portfolio.MIN_FOLD_SECONDS * comp.cv.folds * comp.cv.repeats  # one configuration's fits
+        needed = MIN_FIT_SECONDS * comp.cv.folds * comp.cv.repeats  # one configuration's fits
         if time_limit.limited and time_limit.left() < needed:
             repeats = (f", and {comp.cv.repeats} repeats of {comp.cv.folds} folds need {needed:g} s at least"
                        if comp.cv.repeats > 1 else "")
@@ -124,7 +124,7 @@ class TabularTask(FileTask):
     def tuned_by_default(self, data: TabularData) -> tuple[str, ...]:
         if self.comp.model.name or self.comp.ensemble.models:
             return ()  # the config's model, or its ensemble's members one study each
-        return portfolio.tuned_by_default(self._task_and_metric(data)[0])
+        return configuration.tuned_by_default(self._task_and_metric(data)[0])
 
     def untuned_params(self, plan: Plan) -> dict:
         return dict(plan.params)
@@ -174,7 +174,7 @@ class TabularTask(FileTask):
     def _portfolio(self, data: TabularData, plan: Plan, *, shares: bool = True) -> portfolio.Portfolio:
         X, y = self._xy(data)
         proba = plan.metric.classes is not None  # classifiers combine probabilities
-        configs = tuple(portfolio.Configuration(name, plan.models.get(name, name), values, plan.costs.get(name, 1.0))
+        configs = tuple(configuration.Configuration(name, plan.models.get(name, name), values, plan.costs.get(name, 1.0))
                         for name, values in plan.members.items())
         return portfolio.Portfolio(plan.comp, X, y, len(data.test), task=plan.task, metric=plan.metric,
                                    configs=configs, methods=_methods(plan.method, proba), time_limit=plan.time_limit,
@@ -192,7 +192,7 @@ class TabularTask(FileTask):
         configs, proba = run.configs, run.proba
         inverse = (lambda v: v) if proba else run.inverse
 
-        def finished(one: portfolio.Fitted, selection: ensembles.Selection) -> None:
+        def finished(one: configuration.Fitted, selection: ensembles.Selection) -> None:
             clock = f" at {limit.elapsed():.0f} of {limit.seconds:g} s" if limit.limited else ""
             ensemble = f"; ensemble {selection.score:.5f}" if len(configs) > 1 else ""
             if one.bags > 1:  # another bag of a member: its child run holds the first pass
@@ -347,7 +347,7 @@ def _methods(method: str, proba: bool) -> dict:
     return {method: table[method]}
 
 
-def _as_result(one: portfolio.Fitted, inverse, run: portfolio.Portfolio) -> CVResult:
+def _as_result(one: configuration.Fitted, inverse, run: portfolio.Portfolio) -> CVResult:
     """One configuration's k-fold result, its predictions on the target's own scale; rows its
     folds did not cover (the time limit cut it) are held out by no fold (-1)."""
     folds = np.where(one.covered, run.folds, -1)

@@ -1,0 +1,127 @@
+"""A portfolio's configurations and what fitting one gives: data, not code.
+
+A :class:`Configuration` is a display name, a registered model, its parameters (on top of the
+registry's defaults) and its relative price; the default ones are read from
+``pipeline/portfolios/tabular.toml``. A :class:`Fitted` is one configuration's k-fold result from
+the one loop (``pipeline.tasks.portfolio.Portfolio.fit``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import ensemble as ensembles
+from models import registry
+from pipeline.tasks import kfold
+from pipeline.tasks.base import Frozen
+
+PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabular.toml"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One entry of the portfolio: a display name, a registered model and its parameters (a
+    read-only mapping), and its relative ``cost`` (a price before any configuration has been timed)."""
+
+    name: str
+    model: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    cost: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", Frozen(self.params))
+
+    @property
+    def entry(self) -> registry.ModelEntry:
+        return registry.get(self.model, "tabular")
+
+    @property
+    def capabilities(self) -> registry.Capabilities:
+        return self.entry.capabilities
+
+    @property
+    def encoding(self) -> str:
+        return self.entry.feature_encoding(dict(self.params))
+
+    def build(self, **extra):
+        """A fresh estimator: the registry's defaults, the configuration's params, then ``extra``."""
+        return kfold.create_model(self.model, {**self.params, **extra})
+
+
+def _section(task: str) -> str:
+    return "regression" if task == "regression" else "classification"
+
+
+def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
+    """The ordered configurations for ``task`` (regression, binary, multiclass): data, not code."""
+    with open(path or PORTFOLIO_FILE, "rb") as handle:
+        raw = tomllib.load(handle)
+    return tuple(Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
+                               float(entry.get("cost", 1.0))) for entry in raw[_section(task)])
+
+
+def tuned_by_default(task: str, path: Path | None = None) -> tuple[str, ...]:
+    """The configurations ``make tune`` without a model tunes for ``task``, in turn."""
+    with open(path or PORTFOLIO_FILE, "rb") as handle:
+        return tuple(tomllib.load(handle).get("tune", {}).get(_section(task), ()))
+
+
+@dataclass
+class Fitted:
+    """One configuration's k-fold result. ``oof`` and ``test`` are in the space the model was
+    trained in (log prices, probabilities). ``covered``: the rows its folds held out (all of them
+    unless the time limit cut it after some folds); ``score`` and ``fold_scores`` are on the
+    covered rows the plan scores."""
+
+    config: Configuration
+    oof: np.ndarray
+    predict_seconds: float  # what its fold models will take to predict the test set
+    save_seconds: float  # what pickling its fold models into the run's model will take
+    fold_scores: list[float]
+    score: float
+    seconds: float
+    bag: ensembles.FoldBag
+    repeat_oofs: list[np.ndarray]
+    histories: list[list[dict]]
+    covered: np.ndarray
+    seed_scores: list[float] = field(default_factory=list)  # each seed's score (first repeat), with --seeds
+    seeds: list[int] = field(default_factory=list)  # the seeds used, with --seeds
+    bags: int = 1  # fold sets averaged into ``oof`` and ``bag``: 1, and one per extra bag
+    bag_seconds: float = 0.0  # what the extra bags took (``seconds`` is the first pass's)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.covered.all())
+
+    @property
+    def last_phase_seconds(self) -> float:
+        return self.predict_seconds + self.save_seconds
+
+    def merged(self, extra: Fitted, score: Callable[[np.ndarray], float]) -> Fitted:
+        """This member with ``extra`` (another bag: the same configuration on another shuffle's
+        folds): out-of-fold predictions averaged by bag, fold models pooled."""
+        bags = self.bags + 1
+        oof = (self.oof * self.bags + extra.oof) / bags
+        return dataclasses.replace(self, oof=oof, predict_seconds=self.predict_seconds + extra.predict_seconds,
+                                   save_seconds=self.save_seconds + extra.save_seconds,
+                                   score=score(oof), bag=ensembles.FoldBag([*self.bag.estimators, *extra.bag.estimators]),
+                                   histories=[*self.histories, *extra.histories], bags=bags,
+                                   bag_seconds=self.bag_seconds + extra.seconds)
+
+
+def seeds_of(config: Configuration, count: int) -> list[dict]:
+    """The parameters of each of ``count`` seeds (the model's own seed, then the next ones); one
+    fit for a model without a seed, which every seed would fit alike."""
+    knob = config.capabilities.seed_param
+    if knob is None or count == 1:
+        return [{}]
+    base = {**config.entry.defaults, **config.params}.get(knob)
+    base = 0 if base is None else int(base)
+    return [{knob: base + s} for s in range(count)]
