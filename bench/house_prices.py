@@ -27,9 +27,9 @@ def bench(comp: config.Competition, data_dir: Path, workdir: Path, label: str) -
         outcome = stages.run(comp, data_dir, output=workdir / f"submission-{label}.csv", tuned=False)
     wall = time.perf_counter() - started
     print(f"\n{label}: {data_dir}")
-    print(f"  {'model':<14} {'cv all rows':>12} {'cv w/o outliers':>16}")
+    print(f"  {'model':<14} {'cv (headline)':>14} {'with outliers':>14}")
     for name, score in outcome.scores.items():
-        print(f"  {name:<14} {score:>12.5f} {outcome.scores_without_outliers[name]:>16.5f}")
+        print(f"  {name:<14} {score:>14.5f} {outcome.scores_with_outliers.get(name, score):>14.5f}")
     if outcome.weights:
         print("  weights: " + ", ".join(f"{n} {w:.3f}" for n, w in outcome.weights.items()))
     if outcome.local_score is not None:

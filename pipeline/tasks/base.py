@@ -5,7 +5,7 @@ The stages (``pipeline.stages``, ``pipeline.tune``) ask a task and never branch 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,30 +19,23 @@ FoldCallback = Callable[[int, float], None]  # (fold, its score)
 EpochCallback = Callable[[int, dict, int], None]  # (fold, that epoch's log, the fit's planned epochs)
 
 
-class Frozen(Mapping):
-    """A read-only mapping (nested mappings frozen too) that pickles and compares as a dict."""
+class Frozen(dict):
+    """A read-only dict (nested dicts frozen too): it still serialises, logs and pickles as a dict."""
 
     def __init__(self, items: Mapping | None = None):
-        self._items = {k: Frozen(v) if isinstance(v, Mapping) and not isinstance(v, Frozen) else v
-                       for k, v in (items or {}).items()}
+        super().__init__({k: Frozen(v) if isinstance(v, Mapping) and not isinstance(v, Frozen) else v
+                          for k, v in (items or {}).items()})
 
-    def __getitem__(self, key):
-        return self._items[key]
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a plan is read-only: make a new one")
 
-    def __iter__(self) -> Iterator:
-        return iter(self._items)
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+    def __reduce__(self):
+        return (Frozen, (dict(self),))
 
     def __hash__(self):
         raise TypeError("unhashable type: 'Frozen'")
-
-    def __repr__(self) -> str:
-        return repr(self._items)
 
 
 @dataclass(frozen=True)
