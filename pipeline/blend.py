@@ -87,13 +87,15 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
     fit_rows = oofs[0]["fit"].to_numpy(dtype=bool)
     columns = np.column_stack([forward(oof["oof"].to_numpy(dtype=float)) for oof in oofs])
     target = forward(actual.astype(float))
-    scores = {run_id: metric.score(actual, oof["oof"].to_numpy()) for run_id, oof in zip(run_ids, oofs, strict=True)}
+    # Scored on the rows each run scored (its "fit" rows: those the config's outliers rule keeps).
+    scores = {run_id: metric.score(actual[fit_rows], oof["oof"].to_numpy()[fit_rows])
+              for run_id, oof in zip(run_ids, oofs, strict=True)}
 
     methods = dict(ensembles.METHODS) if method == "best" else {method: ensembles.METHODS[method]}
     chosen = ensembles.select(columns, actual, folds, methods, metric.score, metric.greater_is_better,
                               fit_rows=fit_rows, target=target, inverse=inverse)
     weights, intercept = chosen.weights, chosen.intercept
-    cv_score = metric.score(actual, chosen.oof)
+    cv_score = chosen.score
     for run_id, weight in zip(run_ids, weights, strict=True):
         say(f"  run {run_id}: cv {metric.name} {scores[run_id]:.5f}, weight {weight:.3f}")
     say(f"blend ({chosen.method}): cv {metric.name} {cv_score:.5f}")

@@ -69,7 +69,7 @@ def test_seeds_average_several_fits_and_the_run_records_them(workdir, capsys):
     comp = _competition(folder, "regression", 0.0, cv=config.CVConfig(folds=3, seed=0, seeds=3))
     outcome = stages.run(comp, folder, model="hist_gbm", output=folder / "submission.csv", tuned=False)
     out = capsys.readouterr().out
-    assert "over seeds 0, 1, 2" in out
+    assert "over 3 seeds (0 to 2)" in out
     run = mlflow.get_run(outcome.run_id)
     assert run.data.params["cv.seeds"] == "3"
     submitted = pd.read_csv(folder / "submission.csv")["target"].to_numpy()
