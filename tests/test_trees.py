@@ -101,7 +101,7 @@ def test_a_time_limit_stops_the_fit_at_the_end_of_a_round(model, task):
     # Any round takes longer than a nanosecond: the first round's end is past the limit.
     fitted = fitted_pipeline(model, task, max_iter=500, time_limit=1e-9).steps[-1][1]
     assert fitted.n_iter_ == 1 and fitted.best_iteration_ == 1
-    with pytest.raises(ValueError, match="time limit"):
+    with pytest.raises(ValueError, match="time_limit=-1.0: a positive number of seconds"):
         fitted_pipeline(model, task, time_limit=-1.0)
 
 
