@@ -21,7 +21,18 @@ import torch
 from models import distributed, registry
 from models.time_limit import TimeLimit
 from models.vision import parameter_count
-from pipeline import config, leaderboard, processes, reuse, stages, studies, tracking, tune
+from pipeline import (
+    config,
+    leaderboard,
+    model_board,
+    permutation,
+    processes,
+    reuse,
+    stages,
+    studies,
+    tracking,
+    tune,
+)
 from pipeline.console import say
 from pipeline.data import sources
 from pipeline.errors import UserError
@@ -181,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
     reuse.add_parsers(stages)  # predict, blend, serve
     leaderboard.add_parser(stages)
+    model_board.add_parser(stages)
+    permutation.add_parser(stages)
     return parser
 
 
@@ -263,7 +276,9 @@ def _stage_models(args) -> None:
 
 def _stage_ui(args) -> None:
     command = tracking.ui_command(args.port, args.workers)
-    say(f"MLflow UI on http://127.0.0.1:{args.port} for {tracking.tracking_uri()}")
+    # MLflow 3 opens in its GenAI view (traces); workflowType picks the model-training one.
+    say(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
+        f"for {tracking.tracking_uri()}")
     os.execv(command[0], command)
 
 
@@ -277,6 +292,8 @@ STAGES = {
     "ui": _stage_ui,
     **reuse.STAGES,
     **leaderboard.STAGES,
+    **model_board.STAGES,
+    **permutation.STAGES,
 }
 
 

@@ -123,6 +123,7 @@ class Outcome:
     selection: ensembles.Selection | None
     folds: np.ndarray
     finished: bool  # every configuration ran (none skipped or dropped for time)
+    skipped_reasons: dict[str, str] = field(default_factory=dict)  # each configuration that did not run: why
 
 
 def _accepts(model, name: str) -> bool:
@@ -180,6 +181,8 @@ class Portfolio:
         for r, k, _, valid_idx in self.splits:
             self.repeat_folds[r][valid_idx] = k
         self.folds = self.repeat_folds[0]  # where the selection's weights are cross-fitted
+        self.skipped_reasons: dict[str, str] = {}
+        self.on_fold: Callable[[str, int, int], None] | None = None  # (configuration, folds done, folds)
 
     # --- scores -------------------------------------------------------------------------------
     def _score(self, rows: np.ndarray | slice, predictions: np.ndarray) -> float:
@@ -229,8 +232,9 @@ class Portfolio:
                 per_fold = (clock() - started) / done
                 left = self._left(predict_seconds * n_fits / done)
                 if per_fold * (1 if stoppable else n_fits - done) > left:
-                    say(f"  {config.name}: dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, "
-                        f"{left:.0f} s left)")
+                    reason = f"dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, {left:.0f} s left)"
+                    self.skipped_reasons.setdefault(config.name, reason)
+                    say(f"  {config.name}: {reason}")
                     return None
             fold_sum = None
             for seed in seeds:
@@ -258,6 +262,8 @@ class Portfolio:
             predictions = fold_sum / len(seeds)
             repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
             fold_scores.append(self._score(valid_idx, predictions))
+            if self.on_fold:
+                self.on_fold(config.name, done + 1, n_fits)
         each = [repeat_oofs[r] for r in sorted(repeat_oofs)]
         score = float(np.mean([self._score(slice(None), oof) for oof in each]))
         seed_scores = [self._score(slice(None), seed_oofs[s]) for s in sorted(seed_oofs)]
@@ -299,8 +305,9 @@ class Portfolio:
         selection = None
         for position, config in enumerate(self.configs):
             if not self._distinct(config):
-                say(f"  {config.name}: left out (no category of 51 to 254 levels: its features would be the "
-                    "same as without native_categories)")
+                self.skipped_reasons[config.name] = ("left out (no category of 51 to 254 levels: its features would "
+                                                     "be the same as without native_categories)")
+                say(f"  {config.name}: {self.skipped_reasons[config.name]}")
                 continue
             limit = self.time_limit
             if limit.limited:
@@ -309,6 +316,8 @@ class Portfolio:
                         (price := self._estimate(c, fitted)) is not None and price <= self._left()
                         for c in self.configs[position:]):  # a cheap one may still fit (diamonds_cut at 60 s)
                     skipped.extend(c.name for c in self.configs[position:])
+                    self.skipped_reasons.update({c.name: f"skipped (not started: {self._left():.0f} s of work left)"
+                                                 for c in self.configs[position:]})
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
                     break
@@ -316,7 +325,8 @@ class Portfolio:
                 short = self._left() / len(self.splits) < MIN_STOPPABLE_FOLD_SECONDS
                 if estimate is not None and estimate > self._left() and (short or not stoppable):
                     skipped.append(config.name)
-                    say(f"  {config.name}: skipped (about {estimate:.0f} s, {self._left():.0f} s left)")
+                    self.skipped_reasons[config.name] = f"skipped (about {estimate:.0f} s, {self._left():.0f} s left)"
+                    say(f"  {config.name}: {self.skipped_reasons[config.name]}")
                     continue
             one = self._fit_one(config, last=position == len(self.configs) - 1)
             if one is None:
@@ -332,7 +342,8 @@ class Portfolio:
         if self.time_limit.limited:  # a configuration skipped for its price leaves time a bag may fit
             selection, bagged = self._bag_more(selection, on_fitted)
             finished = finished and bagged
-        return Outcome(self.fitted, skipped, selection, self.folds, finished=finished)
+        return Outcome(self.fitted, skipped, selection, self.folds, finished=finished,
+                       skipped_reasons=dict(self.skipped_reasons))
 
     def _distinct(self, config: Configuration) -> bool:
         """Whether ``config``'s features can differ from those of the same model without

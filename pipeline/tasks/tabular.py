@@ -22,7 +22,7 @@ from features.rules import RowRule
 from models import ensemble as ensembles
 from models.time_limit import TimeLimit
 from models.training import pick_device
-from pipeline import models_io, params, plots, shift, submission, tracking
+from pipeline import models_io, params, plots, run_report, shift, submission, tracking
 from pipeline import predictions as predictions_io
 from pipeline.console import say
 from pipeline.data import checks
@@ -197,16 +197,18 @@ class TabularTask(FileTask):
             result.scores[plan.model] = result.score
             without[plan.model] = _without(result, y, outliers, metric, proba)
             say(f"  ensemble ({outcome.selection.method}): " + ", ".join(
-                f"{n} {w:.3f}" for n, w in result.weights.items() if w > 0))
+                f"{n} {w:.3f}" for n, w in result.weights.items()))
             tracking.log_json(result.weights, "ensemble_weights.json")
             tracking.log_params({"ensemble.method_used": outcome.selection.method,
                                  "ensemble.intercept": round(outcome.selection.intercept, 6),
                                  **{f"weight.{n}": round(w, 4) for n, w in result.weights.items()}})
-            tracking.log_figure(plots.model_comparison(result.scores, metric.name), "model_comparison.png")
+            tracking.log_figure(plots.model_comparison(result.scores, metric.name, final=plan.model),
+                                "model_comparison.png")
         result.scores_without_outliers = without
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
+        result.leaderboard = run_report.log_portfolio(outcome, result, plan, len(data.test))
         members = {f.config.name: [inverse(oof) for oof in f.repeat_oofs] for f in outcome.fitted}
         if len(configs) > 1:
             members[plan.model] = [r.oof for r in result.repeats] or [result.oof]
@@ -297,6 +299,8 @@ class TabularTask(FileTask):
             tracking.log_figure(plots.predicted_vs_actual(y.to_numpy(), result.oof, log=log, title=title),
                                 "predicted_vs_actual.png")
             tracking.log_figure(plots.residuals(y.to_numpy(), result.oof, log=log, title=title), "residuals.png")
+        elif plots_too and metric.classes is not None and result.oof.dtype.kind == "f":
+            run_report.log_classification_figures(y, result.oof, metric.classes, f"{name}: out-of-fold")
 
 
 

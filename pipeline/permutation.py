@@ -1,0 +1,151 @@
+"""Permutation importance of a finished tabular run's final model, added to the run:
+``python -m pipeline importance RUN --data-dir DIR [--time-limit S]``.
+
+As AutoGluon's ``feature_importance()``, a separate call with a time limit of its own: how much
+the out-of-fold score worsens when one input column is shuffled. Each training row is predicted
+by the final model's fold models that did not see it (the first shuffle's), so the unshuffled
+score is the run's own CV score. The columns are taken in the file's order; those the time limit
+does not reach are left empty and named in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.ensemble import FoldBag, PrefitEnsemble
+from models.time_limit import TimeLimit
+from pipeline import importance, model_board, tracking
+from pipeline.console import say
+from pipeline.errors import UserError
+from pipeline.metrics import get as get_metric
+from pipeline.predict import read_input
+from pipeline.tasks import kfold
+
+REPEATS = 3  # shuffles per column
+
+
+def fold_models(final: PrefitEnsemble, bags: dict[str, int], folds: int, repeats: int) -> list[PrefitEnsemble]:
+    """The final ensemble as ``folds`` ensembles, the k-th of each member's first-shuffle fold-k
+    models (a member's fold models come shuffle by shuffle, fold by fold, its seeds together)."""
+    per_fold = []
+    for k in range(folds):
+        members = []
+        for name, bag in final.members:
+            estimators = bag.estimators
+            splits = bags.get(name, 1) * repeats * folds
+            if len(estimators) % splits:
+                raise UserError(f"member {name}: {len(estimators)} fold models do not split into {splits} fits")
+            each = len(estimators) // splits
+            members.append((name, FoldBag(estimators[k * each:(k + 1) * each])))
+        per_fold.append(PrefitEnsemble(members, final.weights, final.intercept, final.target_transform))
+    return per_fold
+
+
+def predict_out_of_fold(models: list[PrefitEnsemble], X: pd.DataFrame, fold: np.ndarray, classes) -> np.ndarray:
+    """Each row with ``fold`` k predicted by ``models[k]``: probabilities (P(second class) for
+    two), or values; rows of no fold stay 0."""
+    out = None
+    for k, model in enumerate(models):
+        rows = np.flatnonzero(fold == k)
+        if classes is None:
+            values = np.asarray(model.predict(X.iloc[rows]), dtype=float)
+        else:
+            values = model.predict_proba(X.iloc[rows])
+            values = values[:, 1] if len(classes) == 2 else values
+        if out is None:
+            out = np.zeros((len(X), *values.shape[1:]))
+        out[rows] = values
+    return out
+
+
+def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -> pd.DataFrame:
+    """Each input column's permutation importance (the mean worsening of the score over
+    ``REPEATS`` shuffles, and its spread) for the final model of ``run_id``, within ``seconds``."""
+    limit = TimeLimit(seconds, reserve=0.0)
+    params = tracking.run_params(run_id)
+    target, id_column, metric_name = params.get("target"), params.get("id"), params.get("metric")
+    if not (target and id_column and metric_name and params.get("cv.folds")):
+        raise UserError(f"run {run_id}: not a tabular train or submit run (no target, id, metric and folds)")
+    train_path = Path(data_dir) / params.get("train_file", "train.csv")
+    if not train_path.is_file():
+        raise UserError(f"{train_path}: not found (--data-dir: the run's data folder)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = tracking.load_estimator(run_id, Path(tmp))
+        oof_path = tracking.download_artifact(run_id, "predictions/oof.csv", Path(tmp))
+        if oof_path is None:
+            raise UserError(f"run {run_id}: no predictions/oof.csv (the rows' folds)")
+        oof = pd.read_csv(oof_path, dtype={id_column: str})
+    columns, final = model.steps[0][1], model.steps[-1][1]
+    if not isinstance(final, PrefitEnsemble):
+        raise UserError(f"run {run_id}: its model was refit on every row; permutation importance needs its fold models")
+    board = model_board.of_run(run_id)
+    train = read_input(train_path, id_column)
+    first = oof[oof["repeat"] == 0]
+    fold = train[id_column].astype(str).map(dict(zip(first[id_column], first["fold"], strict=True)))
+    fold = fold.fillna(-1).to_numpy(int)
+    X = columns.transform(train.drop(columns=[target]))
+    classes = None if params.get("task") == "regression" else np.unique(train[target].to_numpy())
+    metric = get_metric(metric_name)
+    metric = metric if classes is None else metric.with_classes(classes)
+    bags = dict(zip(board["model"], board["bags"].fillna(1).astype(int), strict=True))
+    models = fold_models(final, bags, int(params["cv.folds"]), int(params.get("cv.repeats", 1)))
+    held, y = fold >= 0, train[target].to_numpy()
+
+    def score(frame: pd.DataFrame) -> float:
+        return kfold.score(metric, y[held], predict_out_of_fold(models, frame, fold, classes)[held], classes is not None)
+
+    base = score(X)
+    sign = 1.0 if metric.greater_is_better else -1.0
+    rng = np.random.default_rng(seed)
+    rows = []
+    for column in X.columns:
+        drops = []
+        while len(drops) < REPEATS and limit.left() > 0:
+            shuffled = X.copy()
+            shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
+            drops.append(sign * (base - score(shuffled)))
+        rows.append({"feature": column, "permutation": float(np.mean(drops)) if drops else math.nan,
+                     "permutation_std": float(np.std(drops)) if drops else math.nan, "permutation_repeats": len(drops)})
+    frame = pd.DataFrame(rows)
+    missed = frame.loc[frame["permutation_repeats"] == 0, "feature"].tolist()
+    say(f"permutation importance: {len(X.columns) - len(missed)} of {len(X.columns)} columns in "
+        f"{limit.elapsed():.0f} s, cv {metric.name} {base:.5f} on {int(held.sum())} out-of-fold rows"
+        + (f"; not reached in {seconds:g} s: {', '.join(map(str, missed[:10]))}" if missed else ""))
+    return frame
+
+
+def add_to_run(run_id: str, data_dir: Path, seconds: float) -> pd.DataFrame:
+    """Permutation importance beside the run's gain importance, logged on the run again."""
+    frame = permutation(run_id, data_dir, seconds=seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        earlier = tracking.download_artifact(run_id, importance.ARTIFACT, Path(tmp))
+        if earlier is not None:
+            gains = pd.read_csv(earlier)
+            if "gain" in gains:
+                frame = frame.merge(gains[["feature", "gain"]], on="feature", how="outer")
+    frame = frame.sort_values("permutation", ascending=False, na_position="last")
+    with tracking.reopened(run_id):
+        importance.log(frame, f"run {run_id[:8]}: permutation importance on out-of-fold rows")
+    return frame
+
+
+def add_parser(stages) -> None:
+    parser = stages.add_parser("importance", help="add the permutation importance of a finished tabular run's "
+                                                  "final model (out-of-fold rows) to the run")
+    parser.add_argument("run_id", metavar="RUN", help="the run's id (the last lines of train and submit print it)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the run's data folder (its train file)")
+    parser.add_argument("--time-limit", type=float, default=120.0, metavar="SECONDS",
+                        help="seconds for the whole computation; columns not reached are left empty (default 120)")
+
+
+def _stage_importance(args) -> None:
+    frame = add_to_run(args.run_id, args.data_dir, args.time_limit)
+    print(frame.head(20).to_string(index=False))
+
+
+STAGES = {"importance": _stage_importance}
