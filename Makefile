@@ -57,7 +57,8 @@ PARAMS_ARGS = $(foreach param,$(PARAMS),--param $(param)) $(if $(STUDY),--study 
 SHIFT_ARGS = $(if $(DROP_SHIFTED),--drop-shifted $(DROP_SHIFTED))
 STORAGE_ARGS = $(if $(STORAGE),--storage $(STORAGE))
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
-DIST_ARGS = --nproc $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) --master-port $(MASTER_PORT) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
+# Only what differs from the defaults: a table's command line carries no image-only flags.
+DIST_ARGS = $(if $(filter-out 1,$(NPROC)),--nproc $(NPROC)) $(if $(filter-out 1,$(NNODES)),--nnodes $(NNODES)) $(if $(filter-out 0,$(NODE_RANK)),--node-rank $(NODE_RANK)) $(if $(filter-out 29500,$(MASTER_PORT)),--master-port $(MASTER_PORT)) $(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(if $(filter 0,$(RESUME)),--no-resume)
 
 .PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-image-suite bench-tabular predict blend serve leaderboard
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import os
 import signal
 import sys
@@ -34,7 +35,7 @@ from pipeline import (
     tune,
 )
 from pipeline.console import say
-from pipeline.data import sources
+from pipeline.data import sample_columns, sources
 from pipeline.errors import UserError
 from pipeline.tasks.image_setup import as_image_competition  # issue 20: images without a config
 
@@ -199,15 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_competition(args) -> config.Competition:
     overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
-    name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
-                                   columns_given=bool(args.target or args.id_column))
-    comp = config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
-                       **overrides)
+    data_dir = _data_dir(args)
+    target, id_column = args.target, args.id_column
+    folder_config = data_dir is not None and (config.CONFIG_DIR / f"{Path(data_dir).resolve().name}.toml").is_file()
+    unconfigured = args.config is None and not (args.competition and (config.CONFIG_DIR / f"{args.competition}.toml")
+                                                .is_file()) and not (args.competition is None and folder_config)
+    if unconfigured and data_dir is not None and not (target and id_column):  # a folder is enough: its sample's
+        id_column, target = sample_columns.infer(data_dir, target=target, id_column=id_column) or (id_column, target)
+    name = config.competition_name(args.competition, data_dir=data_dir, config_file=args.config,
+                                   columns_given=bool(target or id_column))
+    comp = config.load(name, config_file=args.config, target=target, id_column=id_column, **overrides)
     # --- images (issue 20): a competition without a config whose files are images is an image one
     configured = args.config is not None or (config.CONFIG_DIR / f"{name}.toml").is_file()
-    data_dir = _data_dir(args)
     if not configured and data_dir is not None:
-        comp = as_image_competition(comp, data_dir)
+        found_target, found_id = sample_columns.resolve_in_folder(data_dir, comp.target, comp.id)  # Default: default
+        comp = as_image_competition(dataclasses.replace(comp, target=found_target, id=found_id), data_dir)
     return comp
 
 

@@ -257,8 +257,10 @@ class ImageTask(FileTask):
             checkpoints.close_folder(result.checkpoints, "refit.pt")
         seconds = time.perf_counter() - started
         tracking.log_metrics({"refit_seconds": seconds})
+        note = final.epoch_plan_["note"]  # the epochs planned for the time limit: not said twice
+        said = note and not note.startswith(f"{final.epoch_plan_['epochs']} epochs in")
         say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s"
-            + (f" ({final.epoch_plan_['note']})" if final.epoch_plan_["note"] else ""))
+            + (f" ({note})" if said else ""))
         _log_model(final, plan.model, values, in_channels=1 if images.X_train.ndim == 3 else images.X_train.shape[1])
         models_io.log_image(self.comp, final, plan.model, values, images.X_train, plan.metric,
                             first_pixel=1 if data.layout == "fashion-mnist-csv" else 0)  # as its CSV files number them

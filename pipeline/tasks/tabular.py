@@ -24,6 +24,7 @@ from models.time_limit import TimeLimit
 from models.training import pick_device
 from pipeline import models_io, params, plots, run_report, shift, submission, tracking
 from pipeline import predictions as predictions_io
+from pipeline import progress as progress_bars
 from pipeline.console import say
 from pipeline.data import checks
 from pipeline.data import tabular as files
@@ -185,7 +186,12 @@ class TabularTask(FileTask):
                         tracking.log_params({"seeds": " ".join(map(str, one.seeds))})
                     self._log_result(_as_result(one, inverse, run.folds), metric, data, one.config.name, plots_too=False)
 
-        outcome = run.run(finished)
+        bar = progress_bars.PortfolioBar(len(configs), limit, progress_bars.enabled(progress))
+        run.on_fold = bar.fold
+        try:
+            outcome = run.run(finished)
+        finally:
+            bar.close()
         if limit.limited and outcome.finished:
             say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
         result = _ensemble_result(outcome, inverse, metric, run, comp.target_transform, proba)
