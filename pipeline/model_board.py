@@ -62,6 +62,11 @@ def table(rows: Sequence[Row], *, greater_is_better: bool) -> pd.DataFrame:
     return frame
 
 
+def with_final(frame: pd.DataFrame, final: Row) -> pd.DataFrame:
+    """``frame`` with ``final`` on top (an image run's refit)."""
+    return pd.concat([table([final], greater_is_better=True), frame], ignore_index=True)
+
+
 def from_portfolio(outcome, weights: Mapping[str, float], test_rows: int, *, final: Row | None,
                    greater_is_better: bool) -> pd.DataFrame:
     """The table of a portfolio's ``outcome`` (``pipeline.tasks.portfolio.Outcome``): its fitted
@@ -74,7 +79,8 @@ def from_portfolio(outcome, weights: Mapping[str, float], test_rows: int, *, fin
         if name in ran:  # an extra bag dropped for time: the configuration itself finished
             continue
         status = next((s for s in ("left out", "dropped", "skipped") if said.startswith(s)), "skipped")
-        rows.append(Row(name, status, reason=said.removeprefix(status).strip().removeprefix("(").removesuffix(")")))
+        reason = said.removeprefix(status).strip()
+        rows.append(Row(name, status, reason=reason[1:-1] if reason.startswith("(") else reason))
     return table([*([final] if final else []), *rows], greater_is_better=greater_is_better)
 
 
