@@ -105,6 +105,13 @@ blend: $(VENV)/.installed ## combine finished runs RUNS="<run id> <run id> ..." 
 leaderboard: $(VENV)/.installed ## sync public scores of uploads into their runs; CV against public, rank correlation (RUN= SUBMISSION= links one)
 	$(PY) -m pipeline leaderboard $(if $(COMPETITION),--competition $(COMPETITION)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RUN),--run $(RUN)) $(if $(SUBMISSION),--submission $(SUBMISSION))
 
+.PHONY: model-board importance
+model-board: $(VENV)/.installed ## print the model leaderboard of a finished run RUN=<id> (its leaderboard.csv)
+	$(PY) -m pipeline model-board $(RUN)
+
+importance: $(VENV)/.installed ## add permutation importance of run RUN=<id>'s final model to it (DATA_DIR=, TIME= seconds)
+	$(PY) -m pipeline importance $(RUN) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(TIME),--time-limit $(TIME))
+
 serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001): POST rows as JSON to /invocations
 	$(PY) -m pipeline serve $(REUSE_ARGS) --port $(SERVE_PORT)
 

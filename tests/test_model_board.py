@@ -158,3 +158,21 @@ def test_progress_bars_only_on_a_terminal_or_when_asked(workdir):
     shown = run_cli("train", "--data-dir", folder, "--model", "logistic", "--study", "ignore", "--progress")
     assert shown.code == 0 and "configuration 1 of 1: logistic" in shown.err
     assert quiet.out.count("\n") == shown.out.count("\n")  # the lines are the same either way
+
+
+# --- clean lines --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_table_command_line_carries_no_image_only_flags():
+    import subprocess
+
+    from conftest import REPO
+
+    def submit_line(*variables: str) -> str:
+        made = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", "PY=python",
+                               "submit", *variables], capture_output=True, text=True, check=True, cwd=REPO)
+        return " ".join(next(line for line in made.stdout.splitlines() if "pipeline submit" in line).split())
+
+    plain = submit_line("DATA_DIR=x")
+    assert not any(flag in plain for flag in ("--nproc", "--nnodes", "--node-rank", "--master-port"))
+    assert "--nproc 2 --master-port 29600" in submit_line("NPROC=2", "MASTER_PORT=29600")
