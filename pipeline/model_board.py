@@ -23,6 +23,7 @@ from pipeline.console import say
 from pipeline.errors import UserError
 
 ARTIFACT = "leaderboard.csv"
+DECIMALS = {"cv_score": 6, "cv_std": 6, "fit_seconds": 2, "predict_seconds_per_1k": 4, "weight": 4}  # readable in the UI
 COLUMNS = ("model", "status", "cv_score", "cv_std", "fit_seconds", "predict_seconds_per_1k", "weight", "bags",
            "seeds", "reason")
 
@@ -59,7 +60,7 @@ def table(rows: Sequence[Row], *, greater_is_better: bool) -> pd.DataFrame:
                *(r for r in rows if r.status not in ("final", "finished"))]
     frame = pd.DataFrame([r.__dict__ for r in ordered], columns=list(COLUMNS))
     frame["bags"] = frame["bags"].astype("Int64")
-    return frame
+    return frame.round(DECIMALS)
 
 
 def with_final(frame: pd.DataFrame, final: Row) -> pd.DataFrame:
