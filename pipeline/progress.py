@@ -40,3 +40,27 @@ class PortfolioBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class TrialsBar:
+    """One bar over a tune's trials, with the time used against the limit."""
+
+    def __init__(self, total: int, limit: TimeLimit, shown: bool):
+        self.limit = limit
+        self.bar = tqdm(total=total, desc="tune", unit="trial", disable=not shown, leave=False, file=sys.stderr)
+
+    def _clock(self) -> None:
+        if self.limit.limited:
+            self.bar.set_postfix_str(f"{self.limit.elapsed():.0f} of {self.limit.seconds:g} s", refresh=False)
+
+    def trial(self) -> None:
+        self._clock()
+        self.bar.update(1)
+
+    def to(self, done: int) -> None:
+        """``done`` trials finished so far (the workers' count)."""
+        self._clock()
+        self.bar.update(max(0, min(done, self.bar.total) - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()
