@@ -3,9 +3,11 @@
 
 As AutoGluon's ``feature_importance()``, a separate call with a time limit of its own: how much
 the out-of-fold score worsens when one input column is shuffled. Each training row is predicted
-by the final model's fold models that did not see it (the first shuffle's), so the unshuffled
-score is the run's own CV score. The columns are taken in the file's order; those the time limit
-does not reach are left empty and named in one line.
+by the final model's fold models that did not see it (the first shuffle's): for one model, the
+unshuffled score is the run's CV score; for an ensemble it is the final weights' on every fold,
+a little above the run's cross-fitted score (whose weights were learned on the other folds). The
+columns are taken in the file's order; no shuffle starts that the time limit would not let end,
+and the columns not reached are left empty and named in one line.
 """
 
 from __future__ import annotations
@@ -99,13 +101,15 @@ def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -
     def score(frame: pd.DataFrame) -> float:
         return kfold.score(metric, y[held], predict_out_of_fold(models, frame, fold, classes)[held], classes is not None)
 
+    started = limit.elapsed()
     base = score(X)
+    one_pass = limit.elapsed() - started  # what each shuffle will take, about
     sign = 1.0 if metric.greater_is_better else -1.0
     rng = np.random.default_rng(seed)
     rows = []
     for column in X.columns:
         drops = []
-        while len(drops) < REPEATS and limit.left() > 0:
+        while len(drops) < REPEATS and limit.left() > one_pass:
             shuffled = X.copy()
             shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
             drops.append(sign * (base - score(shuffled)))
@@ -113,9 +117,10 @@ def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -
                      "permutation_std": float(np.std(drops)) if drops else math.nan, "permutation_repeats": len(drops)})
     frame = pd.DataFrame(rows)
     missed = frame.loc[frame["permutation_repeats"] == 0, "feature"].tolist()
+    more = f" (+{len(missed) - 5})" if len(missed) > 5 else ""
     say(f"permutation importance: {len(X.columns) - len(missed)} of {len(X.columns)} columns in "
-        f"{limit.elapsed():.0f} s, cv {metric.name} {base:.5f} on {int(held.sum())} out-of-fold rows"
-        + (f"; not reached in {seconds:g} s: {', '.join(map(str, missed[:10]))}" if missed else ""))
+        f"{limit.elapsed():.0f} s, out-of-fold {metric.name} {base:.5f} on {int(held.sum())} rows"
+        + (f"; not reached in {seconds:g} s: {', '.join(map(str, missed[:5]))}{more}" if missed else ""))
     return frame
 
 
