@@ -5,9 +5,9 @@ As AutoGluon's ``feature_importance()``, a separate call with a time limit of it
 the out-of-fold score worsens when one input column is shuffled. Each training row is predicted
 by the final model's fold models that did not see it (the first shuffle's): for one model, the
 unshuffled score is the run's CV score; for an ensemble it is the final weights' on every fold,
-a little above the run's cross-fitted score (whose weights were learned on the other folds). The
-columns are taken in the file's order; no shuffle starts that the time limit would not let end,
-and the columns not reached are left empty and named in one line.
+a little above the run's cross-fitted score (whose weights were learned on the other folds). Every
+column is shuffled once (the boosters' most used first) before any twice; no shuffle starts that
+the time limit would not let end, and the columns not reached are left empty and named in one line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 
 from models.ensemble import FoldBag, PrefitEnsemble
 from models.time_limit import TimeLimit
-from pipeline import importance, model_board, tracking
+from pipeline import importance, model_board, processes, tracking
 from pipeline.console import say
 from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
@@ -65,10 +65,13 @@ def predict_out_of_fold(models: list[PrefitEnsemble], X: pd.DataFrame, fold: np.
     return out
 
 
-def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -> pd.DataFrame:
+def permutation(run_id: str, data_dir: Path, *, limit: TimeLimit, first: dict[str, float] | None = None,
+                seed: int = 0) -> pd.DataFrame:
     """Each input column's permutation importance (the mean worsening of the score over
-    ``REPEATS`` shuffles, and its spread) for the final model of ``run_id``, within ``seconds``."""
-    limit = TimeLimit(seconds, reserve=0.0)
+    ``REPEATS`` shuffles, and its spread) for the final model of ``run_id``, within ``limit``
+    (its reserve kept for logging the result); ``first``: a score per column, the highest shuffled
+    first (the run's gain)."""
+    seconds = limit.seconds
     params = tracking.run_params(run_id)
     target, id_column, metric_name = params.get("target"), params.get("id"), params.get("metric")
     if not (target and id_column and metric_name and params.get("cv.folds")):
@@ -87,8 +90,8 @@ def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -
         raise UserError(f"run {run_id}: its model was refit on every row; permutation importance needs its fold models")
     board = model_board.of_run(run_id)
     train = read_input(train_path, id_column)
-    first = oof[oof["repeat"] == 0]
-    fold = train[id_column].astype(str).map(dict(zip(first[id_column], first["fold"], strict=True)))
+    shuffle0 = oof[oof["repeat"] == 0]
+    fold = train[id_column].astype(str).map(dict(zip(shuffle0[id_column], shuffle0["fold"], strict=True)))
     fold = fold.fillna(-1).to_numpy(int)
     X = columns.transform(train.drop(columns=[target]))
     classes = None if params.get("task") == "regression" else np.unique(train[target].to_numpy())
@@ -106,16 +109,18 @@ def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -
     one_pass = limit.elapsed() - started  # what each shuffle will take, about
     sign = 1.0 if metric.greater_is_better else -1.0
     rng = np.random.default_rng(seed)
-    rows = []
-    for column in X.columns:
-        drops = []
-        while len(drops) < REPEATS and limit.left() > one_pass:
+    order = sorted(X.columns, key=lambda c: -(first or {}).get(c, 0.0))  # the boosters' most used first
+    drops: dict[str, list[float]] = {column: [] for column in order}
+    for _ in range(REPEATS):  # every column once before any twice: the time limit cuts repeats first
+        for column in order:
+            if limit.left() <= one_pass:
+                break
             shuffled = X.copy()
             shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
-            drops.append(sign * (base - score(shuffled)))
-        rows.append({"feature": column, "permutation": float(np.mean(drops)) if drops else math.nan,
-                     "permutation_std": float(np.std(drops)) if drops else math.nan, "permutation_repeats": len(drops)})
-    frame = pd.DataFrame(rows)
+            drops[column].append(sign * (base - score(shuffled)))
+    frame = pd.DataFrame([{"feature": column, "permutation": float(np.mean(d)) if d else math.nan,
+                           "permutation_std": float(np.std(d)) if d else math.nan, "permutation_repeats": len(d)}
+                          for column, d in drops.items()])
     missed = frame.loc[frame["permutation_repeats"] == 0, "feature"].tolist()
     more = f" (+{len(missed) - 5})" if len(missed) > 5 else ""
     say(f"permutation importance: {len(X.columns) - len(missed)} of {len(X.columns)} columns in "
@@ -124,15 +129,17 @@ def permutation(run_id: str, data_dir: Path, *, seconds: float, seed: int = 0) -
     return frame
 
 
-def add_to_run(run_id: str, data_dir: Path, seconds: float) -> pd.DataFrame:
+def add_to_run(run_id: str, data_dir: Path, limit: TimeLimit) -> pd.DataFrame:
     """Permutation importance beside the run's gain importance, logged on the run again."""
-    frame = permutation(run_id, data_dir, seconds=seconds)
+    gains = None
     with tempfile.TemporaryDirectory() as tmp:
         earlier = tracking.download_artifact(run_id, importance.ARTIFACT, Path(tmp))
-        if earlier is not None:
-            gains = pd.read_csv(earlier)
-            if "gain" in gains:
-                frame = frame.merge(gains[["feature", "gain"]], on="feature", how="outer")
+        if earlier is not None and "gain" in (logged := pd.read_csv(earlier)):
+            gains = logged[["feature", "gain"]]
+    frame = permutation(run_id, data_dir, limit=limit,
+                        first=None if gains is None else dict(zip(gains["feature"].astype(str), gains["gain"], strict=True)))
+    if gains is not None:
+        frame = frame.merge(gains, on="feature", how="outer")
     frame = frame.sort_values("permutation", ascending=False, na_position="last")
     with tracking.reopened(run_id):
         importance.log(frame, f"run {run_id[:8]}: permutation importance on out-of-fold rows")
@@ -145,11 +152,13 @@ def add_parser(stages) -> None:
     parser.add_argument("run_id", metavar="RUN", help="the run's id (the last lines of train and submit print it)")
     parser.add_argument("--data-dir", type=Path, required=True, help="the run's data folder (its train file)")
     parser.add_argument("--time-limit", type=float, default=120.0, metavar="SECONDS",
-                        help="seconds for the whole computation; columns not reached are left empty (default 120)")
+                        help="seconds for the whole command, start to end; columns not reached are left empty "
+                             "(default 120)")
 
 
 def _stage_importance(args) -> None:
-    frame = add_to_run(args.run_id, args.data_dir, args.time_limit)
+    # the interpreter's start and the imports count too, as for train and submit
+    frame = add_to_run(args.run_id, args.data_dir, TimeLimit.start(args.time_limit, age=processes.age()))
     print(frame.head(20).to_string(index=False))
 
 
