@@ -202,11 +202,17 @@ def _load_competition(args) -> config.Competition:
     overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
     data_dir = _data_dir(args)
     target, id_column = args.target, args.id_column
+    # A folder is enough (no config, no --competition): the id and target come from its sample submission.
     folder_config = data_dir is not None and (config.CONFIG_DIR / f"{Path(data_dir).resolve().name}.toml").is_file()
-    unconfigured = args.config is None and not (args.competition and (config.CONFIG_DIR / f"{args.competition}.toml")
-                                                .is_file()) and not (args.competition is None and folder_config)
-    if unconfigured and data_dir is not None and not (target and id_column):  # a folder is enough: its sample's
-        id_column, target = sample_columns.infer(data_dir, target=target, id_column=id_column) or (id_column, target)
+    if args.config is None and args.competition is None and data_dir is not None and not folder_config \
+            and not (target and id_column):
+        found = sample_columns.infer(data_dir, target=target, id_column=id_column)
+        default = config.load(config.DEFAULT_COMPETITION)
+        if found and not (target or id_column) and found == (default.id, default.target):
+            found = None  # house prices in a folder of another name: the bundled config, as before
+        if found:
+            sample_columns.say_inferred(found, target=target, id_column=id_column)
+            id_column, target = found
     name = config.competition_name(args.competition, data_dir=data_dir, config_file=args.config,
                                    columns_given=bool(target or id_column))
     comp = config.load(name, config_file=args.config, target=target, id_column=id_column, **overrides)

@@ -28,7 +28,7 @@ def header(path: Path) -> list[str]:
 def infer(data_dir: Path, *, target: str | None = None, id_column: str | None = None) -> tuple[str, str] | None:
     """The (id, target) of the tabular files in ``data_dir``, those given kept; None where the
     folder does not hold train, test and sample files whose sample's first column is a test column
-    (an image folder, or no files yet). One line says what was taken from where."""
+    (an image folder, or no files yet)."""
     folder = Path(data_dir)
     train, test, sample = (header(folder / name) for name in (TRAIN, TEST, SAMPLE))
     if not (train and test and sample) or sample[0] not in test:
@@ -44,10 +44,14 @@ def infer(data_dir: Path, *, target: str | None = None, id_column: str | None = 
             found_target = missing_in_test[0]
         else:
             return None
-    taken = [f"{role} {value!r}" for role, value, given in (("id", found_id, id_column),
-                                                              ("target", found_target, target)) if not given]
-    say(f"columns: {' and '.join(taken)} from {SAMPLE} (give TARGET= and ID= to choose others)")
     return found_id, found_target
+
+
+def say_inferred(found: tuple[str, str], *, target: str | None, id_column: str | None) -> None:
+    """One line: the columns ``infer`` took from the sample, those not given."""
+    taken = [f"{role} {value!r}" for role, value, given in (("id", found[0], id_column),
+                                                              ("target", found[1], target)) if not given]
+    say(f"columns: {' and '.join(taken)} from {SAMPLE} (give TARGET= and ID= to choose others)")
 
 
 def resolve(given: str, columns: list[str], name: str, role: str) -> str:
