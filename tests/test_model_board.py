@@ -75,6 +75,15 @@ def test_the_display_figures_for_each_kind_of_classifier():
     assert figures["confusion_matrix.png"].axes[0].get_xlabel() == "Predicted label"
 
 
+def test_a_regression_run_logs_predicted_against_actual_and_residuals_and_its_leaderboard(workdir):
+    folder = _folder(workdir, task="regression", n_train=60)
+    result = run_cli("train", "--data-dir", folder, "--model", "ridge", "--study", "ignore")
+    assert result.code == 0, result.err
+    (run,) = mlflow_runs("my-table")
+    names = artifact_names(run)
+    assert {"predicted_vs_actual.png", "residuals.png", "leaderboard.csv"} <= names and not FIGURES & names
+
+
 def test_the_comparison_chart_zooms_to_the_scores_and_marks_the_final_model_whatever_its_name():
     figure = plots.model_comparison({"lightgbm": 0.127, "ridge": 0.139, "portfolio": 0.125}, "rmse", final="portfolio")
     ax = figure.axes[0]

@@ -147,7 +147,9 @@ def _open_study(url: str, name: str, objective: Objective, comp: Competition) ->
                         f"but {metric} needs {direction}: use another --storage")
     tuned_for = study.user_attrs.get("metric")
     if study.metric_names != [metric]:  # optuna-dashboard's axis: the metric, not "Objective 0"
-        study.set_metric_names([metric])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
     if tuned_for is None:
         study.set_user_attr("metric", metric)
         study.set_user_attr("competition", comp.name)
