@@ -75,8 +75,12 @@ PARAMS_ARGS = $(call each,--param,PARAMS) $(call option,--study,STUDY)
 SHIFT_ARGS = $(call option,--drop-shifted,DROP_SHIFTED)
 STORAGE_ARGS = $(call option,--storage,STORAGE)
 # Image stages on NPROC processes per machine and NNODES machines (torchrun); RESUME=0 starts afresh.
-DIST_ARGS = $(call option,--nproc,NPROC) $(call option,--nnodes,NNODES) $(call option,--node-rank,NODE_RANK) \
-	$(call option,--master-port,MASTER_PORT) $(call option,--master-addr,MASTER_ADDR) $(if $(filter 0,$(RESUME)),--no-resume)
+# Only what differs from the defaults: a table's command line carries no image-only flags.
+DIST_ARGS = $(if $(filter-out 1,$(value NPROC)),$(call option,--nproc,NPROC)) \
+	$(if $(filter-out 1,$(value NNODES)),$(call option,--nnodes,NNODES)) \
+	$(if $(filter-out 0,$(value NODE_RANK)),$(call option,--node-rank,NODE_RANK)) \
+	$(if $(filter-out 29500,$(value MASTER_PORT)),$(call option,--master-port,MASTER_PORT)) \
+	$(call option,--master-addr,MASTER_ADDR) $(if $(filter 0,$(value RESUME)),--no-resume)
 
 .PHONY: help install data train submit ui test test-fast lint bench tune dashboard bench-tune bench-images bench-image-suite bench-tabular predict blend serve leaderboard
 
@@ -122,6 +126,13 @@ blend: $(VENV)/.installed ## combine finished runs RUNS="<run id> <run id> ..." 
 
 leaderboard: $(VENV)/.installed ## sync public scores of uploads into their runs; CV against public, rank correlation (RUN= SUBMISSION= links one)
 	$(PY) -m pipeline leaderboard $(call option,--competition,COMPETITION) $(call option,--data-dir,DATA_DIR) $(call option,--run,RUN) $(call option,--submission,SUBMISSION)
+
+.PHONY: model-board importance
+model-board: $(VENV)/.installed ## print the model leaderboard of a finished run RUN=<id> (its leaderboard.csv)
+	$(PY) -m pipeline model-board $(call quote,RUN)
+
+importance: $(VENV)/.installed ## add permutation importance of run RUN=<id>'s final model to it (DATA_DIR=, TIME= seconds)
+	$(PY) -m pipeline importance $(call quote,RUN) $(call option,--data-dir,DATA_DIR) $(call option,--time-limit,TIME)
 
 serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001): POST rows as JSON to /invocations
 	$(PY) -m pipeline serve $(REUSE_ARGS) $(call option,--port,SERVE_PORT)

@@ -99,6 +99,10 @@ def blend(run_ids: list[str], *, output: Path, method: str = "best", input_path:
     for run_id, weight in zip(run_ids, weights, strict=True):
         say(f"  run {run_id}: cv {metric.name} {scores[run_id]:.5f}, weight {weight:.3f}")
     say(f"blend ({chosen.method}): cv {metric.name} {cv_score:.5f}")
+    best = (max if metric.greater_is_better else min)(scores, key=scores.get)
+    if (cv_score < scores[best]) if metric.greater_is_better else (cv_score > scores[best]):
+        say(f"warning: the blend (cv {metric.name} {cv_score:.5f}) is worse than run {best} alone "
+            f"({scores[best]:.5f}): its own submission may score better")
 
     input_path, sample_path = predict.inputs(meta, input_path, data_dir, sample_path, output)
     frame = predict.read_input(input_path, meta["id"])

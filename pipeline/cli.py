@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import os
 import signal
@@ -22,9 +23,20 @@ import torch
 from models import distributed, registry
 from models.time_limit import TimeLimit
 from models.vision import parameter_count
-from pipeline import config, leaderboard, processes, reuse, stages, studies, tracking, tune
+from pipeline import (
+    config,
+    leaderboard,
+    model_board,
+    permutation,
+    processes,
+    reuse,
+    stages,
+    studies,
+    tracking,
+    tune,
+)
 from pipeline.console import say
-from pipeline.data import sources
+from pipeline.data import sample_columns, sources
 from pipeline.errors import UserError
 from pipeline.tasks import for_competition
 from pipeline.tasks.image_setup import as_image_competition  # issue 20: images without a config
@@ -193,20 +205,34 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
     reuse.add_parsers(stages)  # predict, blend, serve
     leaderboard.add_parser(stages)
+    model_board.add_parser(stages)
+    permutation.add_parser(stages)
     return parser
 
 
 def _load_competition(args) -> config.Competition:
     overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
-    name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
-                                   columns_given=bool(args.target or args.id_column))
-    comp = config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,
-                       **overrides)
+    data_dir = _data_dir(args)
+    target, id_column = args.target, args.id_column
+    # A folder is enough (no config, no --competition): the id and target come from its sample submission.
+    folder_config = data_dir is not None and (config.CONFIG_DIR / f"{Path(data_dir).resolve().name}.toml").is_file()
+    if args.config is None and args.competition is None and data_dir is not None and not folder_config \
+            and not (target and id_column):
+        found = sample_columns.infer(data_dir, target=target, id_column=id_column)
+        default = config.load(config.DEFAULT_COMPETITION)
+        if found and not (target or id_column) and found == (default.id, default.target):
+            found = None  # house prices in a folder of another name: the bundled config, as before
+        if found:
+            sample_columns.say_inferred(found, target=target, id_column=id_column)
+            id_column, target = found
+    name = config.competition_name(args.competition, data_dir=data_dir, config_file=args.config,
+                                   columns_given=bool(target or id_column))
+    comp = config.load(name, config_file=args.config, target=target, id_column=id_column, **overrides)
     # --- images (issue 20): a competition without a config whose files are images is an image one
     configured = args.config is not None or (config.CONFIG_DIR / f"{name}.toml").is_file()
-    data_dir = _data_dir(args)
     if not configured and data_dir is not None:
-        comp = as_image_competition(comp, data_dir)
+        found_target, found_id = sample_columns.resolve_in_folder(data_dir, comp.target, comp.id)  # Default: default
+        comp = as_image_competition(dataclasses.replace(comp, target=found_target, id=found_id), data_dir)
     return comp
 
 
@@ -277,7 +303,9 @@ def _stage_models(args) -> None:
 
 def _stage_ui(args) -> None:
     command = tracking.ui_command(args.port, args.workers)
-    say(f"MLflow UI on http://127.0.0.1:{args.port} for {tracking.tracking_uri()}")
+    # MLflow 3 opens in its GenAI view (traces); workflowType picks the model-training one.
+    say(f"MLflow UI on http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning "
+        f"for {tracking.tracking_uri()}")
     os.execv(command[0], command)
 
 
@@ -291,6 +319,8 @@ STAGES = {
     "ui": _stage_ui,
     **reuse.STAGES,
     **leaderboard.STAGES,
+    **model_board.STAGES,
+    **permutation.STAGES,
 }
 
 

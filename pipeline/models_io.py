@@ -218,7 +218,8 @@ class Coverage:
         return self.folds, self.repeats, self.rows
 
     def __str__(self) -> str:
-        return f"{self.split}: {self.folds} folds, {self.repeats} repeats, {self.rows} rows"
+        plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
+        return f"{self.split}: {plural(self.folds, 'fold')}, {plural(self.repeats, 'repeat')}, {self.rows} rows"
 
 
 def register(comp: Competition, run_id: str, metric: Metric, score: float, coverage: Coverage) -> str:

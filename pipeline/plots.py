@@ -74,14 +74,87 @@ def residuals(y_true: np.ndarray, y_pred: np.ndarray, *, log: bool, title: str):
     return figure
 
 
-def model_comparison(scores: dict[str, float], metric: str):
+def model_comparison(scores: dict[str, float], metric: str, *, final: str | None = None):
+    """Each model's CV score as a bar, the axis zoomed to the scores' range (0.127 and 0.139 look
+    apart), the ``final`` model's bar in orange whatever its name."""
     names = list(scores)
+    values = np.array([scores[n] for n in names], dtype=float)
     figure, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
-    bars = ax.barh(names, [scores[n] for n in names], color=["tab:orange" if n == "ensemble" else "tab:blue" for n in names])
+    bars = ax.barh(names, values, color=["tab:orange" if n == final else "tab:blue" for n in names])
     ax.bar_label(bars, fmt="%.4f", padding=3)
-    ax.set_xlabel(f"cross-validated {metric}")
-    ax.set_xlim(0, max(scores.values()) * 1.2)
+    ax.set_xlabel(f"cross-validated {metric}" + (f" ({final} in orange)" if final in scores else ""))
+    low, high = float(values.min()), float(values.max())
+    margin = (high - low) * 0.25 or abs(high) * 0.05 or 1.0
+    ax.set_xlim(low - margin, high + margin * 1.6)  # room on the right for the labels
     ax.invert_yaxis()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def _display_figure(draw, *, title: str, size=(5.5, 5)):
+    figure, ax = plt.subplots(figsize=size)
+    draw(ax)
+    ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def classification_figures(actual: np.ndarray, proba: np.ndarray, classes, *, title: str) -> dict[str, object]:
+    """Out-of-fold figures of a classifier, from scikit-learn's display classes. ``proba``: P(the
+    second class) for two classes, else one column per class in ``classes`` order. Binary: ROC,
+    precision-recall, confusion matrix (at 0.5) and calibration; multiclass: the confusion matrix
+    and the calibration of the top class's probability (confidence against accuracy)."""
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    classes = np.asarray(classes)
+    actual = np.asarray(actual)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim == 2 and len(classes) == 2:
+        proba = proba[:, 1]
+    labels = [str(c) for c in classes]
+    if proba.ndim == 1:
+        positive = classes[1]
+        truth = actual == positive
+        predicted = np.where(proba >= 0.5, classes[1], classes[0])
+        return {
+            "roc_curve.png": _display_figure(lambda ax: RocCurveDisplay.from_predictions(
+                truth, proba, ax=ax, name="out-of-fold", plot_chance_level=True), title=f"{title}: ROC ({positive})"),
+            "pr_curve.png": _display_figure(lambda ax: PrecisionRecallDisplay.from_predictions(
+                truth, proba, ax=ax, name="out-of-fold", plot_chance_level=True),
+                title=f"{title}: precision-recall ({positive})"),
+            "confusion_matrix.png": _display_figure(lambda ax: ConfusionMatrixDisplay.from_predictions(
+                actual, predicted, labels=classes, display_labels=labels, ax=ax, colorbar=False),
+                title=f"{title}: confusion matrix (threshold 0.5)"),
+            "calibration.png": _display_figure(lambda ax: CalibrationDisplay.from_predictions(
+                truth, proba, n_bins=10, strategy="quantile", ax=ax, name="out-of-fold"),
+                title=f"{title}: calibration ({positive})"),
+        }
+    top = proba.argmax(axis=1)
+    predicted = classes[top]
+    size = 2.5 + 0.45 * len(classes)
+    return {
+        "confusion_matrix.png": _display_figure(lambda ax: ConfusionMatrixDisplay.from_predictions(
+            actual, predicted, labels=classes, display_labels=labels, ax=ax, colorbar=False,
+            include_values=len(classes) <= 20, xticks_rotation="vertical"),
+            title=f"{title}: confusion matrix", size=(size, size)),
+        "calibration.png": _display_figure(lambda ax: CalibrationDisplay.from_predictions(
+            predicted == actual, proba.max(axis=1), n_bins=10, strategy="quantile", ax=ax, name="top class"),
+            title=f"{title}: calibration of the top class"),
+    }
+
+
+def importance(frame, column: str, *, title: str, top: int = 30):
+    """The ``top`` features by ``column`` of a ``feature_importance.csv`` frame, largest on top."""
+    shown = frame.dropna(subset=[column]).nlargest(top, column)
+    figure, ax = plt.subplots(figsize=(6.5, 0.28 * len(shown) + 1.4))
+    error = shown[f"{column}_std"] if f"{column}_std" in shown else None
+    ax.barh(shown["feature"].astype(str), shown[column], xerr=error, color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlabel(column.replace("_", " "))
+    ax.set_title(title, fontsize=10)
     figure.tight_layout()
     plt.close(figure)
     return figure

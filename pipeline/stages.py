@@ -14,7 +14,15 @@ from pathlib import Path
 
 from models import distributed
 from models.time_limit import TimeLimit
-from pipeline import kaggle_api, leaderboard, models_io, processes, store_checks, tracking
+from pipeline import (
+    kaggle_api,
+    leaderboard,
+    model_board,
+    models_io,
+    processes,
+    store_checks,
+    tracking,
+)
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.data import sources, tabular
@@ -149,6 +157,8 @@ def run(
                 os.replace(written, output)
                 say(f"submission: {output} ({rows} rows)")
         say(f"mlflow run {active.info.run_id} in {tracking.tracking_uri()} (make ui to browse)")
+    if result.leaderboard is not None:  # the run's last lines: every model side by side
+        model_board.show(result.leaderboard, plan.metric.name)
 
     if uploading:
         kaggle_api.upload(Path(output), comp.kaggle, leaderboard.upload_message(upload_message, outcome.run_id))

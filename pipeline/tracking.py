@@ -279,6 +279,40 @@ def update_run(run_id: str, *, tags: Mapping[str, str] = {}, metrics: Mapping[st
                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def run_params(run_id: str) -> dict[str, str]:
+    """A finished run's params; a run that is not there is bad input."""
+    try:
+        return _client().get_run(run_id).data.params
+    except MlflowException as exc:
+        raise UserError(f"no run {run_id!r} in {tracking_uri()} ({str(exc).strip().splitlines()[0]})") from None
+
+
+def download_artifact(run_id: str, path: str, dest: Path) -> Path | None:
+    """The run's artifact ``path`` copied into ``dest``; None when the run has none."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one file: no bar on the console
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dest),
+                                                        tracking_uri=tracking_uri()))
+    except (MlflowException, OSError):
+        return None
+
+
+def load_estimator(run_id: str, dest: Path):
+    """The scikit-learn estimator a run logged as its model."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        return mlflow.sklearn.load_model(f"runs:/{run_id}/{MODEL}", dst_path=str(dest))  # sink-ok: the user's own run
+    except (MlflowException, OSError) as exc:
+        raise UserError(f"run {run_id}: no scikit-learn model ({str(exc).strip().splitlines()[-1]})") from None
+
+
+@contextmanager
+def reopened(run_id: str) -> Iterator[None]:
+    """A finished run active again, to log more to it (``log_frame``, ``log_figure``); it ends FINISHED."""
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        yield
+
+
 def ui_command(port: int, workers: int) -> list[str]:
     """The argv of the MLflow server that ``python -m pipeline ui`` execs, on 127.0.0.1:``port``
     over ``tracking_uri()``, artifacts beside a SQLite store. Sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION

@@ -3,6 +3,9 @@
     .venv/bin/python scripts/screenshot_ui.py                 # the default `make submit` (minutes)
     .venv/bin/python scripts/screenshot_ui.py --quick         # a 5-fold ridge run (seconds)
     .venv/bin/python scripts/screenshot_ui.py --quick --model-page --out docs/mlflow-model.png
+    .venv/bin/python scripts/screenshot_ui.py --data-dir bench/.data/caravan --time-limit 90 \
+        --shot docs/mlflow-run.png=run --shot docs/mlflow-leaderboard.png=leaderboard.csv \
+        --shot docs/mlflow-roc.png=roc_curve.png      # a binary table from its folder alone
 
 Makes a run in a temporary folder with its own MLflow store (the bundled data), starts
 ``python -m pipeline ui`` on a free port, opens the run's artifact view on ``--artifact`` with
@@ -54,6 +57,7 @@ def wait_until_up(base: str, process: subprocess.Popen, seconds: float = 120) ->
 
 
 def newest_run(base: str, experiment: str) -> tuple[str, str]:
+    """The newest top-level submit run of ``experiment``: (experiment id, run id)."""
     def post(endpoint: str, body: dict) -> dict:
         request = urllib.request.Request(f"{base}{endpoint}", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
@@ -127,6 +131,15 @@ def shrink(path: Path) -> None:
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+def page_url(base: str, experiment_id: str, run_id: str, page: str, experiment: str) -> str:
+    """``run``: the run's overview; ``model``: the registered model version; else an artifact."""
+    if page == "model":
+        return f"{base}/#/models/{experiment}/versions/{champion_version(base, experiment)}"
+    # MLflow 3 opens in its GenAI view; workflowType picks the "Model training" one.
+    where = "" if page == "run" else f"/artifacts/{page}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{where}?workflowType=machine_learning"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "mlflow-ui.png")
@@ -136,6 +149,11 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=int, default=20000, help="Chromium's virtual-time budget")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--model-page", action="store_true", help="the registered model version's page instead")
+    parser.add_argument("--data-dir", type=Path, help="a competition folder to submit from (its files alone: no "
+                                                      "TARGET or ID); default the bundled house prices")
+    parser.add_argument("--time-limit", type=float, help="the submit's --time-limit")
+    parser.add_argument("--shot", action="append", default=[], metavar="PNG=PAGE",
+                        help="several pictures of one run: PAGE is `run` (its overview) or an artifact's path")
     args = parser.parse_args()
     chromium()  # fail before the run when there is no browser
 
@@ -147,24 +165,28 @@ def main() -> None:
         submit = [sys.executable, "-m", "pipeline", "submit", "--study", "ignore", "--no-progress"]
         if args.quick:
             submit += ["--model", "ridge"]
+        if args.data_dir:
+            submit += ["--data-dir", str(args.data_dir.resolve())]
+        if args.time_limit:
+            submit += ["--time-limit", f"{args.time_limit:g}"]
         subprocess.run(submit, cwd=work, env=env, check=True)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([sys.executable, "-m", "pipeline", "ui", "--port", str(port)], cwd=work, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_until_up(base, server)
-        experiment_id, run_id = newest_run(base, "house-prices")
-        # MLflow 3 opens in its GenAI view; workflowType picks the "Model training" one.
-        url = (f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{args.artifact}"
-               "?workflowType=machine_learning")
-        if args.model_page:
-            url = f"{base}/#/models/house-prices/versions/{champion_version(base, 'house-prices')}"
-        print(f"screenshot of {url}")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        screenshot(url, args.out, work / "chromium-profile", args.size, args.budget_ms)
-        crop_side_panel(args.out)
-        shrink(args.out)
-        print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
+        experiment = args.data_dir.resolve().name if args.data_dir else "house-prices"
+        experiment_id, run_id = newest_run(base, experiment)
+        shots = [(Path(out), page) for out, _, page in (shot.partition("=") for shot in args.shot)] or [
+            (args.out, "model" if args.model_page else args.artifact)]
+        for out, page in shots:
+            url = page_url(base, experiment_id, run_id, page, experiment)
+            print(f"screenshot of {url}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            screenshot(url, out, work / "chromium-profile", args.size, args.budget_ms)
+            crop_side_panel(out)
+            shrink(out)
+            print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
     finally:
         if server is not None:
             try:

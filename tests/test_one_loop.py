@@ -19,8 +19,7 @@ from models.time_limit import TimeLimit
 from pipeline import config, models_io, params, stages, studies, tune
 from pipeline.config import Competition, CVConfig
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import configuration, portfolio
-from pipeline.tasks import tabular as tabular_task
+from pipeline.tasks import configuration, portfolio, results
 from pipeline.tasks.tabular import TabularTask
 
 
@@ -195,7 +194,7 @@ def test_a_configuration_cut_after_some_folds_is_still_the_model_scored_on_the_r
     np.testing.assert_array_equal(one.covered, covered)
     rmse = get_metric("rmse")
     assert one.score == pytest.approx(rmse.score(run.y_true[covered], one.oof[covered]), rel=1e-12)
-    result = tabular_task._ensemble_result(outcome, lambda v: v, rmse, run, None, False)
+    result = results.of_outcome(outcome, lambda v: v, rmse, run, None, False)
     assert result.score == one.score and (result.folds[~covered] == -1).all()
     coverage = models_io.Coverage.of(run.comp, result)
     assert (coverage.folds, coverage.rows) == (1, int(covered.sum()))

@@ -256,6 +256,12 @@ def test_pruning_stops_poor_trials_after_a_fold(tuned):
         assert trial.intermediate_values[step] > min(t.intermediate_values[step] for t in complete)
 
 
+def test_the_study_names_its_metric_for_the_dashboard(tuned):
+    """optuna-dashboard labels its axis with the study's metric names ("Objective 0" without)."""
+    _, _, study, _ = tuned
+    assert study.metric_names == ["rmse"]
+
+
 def test_study_logs_a_parent_run_with_children_best_params_and_plots(tuned):
     _, outcome, study, _ = tuned
     client = MlflowClient()

@@ -139,7 +139,7 @@ def test_ui_serves_the_plots_and_the_submission(server, tracked):
     folder, run = tracked
     listed = server.get_json("/api/2.0/mlflow/artifacts/list", run_id=run.info.run_id)
     files = {f["path"]: f for f in listed["files"]}
-    assert {*PLOTS, "oof_predictions.csv", "submission.csv"} <= set(files)
+    assert {*PLOTS, "oof_predictions.csv", "submission.csv", "leaderboard.csv"} <= set(files)
     for name in PLOTS:
         body = server.get("/get-artifact", path=name, run_uuid=run.info.run_id)
         assert body.startswith(b"\x89PNG\r\n\x1a\n") and len(body) == files[name]["file_size"]
@@ -151,6 +151,30 @@ def test_ui_serves_the_plots_and_the_submission(server, tracked):
 def test_ui_serves_the_browser_app(server):
     page = server.get("/").decode()
     assert "<html" in page.lower() and "static-files" in page
+
+
+def test_make_ui_prints_the_model_training_view(server):
+    """MLflow 3 opens in its GenAI view (traces): the URL it prints picks the model-training one."""
+    assert f"{server.base}/#/experiments?workflowType=machine_learning" in server.log.read_text()
+
+
+def _chromium() -> str | None:
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
+                None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (apt-get install chromium), as scripts/screenshot_ui.py")
+def test_the_run_page_in_a_headless_browser_lists_the_leaderboard(server, tracked, tmp_path):
+    """The browser app itself (not the REST API) renders the run's artifacts, leaderboard.csv among them."""
+    _, run = tracked
+    url = (f"{server.base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts"
+           "?workflowType=machine_learning")
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", f"--user-data-dir={tmp_path}",
+                          "--virtual-time-budget=30000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=240).stdout
+    assert run.info.run_id in dom or "submit-ridge" in dom  # the run's own page
+    assert "leaderboard.csv" in dom
 
 
 # --- the interface it listens on -------------------------------------------------------------

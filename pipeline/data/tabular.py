@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Competition
-from pipeline.data import checks, csvfiles
+from pipeline.data import checks, csvfiles, sample_columns
 from pipeline.data.files import source_of
 from pipeline.errors import UserError
 
@@ -111,7 +111,7 @@ def check_frames(
     ):
         for column in required:
             if column not in frame.columns:
-                raise UserError(f"{name}: missing column {column!r}")
+                raise UserError(f"{name}: missing column {column!r}{sample_columns.did_you_mean(column, frame.columns)}")
         missing_ids = frame[id_column].isna()
         if missing_ids.any():
             raise UserError(f"{name}: column {id_column!r} is empty at row "

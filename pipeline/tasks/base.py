@@ -93,6 +93,7 @@ class CVResult:
     rows: int = 0  # training rows the scores came from
     finished: bool = True  # the whole plan ran (not cut short by the time limit)
     checkpoints: Any = None  # the folder the fits checkpoint to, where the task has one (images)
+    leaderboard: Any = None  # the model leaderboard (a DataFrame, pipeline.model_board), printed last
 
 
 class CompetitionFiles(Protocol):

@@ -48,6 +48,7 @@ CPU threads
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 import time
@@ -61,7 +62,7 @@ from models import distributed
 from models.image import ImageClassifier
 from models.time_limit import TimeLimit
 from models.training import pick_device
-from pipeline import checkpoints, models_io, params, plots, submission, tracking
+from pipeline import checkpoints, model_board, models_io, params, plots, submission, tracking
 from pipeline.console import say
 from pipeline.data import checks
 from pipeline.data import images as files
@@ -244,6 +245,10 @@ class ImageTask(FileTask):
             f" (folds: {', '.join(f'{s:.4f}' for s in result.fold_scores)})" if many else
             f" on {len(held)} held-out images") + f" in {result.seconds:.1f} s")
         _log_held_out(data, result, metric.name)
+        result.leaderboard = model_board.table([model_board.finished_row(
+            plan.model, result.score, result.fold_scores, result.seconds, math.nan, len(held), weight=1.0)],
+            greater_is_better=metric.greater_is_better)
+        tracking.log_frame(result.leaderboard, model_board.ARTIFACT)
         return result
 
     def refit(self, data: Images, plan: Plan, result: CVResult, *, progress: bool | None) -> ImageClassifier:
@@ -259,8 +264,14 @@ class ImageTask(FileTask):
             checkpoints.close_folder(result.checkpoints, "refit.pt")
         seconds = time.perf_counter() - started
         tracking.log_metrics({"refit_seconds": seconds})
+        if result.leaderboard is not None:  # the final model: the refit on every image
+            result.leaderboard = model_board.with_final(result.leaderboard, model_board.Row(
+                f"{plan.model} (refit on every image)", "final", fit_seconds=seconds, weight=1.0, bags=1))
+            tracking.log_frame(result.leaderboard, model_board.ARTIFACT)
+        note = final.epoch_plan_["note"]  # the epochs planned for the time limit: not said twice
+        said = note and not note.startswith(f"{final.epoch_plan_['epochs']} epochs in")
         say(f"refit on all {len(images.X_train)} training images: {len(final.history_)} epochs in {seconds:.1f} s"
-            + (f" ({final.epoch_plan_['note']})" if final.epoch_plan_["note"] else ""))
+            + (f" ({note})" if said else ""))
         _log_model(final, plan.model, values, in_channels=1 if images.X_train.ndim == 3 else images.X_train.shape[1])
         models_io.log_image(self.comp, final, plan.model, values, images.X_train, plan.metric,
                             first_pixel=1 if data.layout == "fashion-mnist-csv" else 0)  # as its CSV files number them

@@ -38,7 +38,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -71,6 +71,7 @@ class Outcome:
     selection: ensembles.Selection | None
     folds: np.ndarray
     finished: bool  # every configuration ran (none skipped or dropped for time)
+    skipped_reasons: dict[str, str] = field(default_factory=dict)  # each configuration that did not run: why
 
 
 def _save_seconds(pipeline: Pipeline) -> float:
@@ -105,6 +106,8 @@ class Portfolio:
         for r, k, _, valid_idx in self.splits:
             self.repeat_folds[r][valid_idx] = k
         self.folds = self.repeat_folds[0]  # where the selection's weights are cross-fitted
+        self.skipped_reasons: dict[str, str] = {}
+        self.on_progress: Callable[[str, int, int], None] | None = None  # (configuration, folds done, folds)
 
     # --- scores -------------------------------------------------------------------------------
     def score(self, predictions: np.ndarray, rows: np.ndarray | None = None) -> float:
@@ -170,8 +173,9 @@ class Portfolio:
                 last_phase = (predict_seconds + save_seconds) * n_fits / done
                 left = min(self._left(last_phase), limit.left())
                 if per_fold * (1 if stoppable else n_fits - done) > left:
-                    say(f"  {config.name}: dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, "
-                        f"{left:.0f} s left)")
+                    reason = f"dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, {left:.0f} s left)"
+                    self.skipped_reasons.setdefault(config.name, reason)
+                    say(f"  {config.name}: {reason}")
                     if partial and r == first:
                         return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
                                             predict_seconds, save_seconds, seed_oofs, seeds)
@@ -214,6 +218,8 @@ class Portfolio:
             fold_scores.append(self.score(repeat_oofs[r], valid_idx) if self.scored[valid_idx].any() else float("nan"))
             if on_fold:
                 on_fold(k, fold_scores[-1])
+            if self.on_progress:
+                self.on_progress(config.name, done + 1, n_fits)
         return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
                             predict_seconds, save_seconds, seed_oofs, seeds)
 
@@ -282,8 +288,9 @@ class Portfolio:
         fallback: Fitted | None = None  # the first configuration the time limit cut, with its folds done
         for position, config in enumerate(self.configs):
             if not self._distinct(config):
-                say(f"  {config.name}: left out (no category of 51 to 254 levels: its features would be the "
-                    "same as without native_categories)")
+                self.skipped_reasons[config.name] = ("left out (no category of 51 to 254 levels: its features would "
+                                                     "be the same as without native_categories)")
+                say(f"  {config.name}: {self.skipped_reasons[config.name]}")
                 continue
             if self.time_limit.limited:
                 estimate = self._estimate(config, fitted)
@@ -291,13 +298,16 @@ class Portfolio:
                         (price := self._estimate(c, fitted)) is not None and price <= self._left()
                         for c in self.configs[position:]):  # a cheap one may still fit (diamonds_cut at 60 s)
                     skipped.extend(c.name for c in self.configs[position:])
+                    self.skipped_reasons.update({c.name: f"skipped (not started: {self._left():.0f} s of work left)"
+                                                 for c in self.configs[position:]})
                     say(f"  time limit: {len(self.configs) - position} configuration(s) not started "
                         f"({self._left():.0f} s of work left)")
                     break
                 short = self._left() / len(self.splits) < MIN_FIT_SECONDS
                 if estimate is not None and estimate > self._left() and (short or not config.capabilities.stops_itself):
                     skipped.append(config.name)
-                    say(f"  {config.name}: skipped (about {estimate:.0f} s, {self._left():.0f} s left)")
+                    self.skipped_reasons[config.name] = f"skipped (about {estimate:.0f} s, {self._left():.0f} s left)"
+                    say(f"  {config.name}: {self.skipped_reasons[config.name]}")
                     continue
             last = position == len(self.configs) - 1
             one = self.fit(config, share=1.0 if last else CONFIG_SHARE, partial=fallback is None and not fitted)
@@ -313,6 +323,8 @@ class Portfolio:
             say(f"  {fallback.config.name}: the one model with folds done; it stands alone, scored on the "
                 f"{int(fallback.covered.sum())} rows of its {len(fallback.fold_scores)} folds")
             fitted.append(fallback)
+            skipped.remove(fallback.config.name)
+            self.skipped_reasons.pop(fallback.config.name, None)
             selection = self.select(fitted)
             if on_fitted:
                 on_fitted(fallback, selection)
@@ -322,7 +334,8 @@ class Portfolio:
         if self.time_limit.limited and fitted[0].complete:  # a configuration skipped for its price leaves time a bag may fit
             selection, bagged = self._bag_more(selection, on_fitted)
             finished = finished and bagged
-        return Outcome(self.fitted, skipped, selection, self.folds, finished=finished)
+        return Outcome(self.fitted, skipped, selection, self.folds, finished=finished,
+                       skipped_reasons=dict(self.skipped_reasons))
 
     def _distinct(self, config: Configuration) -> bool:
         """Whether ``config``'s features can differ from those of the same model without

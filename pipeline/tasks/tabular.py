@@ -22,8 +22,9 @@ from features.rules import RowRule
 from models import ensemble as ensembles
 from models.time_limit import MIN_FIT_SECONDS, TimeLimit
 from models.training import pick_device
-from pipeline import models_io, params, plots, shift, submission, tracking
+from pipeline import models_io, params, plots, run_report, shift, submission, tracking
 from pipeline import predictions as predictions_io
+from pipeline import progress as progress_bars
 from pipeline.console import say
 from pipeline.data import checks
 from pipeline.data import tabular as files
@@ -31,7 +32,7 @@ from pipeline.data.tabular import TabularData
 from pipeline.errors import OutOfTime, UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import configuration, kfold, portfolio
+from pipeline.tasks import configuration, kfold, portfolio, results
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
 PORTFOLIO = "portfolio"  # the model when none is named: pipeline/portfolios/tabular.toml
@@ -169,7 +170,7 @@ class TabularTask(FileTask):
         one = run.fit(run.configs[0], on_fold=on_fold)
         if one is None:
             raise OutOfTime(f"time limit: {plan.model} could not finish its folds")
-        return _as_result(one, (lambda v: v) if run.proba else run.inverse, run)
+        return results.of_configuration(one, (lambda v: v) if run.proba else run.inverse, run)
 
     def _portfolio(self, data: TabularData, plan: Plan, *, shares: bool = True) -> portfolio.Portfolio:
         X, y = self._xy(data)
@@ -210,22 +211,28 @@ class TabularTask(FileTask):
                         np.std(one.seed_scores))} if one.seed_scores else {})})
                     if one.seeds:
                         tracking.log_params({"seeds": " ".join(map(str, one.seeds))})
-                    self._log_result(_as_result(one, inverse, run), metric, data, one.config.name, plots_too=False)
+                    self._log_result(results.of_configuration(one, inverse, run), metric, data, one.config.name, plots_too=False)
 
-        outcome = run.run(finished)
+        bar = progress_bars.PortfolioBar(len(configs), limit, progress_bars.enabled(progress))
+        run.on_progress = bar.fold
+        try:
+            outcome = run.run(finished)
+        finally:
+            bar.close()
         if limit.limited and outcome.finished:
             say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
-        result = _ensemble_result(outcome, inverse, metric, run, comp.target_transform, proba)
+        result = results.of_outcome(outcome, inverse, metric, run, comp.target_transform, proba)
         result.scores = {f.config.name: f.score for f in outcome.fitted}
         if len(configs) > 1:
             result.scores[plan.model] = result.score
             say(f"  ensemble ({outcome.selection.method}): " + ", ".join(
-                f"{n} {w:.3f}" for n, w in result.weights.items() if w > 0))
+                f"{n} {w:.3f}" for n, w in result.weights.items()))
             tracking.log_json(result.weights, "ensemble_weights.json")
             tracking.log_params({"ensemble.method_used": outcome.selection.method,
                                  "ensemble.intercept": round(outcome.selection.intercept, 6),
                                  **{f"weight.{n}": round(w, 4) for n, w in result.weights.items()}})
-            tracking.log_figure(plots.model_comparison(result.scores, metric.name), "model_comparison.png")
+            tracking.log_figure(plots.model_comparison(result.scores, metric.name, final=plan.model),
+                                "model_comparison.png")
         if run.scored.all():
             result.scores_with_outliers = {}
         else:  # the second figure, under its own name: every covered row, the outliers back in
@@ -236,6 +243,7 @@ class TabularTask(FileTask):
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
+        result.leaderboard = run_report.log_portfolio(outcome, result, plan, len(data.test))
         members = {f.config.name: [inverse(oof) for oof in f.repeat_oofs] for f in outcome.fitted}
         if len(configs) > 1:
             members[plan.model] = [r.oof for r in result.repeats] or [result.oof]
@@ -333,6 +341,8 @@ class TabularTask(FileTask):
             tracking.log_figure(plots.predicted_vs_actual(y.to_numpy(), result.oof, log=log, title=title),
                                 "predicted_vs_actual.png")
             tracking.log_figure(plots.residuals(y.to_numpy(), result.oof, log=log, title=title), "residuals.png")
+        elif plots_too and metric.classes is not None and result.oof.dtype.kind == "f":
+            run_report.log_classification_figures(y, result.oof, metric.classes, f"{name}: out-of-fold")
 
 
 
@@ -345,47 +355,6 @@ def _methods(method: str, proba: bool) -> dict:
         raise UserError(f"[ensemble] method {method!r} does not combine {'probabilities' if proba else 'values'}: "
                         f"use {', '.join(['best', *table])}")
     return {method: table[method]}
-
-
-def _as_result(one: configuration.Fitted, inverse, run: portfolio.Portfolio) -> CVResult:
-    """One configuration's k-fold result, its predictions on the target's own scale; rows its
-    folds did not cover (the time limit cut it) are held out by no fold (-1)."""
-    folds = np.where(one.covered, run.folds, -1)
-    repeats = ([CVResult(inverse(oof), [], run.score(oof), folds) for oof in one.repeat_oofs]
-               if len(one.repeat_oofs) > 1 else [])
-    return CVResult(inverse(one.oof), one.fold_scores, one.score, folds, one.histories, one.seconds, repeats=repeats,
-                    rows=int((one.covered & run.scored).sum()))
-
-
-def _ensemble_result(outcome: portfolio.Outcome, inverse, metric: Metric, run: portfolio.Portfolio,
-                     target_transform: str | None, proba: bool) -> CVResult:
-    """The selected ensemble: its cross-fitted out-of-fold predictions and score (on the rows the
-    plan scores, as every member's), its weights, and the fold models behind them."""
-    selection, fitted = outcome.selection, outcome.fitted
-    covered = fitted[0].covered  # a cut configuration stands alone (Portfolio.run)
-    folds = np.where(covered, outcome.folds, -1)
-    y = run.y_true
-    oof = selection.oof
-    weights = selection.weights
-    scored = run.scored & covered
-    fold_scores = [kfold.score(metric, y[scored & (folds == k)], oof[scored & (folds == k)], proba)
-                   for k in np.unique(folds[folds >= 0])]
-    repeats = []
-    if len(fitted[0].repeat_oofs) > 1:
-        for r in range(len(fitted[0].repeat_oofs)):
-            combined = inverse(ensembles.combine(np.stack([f.repeat_oofs[r] for f in fitted], axis=1), weights,
-                                                 selection.intercept))
-            repeats.append(CVResult(combined, [], kfold.score(metric, y[scored], combined[scored], proba), folds))
-    # Only the members with weight: a member of none predicts nothing, and its fold models (10 bagged
-    # ExtraTrees on 22k rows are a gigabyte) would be pickled into the MLflow model all the same.
-    kept = [(f.config.name, f.bag, w) for f, w in zip(fitted, weights, strict=True) if w > 0]
-    final = ensembles.PrefitEnsemble([(name, bag) for name, bag, _ in kept], [w for *_, w in kept],
-                                     selection.intercept, None if proba else target_transform)
-    score = fitted[0].score if len(fitted) == 1 else kfold.score(metric, y[scored], oof[scored], proba)
-    return CVResult(oof, fold_scores if len(fitted) > 1 else fitted[0].fold_scores, score, folds,
-                    seconds=sum(f.seconds + f.bag_seconds for f in fitted), final=final, fitted=final,
-                    weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},
-                    repeats=repeats, members=fitted, rows=int(scored.sum()), finished=outcome.finished)
 
 
 def _spread(result: CVResult) -> str:

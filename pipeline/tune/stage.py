@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 
 from models.time_limit import TimeLimit
-from pipeline import processes, store_checks, studies, tasks, tracking
+from pipeline import processes, progress, store_checks, studies, tasks, tracking
 from pipeline.config import Competition
 from pipeline.console import say
 from pipeline.errors import UserError
@@ -121,13 +121,16 @@ def tune(
                              "seed": seed})
         say(f"mlflow run {run_id} in {tracking.tracking_uri()}: one child run per trial")
         children = runs.ChildRuns(experiment_id, run_id, name, metric.name, adopted)
+        bar = progress.TrialsBar(remaining, time_limit, progress.enabled(None))
         try:
             if n_workers == 1:
                 children.pids.add(os.getpid())
-                workers.work(jobs_spec[0], objective, on_trial=children.log)
+                workers.work(jobs_spec[0], objective, on_trial=lambda trial: (children.log(trial), bar.trial()))
             else:
-                workers.run_workers(jobs_spec, on_start=children.pids.add, on_poll=lambda: children.sweep(study))
+                workers.run_workers(jobs_spec, on_start=children.pids.add,
+                                    on_poll=lambda: (children.sweep(study), bar.to(children.finished)))
         finally:
+            bar.close()
             workers.fail_dead_trials(study)  # a worker that died leaves no RUNNING trial behind
             children.sweep(study)
         outcome = _outcome(study, where, metric.name, workers.counts(study), children.finished,
@@ -168,6 +171,10 @@ def _open_study(url: str, name: str, objective: Objective, comp: Competition) ->
         raise UserError(f"study {name} in {where} was made to {study.direction.name.lower()}, "
                         f"but {metric} needs {direction}: use another --storage")
     tuned_for = study.user_attrs.get("metric")
+    if study.metric_names != [metric]:  # optuna-dashboard's axis: the metric, not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
     if tuned_for is None:
         study.set_user_attr("metric", metric)
         study.set_user_attr("competition", comp.name)

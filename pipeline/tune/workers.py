@@ -45,6 +45,7 @@ from models import threads
 from models.time_limit import TimeLimit
 from pipeline import processes, studies, tasks
 from pipeline.config import Competition
+from pipeline.console import say
 from pipeline.errors import UserError
 from pipeline.tune.objective import Objective
 
@@ -205,7 +206,7 @@ def work(job: Job, objective: Objective | None = None,
         last.append(frozen)
         if frozen.user_attrs.get("surplus"):
             return
-        print(prefix + describe(frozen, objective.metric.name), flush=True)
+        say(prefix + describe(frozen, objective.metric.name))  # above the trials' bar, where one is shown
         if on_trial is not None:
             on_trial(frozen)
 
