@@ -149,8 +149,8 @@ def run(
             if outcome.local_score is not None:
                 tracking.log_metrics({f"local_test_{plan.metric.name}": outcome.local_score})
             if registering:  # what the CV ran: the plan's split, the folds and rows of the result
-                coverage = models_io.Coverage.of(plan.comp or comp, result)
-                outcome.model_version = models_io.register(comp, active.info.run_id, plan.metric, result.score,
+                coverage = models_io.Coverage.of(plan.comp, result)
+                outcome.model_version = models_io.register(plan.comp, active.info.run_id, plan.metric, result.score,
                                                            coverage)
             tracking.log_metrics({"wall_seconds": time_limit.elapsed()})
             if output is not None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.time_limit import TimeLimit
+from pipeline.config import Competition
 from pipeline.metrics import Metric
 
 FoldCallback = Callable[[int, float], None]  # (fold, its score)
@@ -50,7 +51,7 @@ class Plan:
     metric: Metric
     model: str  # a registered name, "ensemble" (the config's members) or "portfolio" (the default)
     members: Mapping[str, Mapping]  # {name: params}: the model alone, or each member / configuration
-    comp: Any = None  # the Competition as this run fits it
+    comp: Competition | None = None  # the competition as this run fits it (the target transform chosen, say)
     time_limit: TimeLimit = field(default_factory=TimeLimit)
     sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # {name: {param: source}}
     models: Mapping[str, str] = field(default_factory=dict)  # {member name: registered model}, where they differ
