@@ -39,7 +39,7 @@ LONG_ALLOWED: dict[str, tuple[int, str]] = {
                               "the time limit"),
     "features.engineering": (520, "the feature-engineering transformers and the spec that builds them"),
     "features.rules": (593, "the row-rule language: its grammar, whitelist, evaluator and messages"),
-    "pipeline.tracking": (440, "the only module that imports mlflow: every MLflow call of the package is here"),
+    "pipeline.tracking": (445, "the only module that imports mlflow: every MLflow call of the package is here"),
 }
 # module: why it may compare a kind outside pipeline/tasks/.
 KIND_ALLOWED: dict[str, str] = {

@@ -136,10 +136,7 @@ def read_input(path: Path, id_column: str) -> pd.DataFrame:
 
 
 def serve_command(uri: str, port: int) -> list[str]:
-    """The argv of ``mlflow models serve`` for ``uri`` on 127.0.0.1:``port``, in this environment
-    (``--env-manager local``: nothing to download), over ``tracking.tracking_uri()``."""
+    """The argv that serves ``uri`` on 127.0.0.1:``port`` (``pipeline.serving``: MLflow's scoring
+    server in this environment, nothing to download), over ``tracking.tracking_uri()``."""
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())  # models:/ and runs:/ resolve there
-    bin_dir = str(Path(sys.executable).parent)  # MLflow runs `uvicorn` from PATH: this environment's
-    os.environ["PATH"] = os.pathsep.join([bin_dir, *(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != bin_dir)])
-    return [sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", uri, "--host", "127.0.0.1",
-            "--port", str(port), "--env-manager", "local", "--workers", "1"]
+    return [sys.executable, "-m", "pipeline.serving", uri, str(port)]

@@ -33,6 +33,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from mlflow.pyfunc import scoring_server
 from mlflow.tracking import MlflowClient
 
 from pipeline import processes, store_checks
@@ -418,6 +419,13 @@ def load_model(uri: str, dest: Path | None = None):
         return mlflow.pyfunc.load_model(uri, dst_path=dest and str(dest))  # sink-ok: the user's own run's model
     except (MlflowException, OSError) as exc:
         raise UserError(f"no model at {uri}: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def scoring_app(uri: str):
+    """MLflow's scoring server (a FastAPI app) for the model at ``uri``, and its signature's columns."""
+    model = load_model(uri)
+    schema = model.metadata.get_input_schema()
+    return scoring_server.init(model), schema.input_names() if schema and schema.has_input_names() else []
 
 
 def register_model(uri: str, name: str, tags: Mapping[str, str], alias: str, moves: Callable) -> tuple[str, str]:

@@ -28,6 +28,8 @@ from conftest import REPO, run_cli, stop_process_group
 from mlflow.tracking import MlflowClient
 from test_model_registry import HOUSES_TOML, write_houses
 
+from pipeline import serving
+
 STARTUP_SECONDS = 180  # an MLflow server takes 10-30 s to answer on a busy 2-core machine
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.server]  # make serve, a tracking server
@@ -139,6 +141,26 @@ def test_a_malformed_request_gets_a_4xx_and_the_server_goes_on(served, body, con
     assert 400 <= status < 500, answer[:500]
     status, _ = _post(f"{base}/invocations", _split(pd.read_csv(houses / "test.csv").head(2)))
     assert status == 200
+
+
+def test_a_request_lacking_columns_gets_one_line_naming_them(served):
+    base, houses, _ = served
+    rows = pd.read_csv(houses / "test.csv").head(2).drop(columns=["GrLivArea", "LotArea"])
+    status, answer = _post(f"{base}/invocations", _split(rows))
+    assert status == 400
+    message = json.loads(answer)["message"]
+    assert message.startswith("missing columns: LotArea, GrLivArea (2 of the ") and "\n" not in message
+    assert len(message) < 120  # no schema, no data
+
+
+def test_the_columns_of_a_request_body_are_read_in_every_json_form():
+    assert serving.columns_sent(json.dumps({"dataframe_split": {"columns": ["a", "b"], "data": []}}).encode()) == ["a", "b"]
+    assert serving.columns_sent(json.dumps({"dataframe_records": [{"b": 1}, {"a": 2}]}).encode()) == ["a", "b"]
+    assert serving.columns_sent(json.dumps({"inputs": [{"a": 1}]}).encode()) == ["a"]
+    assert serving.columns_sent(b"{not json") is None and serving.columns_sent(b"[1, 2]") is None
+    assert serving.missing_columns(["a", "b", "c"], json.dumps({"dataframe_records": [{"a": 1}]}).encode()) == (
+        "missing columns: b, c (2 of the 3 the model takes)")
+    assert serving.missing_columns(["a"], json.dumps({"dataframe_records": [{"a": 1, "z": 2}]}).encode()) is None
 
 
 def test_text_in_a_numeric_column_gets_a_4xx(served):
