@@ -185,4 +185,4 @@ def test_a_table_command_line_carries_no_image_only_flags():
 
     plain = submit_line("DATA_DIR=x")
     assert not any(flag in plain for flag in ("--nproc", "--nnodes", "--node-rank", "--master-port"))
-    assert "--nproc 2 --master-port 29600" in submit_line("NPROC=2", "MASTER_PORT=29600")
+    assert "--nproc '2' --master-port '29600'" in submit_line("NPROC=2", "MASTER_PORT=29600")
