@@ -12,6 +12,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from models.image import ImageClassifier
 from pipeline.config import Competition
+from pipeline.data import image_folders
 from pipeline.data import images as files
 from pipeline.errors import UserError
 from pipeline.metrics import Metric
@@ -30,10 +31,13 @@ INFERRED_HOLDOUT = 0.1  # a competition without a config: one stratified holdout
 
 def as_image_competition(comp: Competition, data_dir: Path) -> Competition:
     """``comp`` (made without a config file) as an image competition when ``data_dir`` holds
-    images in a layout ``pipeline.data.images`` knows, else unchanged."""
+    images in a layout ``pipeline.data.images`` knows, else unchanged. Its sample submission is
+    the one the folder has, by whatever name (``image_folders.sample_file``)."""
     if comp.kind != "tabular" or comp.layout is None and files.detect_layout(comp, data_dir) is None:
         return comp
+    sample = image_folders.sample_file(comp, data_dir)
     return dataclasses.replace(comp, kind="image", infer_roles=False,
+                               sample_submission_file=sample.name if sample else comp.sample_submission_file,
                                cv=dataclasses.replace(comp.cv, holdout=comp.cv.holdout or INFERRED_HOLDOUT))
 
 
