@@ -16,6 +16,7 @@ from torch import nn
 
 from features.images import make_prepare, pixel_mean_std, to_image_batch
 from models import checkpoints, distributed, registry
+from models import weights as weight_files
 from models.time_limit import TimeLimit
 from models.training import (
     EpochCallback,
@@ -64,6 +65,11 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
     not fit. With held-out images and ``early_stopping_patience`` the best epoch's weights are
     kept. ``epochs_`` is the count planned and ``epoch_plan_`` how it was reached (its ``"note"``
     says what the time limit cut).
+
+    ``weights``: a ``.safetensors`` or ``.pt`` state dict to start from (``models.weights``): the
+    tensors that match by name and shape are copied, the head is fresh where the class count
+    differs; ``freeze_epochs``: that many first epochs train only what the file did not give.
+    ``weights_`` says what was copied.
     """
 
     def __init__(
@@ -84,6 +90,8 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         compile: bool = False,
         arch_params: dict | None = None,
         time_limit: float | None = None,
+        weights: str | None = None,
+        freeze_epochs: int = 0,
     ):
         self.arch = arch
         self.epochs = epochs
@@ -101,6 +109,8 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.compile = compile
         self.arch_params = arch_params
         self.time_limit = time_limit
+        self.weights = weights
+        self.freeze_epochs = freeze_epochs
 
     def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None,
             checkpoint: str | os.PathLike | None = None, limit: TimeLimit | None = None):
@@ -117,7 +127,10 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, targets = np.unique(y, return_inverse=True)
         generator = seed_everything(self.seed)
         device = pick_device(self.device)
-        self.model_ = self._build_model(images.shape[1]).to(device)
+        self.model_ = self._build_model(images.shape[1])
+        self.weights_ = weight_files.load_into(self.model_, self.weights, freeze=self.freeze_epochs > 0) \
+            if self.weights else None
+        self.model_.to(device)
         X_t = as_tensor(images, device, torch.uint8)
         self.pixel_mean_, self.pixel_std_ = pixel_mean_std(X_t)
         X_val_t = y_val_t = None
@@ -132,6 +145,8 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             if "val_metric" in log:
                 log["val_accuracy"] = log.pop("val_metric")
             self.history_.append(log)
+            if self.weights_ is not None and log["epoch"] + 1 == self.freeze_epochs:
+                weight_files.unfreeze(self.model_, self.weights_)
             if on_epoch is not None:
                 on_epoch(log)
 

@@ -66,6 +66,9 @@ def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
                         help="seconds for the whole run, start to end: the portfolio fits models until it "
                              "(make: TIME=; default: the config's time_limit, else none)")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="image competitions: a .safetensors or .pt state dict the model starts from "
+                             "(default: the config's weights, else none)")
     parser.add_argument("--repeats", type=_positive(int), default=None,
                         help="repeated k-fold: N reshuffled k-fold runs, the scores' spread across them "
                              "(default: the config's [cv] repeats, else 1)")
@@ -185,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_competition(args) -> config.Competition:
-    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
+    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "weights", "repeats", "seeds")}
     name = config.competition_name(args.competition, data_dir=_data_dir(args), config_file=args.config,
                                    columns_given=bool(args.target or args.id_column))
     comp = config.load(name, config_file=args.config, target=args.target, id_column=args.id_column,

@@ -1,9 +1,11 @@
 """Which model runs, and with which parameters: the one place for their precedence.
 
-registry < portfolio < config < study < command line (< time limit, which the portfolio sets per
-fit as each fold's share of the time left: ``pipeline.tasks.portfolio``):
+registry < defaults < portfolio < config < study < command line (< time limit, which the portfolio
+sets per fit as each fold's share of the time left: ``pipeline.tasks.portfolio``):
 
 - the registry entry's defaults (``models.registry``);
+- a task's own defaults, each layer under its own source name (an image task's: the recipe of
+  its kind of image, and the run's ``--weights``: ``pipeline.tasks.image``);
 - the portfolio configuration's params (``pipeline/portfolios/tabular.toml``);
 - the config: ``[model] params`` for the config's model, ``[ensemble.params.<member>]`` for a
   member of the config's ensemble (also when that member runs alone or is tuned);
@@ -80,15 +82,17 @@ class Resolved:
 
 
 def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = None, cli: dict | None = None,
-            kind: str = "tabular", portfolio: dict | None = None, config_name: str | None = None) -> Resolved:
+            kind: str = "tabular", portfolio: dict | None = None, config_name: str | None = None,
+            defaults: dict[str, dict] | None = None) -> Resolved:
     """``model``'s parameters from every source, later ones winning; ``config_name``: the name the
-    config's ``[ensemble.params.<name>]`` uses (a portfolio configuration's name)."""
+    config's ``[ensemble.params.<name>]`` uses (a portfolio configuration's name); ``defaults``:
+    {source name: values}, below every other source, in order."""
     if tuned and study is None:
         study = studies.best_params(comp, model)
         if study:
             say(f"params: {model} uses the best trial of its Optuna study (STUDY=ignore ignores it)")
-    layers = (("portfolio", portfolio), ("config", config_params(comp, config_name or model)), ("study", study),
-              ("command line", cli))
+    layers = (*(defaults or {}).items(), ("portfolio", portfolio), ("config", config_params(comp, config_name or model)),
+              ("study", study), ("command line", cli))
     values, sources = {}, {}
     for source, given in layers:
         for key, value in (given or {}).items():

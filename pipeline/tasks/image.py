@@ -57,7 +57,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models import distributed
+from models import distributed, registry
+from models import weights as weight_files
 from models.image import ImageClassifier
 from models.time_limit import TimeLimit
 from models.training import pick_device
@@ -129,9 +130,13 @@ class ImageTask(FileTask):
         kind = image_kind(data.data.X_train)
         default, kind_params = KIND_DEFAULTS[kind]
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", default, model)
-        chosen = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
-                                kind=self.registry_kind).values
-        values = classifier_params({**(kind_params if name == default else {}), **chosen})
+        defaults = {f"image kind ({kind})": kind_params if name == default else {},
+                    "weights": {"weights": self.comp.weights} if self.comp.weights else {}}
+        resolved = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
+                                  kind=self.registry_kind, defaults=defaults)
+        values = classifier_params(resolved.values)
+        if values.get("weights"):
+            _check_weights(values["weights"], name, values, data.data)
         time_limit = time_limit or TimeLimit(self.comp.time_limit)
         if time_limit.limited and values.get("time_limit") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
@@ -139,7 +144,8 @@ class ImageTask(FileTask):
             values["time_limit"] = round(max(left, 1.0) / fits, 1)
             say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_limit']:.0f} s")
         task, metric = self._task_and_metric(data)
-        return Plan(task, metric, name, {name: values}, comp=self.comp, time_limit=time_limit)
+        return Plan(task, metric, name, {name: values}, comp=self.comp, time_limit=time_limit,
+                    sources={name: resolved.sources})
 
     def untuned_params(self, plan: Plan) -> dict:
         values = {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
@@ -183,7 +189,9 @@ class ImageTask(FileTask):
         final = make_classifier(plan.model, plan.params)
         return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "layout": data.layout,
                 "validation": self._scheme(),
-                **{f"params.{k}": v for k, v in final.get_params().items() if k != "arch"}}
+                **{f"params.{k}": v for k, v in final.get_params().items() if k != "arch"},
+                **{f"param_sources.{name}": ", ".join(f"{k}: {source}" for k, source in given.items())
+                   for name, given in plan.sources.items() if given}}
 
     def cross_validate(self, data: Images, plan: Plan, *, on_fold: FoldCallback | None = None,
                        on_epoch: EpochCallback | None = None, for_tuning: bool = False,
@@ -358,6 +366,19 @@ def _log_model(clf: ImageClassifier, model: str, values: dict, *, in_channels: i
         tracking.log_artifact(weights)
     described = {"arch": model, "params": values, "classes": clf.classes_.tolist(), "in_channels": in_channels}
     tracking.log_json(described, "model.json")
+
+
+def _check_weights(path: str, model: str, values: dict, images: files.ImageData) -> None:
+    """``path`` read and fitted to a fresh ``model`` before any work: a bad file is one line."""
+    channels = 1 if images.X_train.ndim == 3 else images.X_train.shape[1]
+    net = registry.create(model, kind="vision", num_classes=len(np.unique(images.y_train)), in_channels=channels,
+                          **(values.get("arch_params") or {}))
+    try:
+        loaded = weight_files.load_into(net, path)
+    except weight_files.WeightsError as err:
+        raise UserError(str(err)) from None
+    say(loaded.note(path) + (f", the first {values['freeze_epochs']} epoch(s) training only those"
+                             if values.get("freeze_epochs") and loaded.fresh else ""))
 
 
 def load_logged_model(folder: Path, device: str = "cpu") -> ImageClassifier:
