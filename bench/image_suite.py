@@ -215,7 +215,9 @@ def run_task(name: str, folder: Path, time_limit: float | None, extra: tuple[str
         metric = get_metric("accuracy")
         found = re.search(r"\(default (\S+)\)", done.stdout)
         kind = re.search(r"\d+×\d+×\d+: ([a-z ]+) \(default", done.stdout)
-        return {"task": name, "metric": metric.name,
+        notes = [line.strip() for line in done.stdout.splitlines()
+                 if line.startswith(("pixels:", "holdout:", "refit on", "validation", "weights"))]
+        return {"task": name, "metric": metric.name, "notes": notes,
                 "score": metric.score(joined[target].to_numpy(), joined[f"{target}_predicted"].to_numpy()),
                 "wall_s": wall, "kind": kind.group(1) if kind else "?", "default": found.group(1) if found else "?"}
 
@@ -241,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {name}: failed after {row['wall_s']:.0f} s: {row['error']}", flush=True)
             else:
                 print(f"  {name}: test {row['metric']} {row['score']:.4f}, wall {row['wall_s']:.0f} s, "
-                      f"{row['kind']}: default {row['default']}", flush=True)
+                      f"{row['kind']}: default {row['default']} (load {os.getloadavg()[0]:.2f})", flush=True)
+                for note in row["notes"]:
+                    print(f"    {note}", flush=True)
 
 
 if __name__ == "__main__":

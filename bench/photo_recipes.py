@@ -3,7 +3,9 @@
     python bench/photo_recipes.py [--task cifar-kaggle] [--seconds 60] [--seeds 0] [--recipes a,b]
 
 Each recipe (``RECIPES``: an architecture and its training parameters) trains a
-``models.image.ImageClassifier`` with ``epochs="auto"`` for ``--seconds`` on the training images
+``models.image.ImageClassifier`` with ``epochs="auto"`` for ``--seconds`` of CPU time (the fit's
+``TimeLimit`` reads ``time.process_time``, so that the budget is the same however loaded the
+machine is: each recipe gets the same work, and only the wall time stretches) on the training images
 of a task that ``bench/image_suite.py build`` wrote (CIFAR-10 in Kaggle's layout by default), in a
 process of its own with ``--threads`` torch threads, and is scored on the task's held-back test
 labels. It prints, per recipe and seed: the test accuracy, the CPU seconds the process spent, the
@@ -44,6 +46,7 @@ def one(task: Path, recipe: str, seconds: float, seed: int, tta: bool) -> dict:
     import pandas as pd
 
     from models.image import ImageClassifier
+    from models.time_limit import TimeLimit
     from pipeline.config import Competition
     from pipeline.data import images
 
@@ -51,9 +54,10 @@ def one(task: Path, recipe: str, seconds: float, seed: int, tta: bool) -> dict:
     data = images.load(comp, task).data
     truth = pd.read_csv(task / "test_labels.csv", dtype=str).set_index("id")["label"]
     arch, params = RECIPES[recipe]
-    clf = ImageClassifier(arch=arch, epochs="auto", time_limit=seconds, seed=seed, tta=tta, **params)
+    clf = ImageClassifier(arch=arch, epochs="auto", seed=seed, tta=tta, **params)
     cpu, wall = time.process_time(), time.perf_counter()
-    clf.fit(data.X_train, data.y_train)
+    clf.fit(data.X_train, data.y_train, limit=TimeLimit(seconds, reserve=0.0, clock=time.process_time,
+                                                        started=time.process_time()))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     predicted = clf.predict(data.X_test)
     accuracy = float(np.mean(predicted.astype(str) == truth.loc[[str(i) for i in data.test_ids]].to_numpy()))
@@ -64,7 +68,7 @@ def one(task: Path, recipe: str, seconds: float, seed: int, tta: bool) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", type=Path, default=ROOT / "bench" / ".results" / "images" / "cifar-kaggle")
-    parser.add_argument("--seconds", type=float, default=60.0, help="each fit's time limit")
+    parser.add_argument("--seconds", type=float, default=60.0, help="each fit's CPU seconds")
     parser.add_argument("--seeds", default="0", help="comma-separated")
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--threads", type=int, default=1)
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         recipe, seed, tta = args.one.split(",")
         print(RESULT + json.dumps(one(args.task, recipe, args.seconds, int(seed), tta == "1")), flush=True)
         return
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.seconds:g} s a fit, "
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.seconds:g} CPU s a fit, "
           f"{args.threads} thread(s)", flush=True)
     for seed in args.seeds.split(","):
         for recipe in args.recipes.split(","):

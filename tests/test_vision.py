@@ -24,7 +24,7 @@ VISION_MODELS = [entry.name for entry in registry.list_models(kind="vision")]
 def test_the_zoo_is_registered():
     assert set(VISION_MODELS) == {
         "softmax_regression", "mlp", "lenet", "lenet_bn", "cnn5", "alexnet", "vgg11", "nin",
-        "googlenet", "resnet18", "densenet",
+        "googlenet", "resnet18", "densenet", "whitenet",
     }  # fmt: skip
     assert all(registry.get(name, "vision").tasks == {"multiclass"} for name in VISION_MODELS)
 
@@ -35,6 +35,24 @@ def test_every_model_maps_28x28_images_to_logits(name):
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert parameter_count(model) > 0
+
+
+def test_whitenet_whitens_patches_from_its_first_training_batch_and_keeps_the_filters():
+    from models.vision.whitenet import PatchWhitening
+
+    images = torch.rand(64, 3, 12, 12) @ torch.rand(12, 12) + torch.rand(64, 3, 1, 1)  # correlated pixels
+    layer = PatchWhitening(3).eval()
+    layer(images)
+    assert not layer.fitted and torch.count_nonzero(layer.conv.weight) > 0  # not fitted in evaluation
+    layer.train()(images)
+    out = layer.conv(images) - layer.conv.bias[:, None, None]
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)  # the filters; the other 12 are their negatives
+    covariance = torch.cov(half.T)
+    assert torch.allclose(covariance, torch.eye(12), atol=0.05)
+    assert not layer.conv.weight.requires_grad
+    again = PatchWhitening(3)
+    again.load_state_dict(layer.state_dict())
+    assert again.fitted and torch.equal(again.conv.weight, layer.conv.weight)
 
 
 @pytest.mark.parametrize(("name", "resize"), [("nin", 224), ("resnet18", 96)])

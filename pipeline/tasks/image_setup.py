@@ -122,7 +122,11 @@ def score(metric: Metric, y: np.ndarray, proba: np.ndarray) -> float:
 
 
 def refit_params(values: dict, result: CVResult) -> dict:
-    """The refit's params: as validated, but with early stopping the best epoch count instead."""
+    """The refit's params: as validated, planned on the training speed validation measured (its
+    epochs' median), and with early stopping the best epoch count instead."""
+    speeds = [log["examples_per_sec"] for history in result.histories for log in history if "examples_per_sec" in log]
+    if speeds and values.get("epochs") == "auto":
+        values = {**values, "images_per_second": float(np.median(speeds))}
     if values.get("early_stopping_patience") is None:
         return values
     best = [int(np.argmin([log["val_loss"] for log in history])) + 1 for history in result.histories if history]
