@@ -239,3 +239,27 @@ def test_gray_images_stored_as_rgb_are_read_as_one_gray_channel(tmp_path, capsys
     assert np.array_equal(data.X_train[0], pixels)
     assert "the three channels are equal in 6 sampled training images: read as one gray channel" \
         in capsys.readouterr().out
+
+
+def test_the_mirror_probe_says_no_for_digits_and_yes_where_mirrors_keep_the_class():
+    from sklearn.datasets import load_digits
+
+    from pipeline.config import CVConfig
+    from pipeline.tasks.image_setup import default_augment, mirror_helps
+
+    holdout = comp(cv=CVConfig(holdout=0.2, seed=0))
+    data = load_digits()
+    digits = (np.kron(data.images, np.ones((2, 2))) * 255 / 16).astype(np.uint8)
+    helps, line = mirror_helps(holdout, digits, data.target)
+    assert not helps and line.endswith("no mirrors")
+    assert default_augment(holdout, {"augment": "shift"}, digits, data.target)[0] == "shift"
+
+    rng = np.random.default_rng(0)  # 20 kinds of object, one photo in ten taken the other way round
+    templates = rng.integers(0, 256, (20, 3, 16, 16))
+    y = np.arange(400) % 20
+    scenes = (templates[y] * 0.7 + rng.integers(0, 77, (400, 3, 16, 16))).astype(np.uint8)
+    flipped = rng.random(400) < 0.1
+    scenes[flipped] = scenes[flipped][..., ::-1]
+    helps, line = mirror_helps(holdout, scenes, y)
+    assert helps and line.endswith("mirrors on")
+    assert default_augment(holdout, {"augment": "crop"}, scenes, y)[0] == "photo"

@@ -75,6 +75,7 @@ from pipeline.tasks.image_setup import (
     METRICS,
     classifier_defaults,
     classifier_params,
+    default_augment,
     image_kind,
     make_classifier,
     refit_params,
@@ -130,7 +131,12 @@ class ImageTask(FileTask):
         kind = image_kind(data.data.X_train)
         default, kind_params = KIND_DEFAULTS[kind]
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", default, model)
-        defaults = {f"image kind ({kind})": kind_params if name == default else {},
+        probe = {}
+        asked = {**params.config_params(self.comp, name), **(cli_params or {})}  # a study never tunes augment
+        if name == default and "augment" not in asked:
+            probe["augment"], line = default_augment(self.comp, kind_params, data.data.X_train, data.data.y_train)
+            say(line)
+        defaults = {f"image kind ({kind})": kind_params if name == default else {}, "mirror probe": probe,
                     "weights": {"weights": self.comp.weights} if self.comp.weights else {}}
         resolved = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
                                   kind=self.registry_kind, defaults=defaults)
