@@ -53,7 +53,9 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
 
     X is (N, 784), (N, 28, 28) or (N, 1, 28, 28) with whole pixel values 0..255. ``augment`` is
     False, "shift" (random shifts: digits) or "fashion"/True (shifts, mirror, random erasing);
-    ``tta`` averages the logits of each image and its mirror image (for Fashion-MNIST, not digits).
+    ``tta`` averages the logits of each image and its mirror image (for Fashion-MNIST, not digits);
+    ``tta="auto"`` does so where it scores better on the held-out images (the last ``history_``
+    entry has both, ``val_accuracy`` and ``val_accuracy_mirror_tta``), and not without them.
     ``arch_params`` go to the architecture's factory; its ``resize`` also resizes every batch.
     The defaults with ``augment="shift"`` are the default digit model: LeNet-BN, AdamW at 1e-2
     on a one-cycle schedule, 15 epochs of 128 (98.9% on the bundled digits' test images).
@@ -86,7 +88,7 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         schedule: str = "onecycle",
         label_smoothing: float = 0.0,
         augment: bool | str = False,
-        tta: bool = False,
+        tta: bool | str = False,
         early_stopping_patience: int | None = None,
         device: str = "auto",
         seed: int = 0,
@@ -174,6 +176,13 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             checkpoint=checkpoint,
             limit=limit,
         )
+        self.tta_ = False  # "auto" without held-out images: no TTA
+        if self.tta == "auto" and X_val_t is not None and self.history_:
+            self.history_[-1]["val_accuracy_mirror_tta"] = float(count_correct(self._logits(X_val_t, tta=True),
+                                                                               y_val_t)) / len(y_val_t)
+            self.history_[-1]["val_accuracy"] = float(count_correct(self._logits(X_val_t, tta=False),
+                                                                    y_val_t)) / len(y_val_t)  # the final weights'
+            self.tta_ = self.history_[-1]["val_accuracy_mirror_tta"] > self.history_[-1]["val_accuracy"]
         return self
 
     def _check_time_limit(self) -> float | None:
@@ -288,14 +297,18 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation labels not seen in training: {unknown[:5]}")
         return indices
 
-    def _logits(self, X) -> torch.Tensor:
+    def _logits(self, X, tta: bool | None = None) -> torch.Tensor:
+        """Logits of images (uint8 on the model's device, or anything ``to_image_batch`` takes);
+        ``tta``: with mirror TTA (None: as fitted)."""
         check_is_fitted(self, "model_")
         device = next(self.model_.parameters()).device
-        X_t = as_tensor(to_image_batch(X), device, torch.uint8)
+        X_t = X if isinstance(X, torch.Tensor) else as_tensor(to_image_batch(X), device, torch.uint8)
         cfg = self._train_config(device)
         prepare = self._prepare()
         logits = predict(self.model_, X_t, prepare=prepare, cfg=cfg)
-        if self.tta:
+        if tta is None:
+            tta = getattr(self, "tta_", False) if self.tta == "auto" else self.tta is True
+        if tta:
             mirrored = predict(self.model_, X_t.flip(-1), prepare=prepare, cfg=cfg)
             logits = (logits + mirrored) / 2
         return logits

@@ -319,3 +319,20 @@ def test_arch_params_reach_the_factory_and_resize_every_batch(digits):
     clf.predict(X_test[:3])
     assert seen == [(3, 1, 40, 40)]
     assert clf.model_[4].layers[0][2].out_channels == 4  # growth_rate
+
+
+def test_auto_tta_is_kept_only_where_it_scores_better_on_the_held_out_images(digits):
+    from pipeline.tasks.base import CVResult
+    from pipeline.tasks.image_setup import refit_params
+
+    X, y, X_val, y_val = digits
+    clf = ImageClassifier(arch="softmax_regression", epochs=2, tta="auto").fit(X, y, X_val=X_val, y_val=y_val)
+    last = clf.history_[-1]
+    plain = clf.set_params(tta=False).predict(X_val)
+    assert last["val_accuracy"] == pytest.approx((plain == y_val).mean())
+    mirrored = clf.set_params(tta=True).predict(X_val)
+    assert last["val_accuracy_mirror_tta"] == pytest.approx((mirrored == y_val).mean())
+    assert clf.set_params(tta="auto").tta_ == (last["val_accuracy_mirror_tta"] > last["val_accuracy"])
+    result = CVResult(np.zeros((1, 10)), [0.0], 0.0, np.zeros(1), [clf.history_], 0.0)
+    assert refit_params({"tta": "auto", "epochs": 2}, result)["tta"] == clf.tta_  # the refit is told
+    assert not ImageClassifier(arch="softmax_regression", epochs=1, tta="auto").fit(X, y).tta_  # nothing held out

@@ -57,8 +57,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models import distributed, registry
-from models import weights as weight_files
+from models import distributed
 from models.image import ImageClassifier
 from models.time_limit import TimeLimit
 from models.training import pick_device
@@ -73,6 +72,7 @@ from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback,
 from pipeline.tasks.image_setup import (
     KIND_DEFAULTS,
     METRICS,
+    check_weights,
     classifier_defaults,
     classifier_params,
     default_augment,
@@ -142,7 +142,7 @@ class ImageTask(FileTask):
                                   kind=self.registry_kind, defaults=defaults)
         values = classifier_params(resolved.values)
         if values.get("weights"):
-            _check_weights(values["weights"], name, values, data.data)
+            check_weights(values["weights"], name, values, data.data.X_train, data.data.y_train)
         time_limit = time_limit or TimeLimit(self.comp.time_limit)
         if time_limit.limited and values.get("time_limit") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
@@ -218,8 +218,13 @@ class ImageTask(FileTask):
             hook = (lambda log, clf=clf, k=k: on_epoch(k, log, clf.epochs_)) if on_epoch else None
             clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook,
                     checkpoint=checkpoints / f"fold{k}.pt" if checkpoints else None, limit=plan.time_limit)
+            where = "holdout" if self.comp.cv.holdout is not None else f"fold {k}"
             if clf.epoch_plan_["note"]:
-                say(f"{'holdout' if self.comp.cv.holdout is not None else f'fold {k}'}: {clf.epoch_plan_['note']}")
+                say(f"{where}: {clf.epoch_plan_['note']}")
+            last = clf.history_[-1] if clf.history_ else {}
+            if "val_accuracy_mirror_tta" in last:
+                say(f"{where}: mirror TTA {last['val_accuracy_mirror_tta']:.4f} against {last['val_accuracy']:.4f}"
+                    f" without: {'kept' if clf.tta_ else 'off'}")
             fold_proba = clf.predict_proba(X[held_idx])
             if not np.isfinite(fold_proba).all():
                 raise UserError(f"model {plan.model!r} produced NaN predictions (training diverged: lower lr?)")
@@ -372,19 +377,6 @@ def _log_model(clf: ImageClassifier, model: str, values: dict, *, in_channels: i
         tracking.log_artifact(weights)
     described = {"arch": model, "params": values, "classes": clf.classes_.tolist(), "in_channels": in_channels}
     tracking.log_json(described, "model.json")
-
-
-def _check_weights(path: str, model: str, values: dict, images: files.ImageData) -> None:
-    """``path`` read and fitted to a fresh ``model`` before any work: a bad file is one line."""
-    channels = 1 if images.X_train.ndim == 3 else images.X_train.shape[1]
-    net = registry.create(model, kind="vision", num_classes=len(np.unique(images.y_train)), in_channels=channels,
-                          **(values.get("arch_params") or {}))
-    try:
-        loaded = weight_files.load_into(net, path)
-    except weight_files.WeightsError as err:
-        raise UserError(str(err)) from None
-    say(loaded.note(path) + (f", the first {values['freeze_epochs']} epoch(s) training only those"
-                             if values.get("freeze_epochs") and loaded.fresh else ""))
 
 
 def load_logged_model(folder: Path, device: str = "cpu") -> ImageClassifier:
