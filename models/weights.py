@@ -12,6 +12,7 @@ copied, so that the new head learns first on a body it cannot yet spoil.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,14 @@ def read(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
     elif path.suffix in PICKLED_TENSORS:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a pickle protocol torch did not write: the error below says enough
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001  torch raises UnpicklingError, RuntimeError, EOFError ...
-            raise WeightsError(f"{path}: not a state dict of tensors ({str(err).splitlines()[0]})") from None
+            lines = str(err).splitlines() or [type(err).__name__]
+            why = next((line.split(":", 1)[1].split(".")[0].strip() for line in lines
+                        if line.startswith("WeightsUnpickler error")), lines[0])
+            raise WeightsError(f"{path}: not a state dict of tensors (torch.load(weights_only=True): {why})") from None
     else:
         raise WeightsError(f"{path}: weights are a .safetensors file or a .pt/.pth state dict, not {path.suffix!r}")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
