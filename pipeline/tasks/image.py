@@ -14,7 +14,10 @@ Task, metric, model
     As for tables: the task from the labels, the metric from the sample submission (labels:
     accuracy; a probability per class: log loss; a binary probability: AUC), the classes in
     ``metric.classes``. Where neither the config nor ``--model`` names a model, the kind of image
-    picks it (``image_setup.KIND_DEFAULTS``).
+    picks it (``image_setup.KIND_DEFAULTS``; gray stored as RGB is gray, ``pipeline.data.images``),
+    a probe on the holdout decides whether its training images are mirrored
+    (``image_setup.mirror_helps``), and ``--weights`` starts it from a state dict
+    (``models.weights``). Every value is merged in ``params.resolve`` and its source logged.
 
 Validation
     ``[cv] holdout = f`` holds out a stratified, seeded fraction ``f`` of the training images
