@@ -216,7 +216,7 @@ def run_task(name: str, folder: Path, time_limit: float | None, extra: tuple[str
         found = re.search(r"\(default (\S+)\)", done.stdout)
         kind = re.search(r"\d+×\d+×\d+: ([a-z ]+) \(default", done.stdout)
         notes = [line.strip() for line in done.stdout.splitlines()
-                 if line.startswith(("pixels:", "holdout:", "refit on", "validation", "weights"))]
+                 if line.startswith(("pixels:", "mirror probe", "holdout:", "refit on", "validation", "weights"))]
         return {"task": name, "metric": metric.name, "notes": notes,
                 "score": metric.score(joined[target].to_numpy(), joined[f"{target}_predicted"].to_numpy()),
                 "wall_s": wall, "kind": kind.group(1) if kind else "?", "default": found.group(1) if found else "?"}
