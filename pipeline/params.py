@@ -5,7 +5,8 @@ sets per fit as each fold's share of the time left: ``pipeline.tasks.portfolio``
 
 - the registry entry's defaults (``models.registry``);
 - a task's own defaults, each layer under its own source name (an image task's: the recipe of
-  its kind of image, and the run's ``--weights``: ``pipeline.tasks.image``);
+  its kind of image, the mirror probe's ``augment`` and the run's ``--weights``:
+  ``pipeline.tasks.image``);
 - the portfolio configuration's params (``pipeline/portfolios/tabular.toml``);
 - the config: ``[model] params`` for the config's model, ``[ensemble.params.<member>]`` for a
   member of the config's ensemble (also when that member runs alone or is tuned);
