@@ -31,7 +31,8 @@ the held-back test labels, ``ImageId,Label`` as the bundled digits have them):
 ``python bench/image_suite.py run [OUT] [--time-limit S]`` (``make bench-image-suite``) builds them
 and runs ``python -m pipeline submit`` on each, with no config but the digit one, in its own
 process and MLflow store, and prints per task the metric on the held-back test labels, the wall
-time and the default the run chose.
+time and the default the run chose, with the run's lines on the pixels, the mirror probe, the
+epochs and TTA. ``--model M`` and ``--param KEY=VALUE`` (``--param seed=1``) go to every run.
 """
 
 from __future__ import annotations
