@@ -38,6 +38,10 @@ RECIPES = {
                                  "label_smoothing": 0.1, "arch_params": {"width": 16}, "augment": "photo"}),
     "cnn5w32": ("cnn5", {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 5e-4, "schedule": "onecycle",
                          "label_smoothing": 0.1, "arch_params": {"width": 32}, "augment": "photo"}),
+    # The glyph recipes, for ``--task .../digits-png`` (no mirrors: the probe says none for digits)
+    "glyphs-cnn5": ("cnn5", {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 5e-4, "schedule": "onecycle",
+                             "label_smoothing": 0.1, "augment": "shift"}),
+    "glyphs-whitenet16": ("whitenet", {**SGD, "arch_params": {"width": 16}, "augment": "shift"}),
 }
 RESULT = "photo-recipe: "
 
