@@ -87,7 +87,7 @@ def test_binary_auc_with_a_probability_column(workdir):
 
 
 @pytest.mark.parametrize(("shape", "kind", "model"), [
-    ((5, 28, 28), "small gray glyphs", "cnn5"), ((5, 3, 32, 32), "small colour photos", "whitenet"),
+    ((5, 28, 28), "small gray glyphs", "whitenet"), ((5, 3, 32, 32), "small colour photos", "whitenet"),
     ((5, 3, 64, 64), "larger photos", "whitenet"), ((5, 96, 96), "larger photos", "whitenet"),
 ])
 def test_each_kind_of_image_gets_its_default(shape, kind, model):
