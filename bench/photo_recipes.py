@@ -32,6 +32,7 @@ RECIPES = {
     "whitenet24": ("whitenet", {**SGD, "arch_params": {"width": 24}, "augment": "photo"}),
     "whitenet16": ("whitenet", {**SGD, "arch_params": {"width": 16}, "augment": "photo"}),
     "whitenet32-learned": ("whitenet", {**SGD, "arch_params": {"width": 32, "whiten": False}, "augment": "photo"}),
+    "whitenet16-learned": ("whitenet", {**SGD, "arch_params": {"width": 16, "whiten": False}, "augment": "photo"}),
     "whitenet32-adamw": ("whitenet", {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 5e-4, "schedule": "onecycle",
                                       "label_smoothing": 0.2, "arch_params": {"width": 32}, "augment": "photo"}),
     "resnet18w16": ("resnet18", {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4, "schedule": "onecycle",
