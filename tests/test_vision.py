@@ -43,16 +43,15 @@ def test_whitenet_whitens_patches_from_its_first_training_batch_and_keeps_the_fi
     images = torch.rand(64, 3, 12, 12) @ torch.rand(12, 12) + torch.rand(64, 3, 1, 1)  # correlated pixels
     layer = PatchWhitening(3).eval()
     layer(images)
-    assert not layer.fitted and torch.count_nonzero(layer.conv.weight) > 0  # not fitted in evaluation
+    assert not layer.fitted and torch.count_nonzero(layer.weight) == 0  # not fitted in evaluation
     layer.train()(images)
-    out = layer.conv(images) - layer.conv.bias[:, None, None]
+    out = layer(images) - layer.bias[:, None, None]
     half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)  # the filters; the other 12 are their negatives
-    covariance = torch.cov(half.T)
-    assert torch.allclose(covariance, torch.eye(12), atol=0.05)
-    assert not layer.conv.weight.requires_grad
+    assert torch.allclose(torch.cov(half.T), torch.eye(12), atol=0.05)
+    assert [name for name, _ in layer.named_parameters()] == ["bias"]  # the filters are no parameter
     again = PatchWhitening(3)
     again.load_state_dict(layer.state_dict())
-    assert again.fitted and torch.equal(again.conv.weight, layer.conv.weight)
+    assert again.fitted and torch.equal(again.weight, layer.weight)
 
 
 @pytest.mark.parametrize(("name", "resize"), [("nin", 224), ("resnet18", 96)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from models.registry import register
 from models.vision.common import training_space
@@ -24,19 +25,24 @@ HEAD_SCALE = 1 / 9  # airbench's: the logits start small, as label smoothing wan
 
 
 class PatchWhitening(nn.Module):
-    """A 2×2 convolution whose weights whiten patches; fitted once, on the first training batch."""
+    """A 2×2 convolution whose weights whiten patches; fitted once, on the first training batch.
+
+    The filters are a buffer, not a parameter: no optimizer sees them, and under torchrun
+    DistributedDataParallel hands rank 0's to every rank with the other buffers (each rank fits
+    its own on its first batch, and takes rank 0's from the second step on). The bias learns.
+    """
 
     def __init__(self, in_channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 2 * in_channels * PATCH * PATCH, PATCH, bias=True)
-        self.conv.weight.requires_grad_(False)
-        nn.init.zeros_(self.conv.bias)
+        outputs = 2 * in_channels * PATCH * PATCH
+        self.register_buffer("weight", torch.zeros(outputs, in_channels, PATCH, PATCH))
+        self.bias = nn.Parameter(torch.zeros(outputs))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not bool(self.fitted):
             self.fit(x)
-        return self.conv(x)
+        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
@@ -47,8 +53,8 @@ class PatchWhitening(nn.Module):
             patches = patches - patches.mean(dim=0)
             eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
             filters = (eigenvectors.T / (eigenvalues.clamp(min=0) + EPS).sqrt()[:, None])
-            filters = filters.reshape(-1, channels, PATCH, PATCH).to(self.conv.weight.dtype)
-            self.conv.weight.copy_(torch.cat([filters, -filters]))
+            filters = filters.reshape(-1, channels, PATCH, PATCH).to(self.weight.dtype)
+            self.weight.copy_(torch.cat([filters, -filters]))
             self.fitted.fill_(True)
 
 
