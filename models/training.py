@@ -107,6 +107,13 @@ def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam, adamw or sgd")
 
 
+def fusable(model: nn.Module, device: torch.device) -> bool:
+    """Whether a fused update fits: on CUDA or CPU, and no parameter frozen for now. Fused SGD
+    takes every momentum buffer or none, so a body unfrozen mid-run (``models.weights``) needs
+    the per-parameter update."""
+    return device.type in ("cuda", "cpu") and all(p.requires_grad for p in model.parameters())
+
+
 def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
@@ -149,7 +156,7 @@ def time_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn: n
     probe = copy.deepcopy(model)
     if cfg.channels_last:
         probe = probe.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(probe.parameters(), cfg, fused=X.device.type in ("cuda", "cpu"))
+    optimizer = make_optimizer(probe.parameters(), cfg, fused=fusable(probe, X.device))
     batch = min(cfg.batch_size, len(X))
     probe.train()
 
@@ -267,7 +274,7 @@ def fit(
     # than the default foreach update (AdamW on LeNet: 0.26 against 0.71 ms a step; Adam on the
     # house-price MLP: 0.16 against 0.51 ms).
     optimizer = make_optimizer(
-        model.parameters(), replace(cfg, lr=scaled_lr(cfg, world)), fused=device.type in ("cuda", "cpu")
+        model.parameters(), replace(cfg, lr=scaled_lr(cfg, world)), fused=fusable(model, device)
     )
     shard = len(X) // world
     if shard == 0:

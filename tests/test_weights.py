@@ -129,3 +129,14 @@ def test_a_bad_weights_file_is_one_line_exit_2_before_any_run(workdir):
                      "--weights", workdir / "body.pt", "--output", workdir / "submission.csv")
     assert result.code == 2 and len(result.err_lines) == 1 and "body.pt: not a state dict of tensors" in result.err
     assert mlflow_runs() == [] and not (workdir / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_body_unfrozen_mid_run_trains_on_with_momentum(tmp_path, optimizer):
+    torch.save(small_net(3).state_dict(), tmp_path / "w.pt")  # three classes: the head is fresh, the body frozen
+    X, y = digits([5, 6, 7, 8, 9])
+    clf = ImageClassifier(arch="cnn5", arch_params={"width": 8}, epochs=2, batch_size=32, optimizer=optimizer,
+                          weights=str(tmp_path / "w.pt"), freeze_epochs=1).fit(X[:96], y[:96])
+    assert len(clf.history_) == 2 and all(p.requires_grad for p in clf.model_.parameters())
+    body = torch.load(tmp_path / "w.pt")["0.weight"]
+    assert not torch.equal(clf.model_.state_dict()["0.weight"].cpu(), body)  # trained after its frozen epoch
