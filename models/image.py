@@ -16,6 +16,7 @@ from torch import nn
 
 from features.images import make_prepare, pixel_mean_std, to_image_batch
 from models import checkpoints, distributed, registry
+from models import weights as weight_files
 from models.time_limit import TimeLimit
 from models.training import (
     EpochCallback,
@@ -52,7 +53,9 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
 
     X is (N, 784), (N, 28, 28) or (N, 1, 28, 28) with whole pixel values 0..255. ``augment`` is
     False, "shift" (random shifts: digits) or "fashion"/True (shifts, mirror, random erasing);
-    ``tta`` averages the logits of each image and its mirror image (for Fashion-MNIST, not digits).
+    ``tta`` averages the logits of each image and its mirror image (for Fashion-MNIST, not digits);
+    ``tta="auto"`` does so where it scores better on the held-out images (the last ``history_``
+    entry has both, ``val_accuracy`` and ``val_accuracy_mirror_tta``), and not without them.
     ``arch_params`` go to the architecture's factory; its ``resize`` also resizes every batch.
     The defaults with ``augment="shift"`` are the default digit model: LeNet-BN, AdamW at 1e-2
     on a one-cycle schedule, 15 epochs of 128 (98.9% on the bundled digits' test images).
@@ -64,6 +67,14 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
     not fit. With held-out images and ``early_stopping_patience`` the best epoch's weights are
     kept. ``epochs_`` is the count planned and ``epoch_plan_`` how it was reached (its ``"note"``
     says what the time limit cut).
+
+    ``weights``: a ``.safetensors`` or ``.pt`` state dict to start from (``models.weights``): the
+    tensors that match by name and shape are copied, the head is fresh where the class count
+    differs; ``freeze_epochs``: that many first epochs train only what the file did not give.
+    ``weights_`` says what was copied. ``images_per_second``: the training speed an earlier fit
+    measured over its epochs (a refit's, from its validation fit), which plans a fit without
+    held-out images instead of a probe of a few steps (one slow moment on a shared CPU would
+    otherwise plan a third of the epochs).
     """
 
     def __init__(
@@ -77,13 +88,16 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         schedule: str = "onecycle",
         label_smoothing: float = 0.0,
         augment: bool | str = False,
-        tta: bool = False,
+        tta: bool | str = False,
         early_stopping_patience: int | None = None,
         device: str = "auto",
         seed: int = 0,
         compile: bool = False,
         arch_params: dict | None = None,
         time_limit: float | None = None,
+        weights: str | None = None,
+        freeze_epochs: int = 0,
+        images_per_second: float | None = None,
     ):
         self.arch = arch
         self.epochs = epochs
@@ -101,6 +115,9 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.compile = compile
         self.arch_params = arch_params
         self.time_limit = time_limit
+        self.weights = weights
+        self.freeze_epochs = freeze_epochs
+        self.images_per_second = images_per_second
 
     def fit(self, X, y, X_val=None, y_val=None, on_epoch: EpochCallback | None = None,
             checkpoint: str | os.PathLike | None = None, limit: TimeLimit | None = None):
@@ -117,7 +134,10 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, targets = np.unique(y, return_inverse=True)
         generator = seed_everything(self.seed)
         device = pick_device(self.device)
-        self.model_ = self._build_model(images.shape[1]).to(device)
+        self.model_ = self._build_model(images.shape[1])
+        self.weights_ = weight_files.load_into(self.model_, self.weights, freeze=self.freeze_epochs > 0) \
+            if self.weights else None
+        self.model_.to(device)
         X_t = as_tensor(images, device, torch.uint8)
         self.pixel_mean_, self.pixel_std_ = pixel_mean_std(X_t)
         X_val_t = y_val_t = None
@@ -132,6 +152,8 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             if "val_metric" in log:
                 log["val_accuracy"] = log.pop("val_metric")
             self.history_.append(log)
+            if self.weights_ is not None and log["epoch"] + 1 == self.freeze_epochs:
+                weight_files.unfreeze(self.model_, self.weights_)
             if on_epoch is not None:
                 on_epoch(log)
 
@@ -154,6 +176,13 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             checkpoint=checkpoint,
             limit=limit,
         )
+        self.tta_ = False  # "auto" without held-out images: no TTA
+        if self.tta == "auto" and X_val_t is not None and self.history_:
+            self.history_[-1]["val_accuracy_mirror_tta"] = float(count_correct(self._logits(X_val_t, tta=True),
+                                                                               y_val_t)) / len(y_val_t)
+            self.history_[-1]["val_accuracy"] = float(count_correct(self._logits(X_val_t, tta=False),
+                                                                    y_val_t)) / len(y_val_t)  # the final weights'
+            self.tta_ = self.history_[-1]["val_accuracy_mirror_tta"] > self.history_[-1]["val_accuracy"]
         return self
 
     def _check_time_limit(self) -> float | None:
@@ -182,8 +211,11 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         if saved is not None:
             plan.update(epochs=int(saved), note=f"resumed: {int(saved)} epochs, as planned")
         elif limit.limited:
-            step_s, eval_s = time_steps(self.model_, X_t, y_t, loss_fn=loss_fn, cfg=cfg,
-                                        prepare=self._prepare(augment), X_val=X_val_t, clock=limit.clock)
+            if self.images_per_second and X_val_t is None:
+                step_s, eval_s = min(cfg.batch_size, shard) * distributed.world_size() / self.images_per_second, 0.0
+            else:
+                step_s, eval_s = time_steps(self.model_, X_t, y_t, loss_fn=loss_fn, cfg=cfg,
+                                            prepare=self._prepare(augment), X_val=X_val_t, clock=limit.clock)
             epoch_s = shard // max(1, min(cfg.batch_size, shard)) * step_s + eval_s
             fits = max(1, int(distributed.broadcast_object(limit.left() * PLAN_MARGIN / epoch_s)))
             plan.update(step_seconds=step_s, epoch_seconds=epoch_s, limit_epochs=fits)
@@ -265,14 +297,18 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation labels not seen in training: {unknown[:5]}")
         return indices
 
-    def _logits(self, X) -> torch.Tensor:
+    def _logits(self, X, tta: bool | None = None) -> torch.Tensor:
+        """Logits of images (uint8 on the model's device, or anything ``to_image_batch`` takes);
+        ``tta``: with mirror TTA (None: as fitted)."""
         check_is_fitted(self, "model_")
         device = next(self.model_.parameters()).device
-        X_t = as_tensor(to_image_batch(X), device, torch.uint8)
+        X_t = X if isinstance(X, torch.Tensor) else as_tensor(to_image_batch(X), device, torch.uint8)
         cfg = self._train_config(device)
         prepare = self._prepare()
         logits = predict(self.model_, X_t, prepare=prepare, cfg=cfg)
-        if self.tta:
+        if tta is None:
+            tta = getattr(self, "tta_", False) if self.tta == "auto" else self.tta is True
+        if tta:
             mirrored = predict(self.model_, X_t.flip(-1), prepare=prepare, cfg=cfg)
             logits = (logits + mirrored) / 2
         return logits

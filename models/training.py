@@ -27,6 +27,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models import checkpoints, distributed
+from models.checkpoints import Checkpointer, Progress
+from models.stopping import StopPolicy
 from models.time_limit import TimeLimit
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
@@ -105,6 +107,13 @@ def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam, adamw or sgd")
 
 
+def fusable(model: nn.Module, device: torch.device) -> bool:
+    """Whether a fused update fits: on CUDA or CPU, and no parameter frozen for now. Fused SGD
+    takes every momentum buffer or none, so a body unfrozen mid-run (``models.weights``) needs
+    the per-parameter update."""
+    return device.type in ("cuda", "cpu") and all(p.requires_grad for p in model.parameters())
+
+
 def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
@@ -147,7 +156,7 @@ def time_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn: n
     probe = copy.deepcopy(model)
     if cfg.channels_last:
         probe = probe.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(probe.parameters(), cfg, fused=X.device.type in ("cuda", "cpu"))
+    optimizer = make_optimizer(probe.parameters(), cfg, fused=fusable(probe, X.device))
     batch = min(cfg.batch_size, len(X))
     probe.train()
 
@@ -265,7 +274,7 @@ def fit(
     # than the default foreach update (AdamW on LeNet: 0.26 against 0.71 ms a step; Adam on the
     # house-price MLP: 0.16 against 0.51 ms).
     optimizer = make_optimizer(
-        model.parameters(), replace(cfg, lr=scaled_lr(cfg, world)), fused=device.type in ("cuda", "cpu")
+        model.parameters(), replace(cfg, lr=scaled_lr(cfg, world)), fused=fusable(model, device)
     )
     shard = len(X) // world
     if shard == 0:
@@ -275,52 +284,16 @@ def fit(
     scheduler = make_schedule(optimizer, cfg, steps_per_epoch)
     index_gen = generator if generator is not None else torch.Generator().manual_seed(0)
     order_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=index_gen))
-    stateful_prepare = hasattr(prepare, "state_dict") and hasattr(prepare, "load_state_dict")
 
-    fit_started = time.perf_counter()
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"loss": math.inf, "state": None, "since": 0}
-    start_epoch, start_step, resumed_loss = 0, 0, None
-
-    def save(epoch: int, step: int, loss_sum: torch.Tensor, done: bool = False) -> float:
-        """Checkpoint (every rank takes part, rank 0 writes); returns the seconds it took."""
-        started = time.perf_counter()
-        ranks = distributed.gather_objects(
-            {"rng": checkpoints.rng_states(), "prepare": prepare.state_dict() if stateful_prepare else {}}
-        )
-        if distributed.is_main():
-            checkpoints.save_atomic({
-                "version": 1, "epoch": epoch, "step": step, "done": done, "world_size": world,
-                "epochs": cfg.epochs,  # a time-budgeted run resumes with the count it planned
-                "loss_sum": loss_sum.detach().float().cpu(), "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": None,  # bf16 autocast needs no loss scaling: there is no GradScaler
-                "ranks": ranks, "best": best,
-            }, checkpoint)
-        return time.perf_counter() - started
-
-    if checkpoint is not None:
-        state = distributed.broadcast_object(
-            checkpoints.load(checkpoint) if distributed.is_main() and os.path.exists(checkpoint) else None
-        )
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state["scheduler"] is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            if len(state["ranks"]) == world:  # the same ranks: each draws on as it would have
-                mine = state["ranks"][distributed.rank()]
-                checkpoints.set_rng_states(mine["rng"])
-                if stateful_prepare:
-                    prepare.load_state_dict(mine["prepare"])
-            history, best = state["history"], state["best"]
-            start_epoch, start_step, resumed_loss = state["epoch"], state["step"], state["loss_sum"]
-            if on_epoch is not None:
-                for log in history:
-                    on_epoch(dict(log))
-            if state["done"]:
-                return history
+    stop = StopPolicy(patience=cfg.early_stopping_patience, seconds=cfg.time_limit, limit=limit)
+    saver = Checkpointer(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, prepare=prepare,
+                         epochs=cfg.epochs, stop=stop)
+    progress = saver.resume()
+    if on_epoch is not None:
+        for log in progress.history:  # a resumed run's epochs so far, seen again
+            on_epoch(dict(log))
+    if progress.done:
+        return progress.history
 
     net = model
     if world > 1:
@@ -328,16 +301,17 @@ def fit(
             if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)
     step_model = torch.compile(net, dynamic=False) if cfg.compile else net
-    with checkpoints.DeferredSignals(enabled=checkpoint is not None and world == 1) as signals:
-        for epoch in range(start_epoch, cfg.epochs):
+    history = progress.history
+    with checkpoints.DeferredSignals(enabled=saver.enabled and world == 1) as signals:
+        for epoch in range(progress.epoch, cfg.epochs):
             model.train()
             started = time.perf_counter()
-            limit_started = limit.clock() if limit is not None else 0.0
+            stop.start_epoch()
             order = distributed.epoch_shard(len(X), order_seed, epoch).to(device)
-            first = start_step if epoch == start_epoch else 0
+            first = progress.step if epoch == progress.epoch else 0
             loss_sum = torch.zeros((), device=device)
-            if first and resumed_loss is not None:
-                loss_sum += resumed_loss.to(device)
+            if first and progress.loss_sum is not None:
+                loss_sum += progress.loss_sum.to(device)
             for step in range(first, steps_per_epoch):
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 with _autocast(device, cfg):
@@ -349,7 +323,7 @@ def fit(
                     scheduler.step()
                 loss_sum += loss.detach().float()
                 if signals.received is not None:  # SIGTERM or SIGINT: save this step, then stop
-                    save(epoch, step + 1, loss_sum)
+                    saver.save(Progress(history, epoch, step + 1, loss_sum))
                     signals.deliver()
 
             # The one host sync: waits for the device (and, under torchrun, for the other ranks).
@@ -365,28 +339,15 @@ def fit(
                 log.update(_evaluate(model, X_val, y_val, loss_fn=loss_fn, val_metric=val_metric,
                                      prepare=prepare, cfg=cfg, batch_size=4 * batch_size))
             history.append(log)
-
-            stop = False
-            if cfg.early_stopping_patience is not None and "val_loss" in log:
-                if log["val_loss"] < best["loss"]:
-                    best.update(loss=log["val_loss"], since=0, state=copy.deepcopy(model.state_dict()))
-                else:
-                    best["since"] += 1
-                    stop = best["since"] > cfg.early_stopping_patience
-            if (cfg.time_limit is not None or limit is not None and limit.limited) and not stop:
-                out_of_time = cfg.time_limit is not None and time.perf_counter() - fit_started > cfg.time_limit
-                out_of_time = out_of_time or limit is not None and not limit.fits(limit.clock() - limit_started)
-                stop = bool(distributed.broadcast_object(out_of_time)) if world > 1 else out_of_time  # ranks agree
-            if checkpoint is not None and not stop and epoch + 1 < cfg.epochs:
-                log["checkpoint_seconds"] = save(epoch + 1, 0, torch.zeros(()))
+            stopping = stop.after_epoch(log, model)
+            if saver.enabled and not stopping and epoch + 1 < cfg.epochs:
+                log["checkpoint_seconds"] = saver.save(Progress(history, epoch + 1))
             if on_epoch is not None:
                 on_epoch(dict(log))
-            if stop:
+            if stopping:
                 break
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    if checkpoint is not None:
-        save(len(history), 0, torch.zeros(()), done=True)
+    stop.restore_best(model)
+    saver.save(Progress(history, len(history), done=True))
     return history
 
 

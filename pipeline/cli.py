@@ -82,6 +82,9 @@ def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
                         help="seconds for the whole run, start to end: the portfolio fits models until it "
                              "(make: TIME=; default: the config's time_limit, else none)")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="image competitions: a .safetensors or .pt state dict the model starts from "
+                             "(default: the config's weights, else none)")
     parser.add_argument("--repeats", type=_positive(int), default=None,
                         help="repeated k-fold: N reshuffled k-fold runs, the scores' spread across them "
                              "(default: the config's [cv] repeats, else 1)")
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_competition(args) -> config.Competition:
-    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "repeats", "seeds")}
+    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "weights", "repeats", "seeds")}
     data_dir = _data_dir(args)
     target, id_column = args.target, args.id_column
     # A folder is enough (no config, no --competition): the id and target come from its sample submission.

@@ -84,6 +84,9 @@ class Competition:
     # Seconds for a whole train or submit run, start to end; None: no limit. The portfolio fits
     # configurations until it (pipeline/tasks/portfolio.py; models.time_limit.TimeLimit).
     time_limit: float | None = None
+    # Image competitions: a state dict (.safetensors or .pt) the zoo model starts from
+    # (models/weights.py; ``--weights PATH``); a relative path is from the working directory.
+    weights: str | None = None
 
     def as_params(self) -> dict[str, str]:
         """The resolved config flattened to ``section.key`` strings, for MLflow params."""
@@ -194,6 +197,8 @@ def check(comp: Competition, source: str) -> None:
         check_seconds(comp.time_limit)
     except ValueError as exc:
         raise UserError(f"{source}: {exc}") from None
+    if comp.weights is not None and (not isinstance(comp.weights, str) or not comp.weights):
+        raise UserError(f"{source}: weights must be the path of a .safetensors or .pt file, got {comp.weights!r}")
     if comp.ensemble.method not in ("best", "select", "blend", "stack"):
         raise UserError(f"{source}: [ensemble] method must be best, select, blend or stack")
     if not isinstance(comp.ensemble.refit, bool):

@@ -1,10 +1,13 @@
 """Which model runs, and with which parameters: the one place for their precedence.
 
-registry < metric < portfolio < config < study < command line (< the seed and time limit, which
-the k-fold loop sets per fit: each seed of ``--seeds``, and each fold's share of the time left,
-``pipeline.tasks.portfolio``):
+registry < defaults < metric < portfolio < config < study < command line (< the seed and time
+limit, which the k-fold loop sets per fit: each seed of ``--seeds``, and each fold's share of the
+time left, ``pipeline.tasks.portfolio``):
 
 - the registry entry's defaults (``models.registry``);
+- a task's own defaults, each layer under its own source name (an image task's: the recipe of
+  its kind of image, the mirror probe's ``augment`` and the run's ``--weights``:
+  ``pipeline.tasks.image``);
 - the competition's metric, for a model that can stop early on it (``eval_metric``,
   :data:`models.boosting.EVAL_METRICS`: boosters stop on MAE where MAE is the metric);
 - the portfolio configuration's params (``pipeline/portfolios/tabular.toml``);
@@ -93,17 +96,19 @@ def study_key(model: str, config_name: str | None = None, portfolio: dict | None
 
 def resolve(comp: Competition, model: str, *, tuned: bool, study: dict | None = None, cli: dict | None = None,
             kind: str = "tabular", portfolio: dict | None = None, config_name: str | None = None,
-            metric: str | None = None) -> Resolved:
+            metric: str | None = None, defaults: dict[str, dict] | None = None) -> Resolved:
     """``model``'s parameters from every source, later ones winning; ``config_name``: the name the
     config's ``[ensemble.params.<name>]`` uses (a portfolio configuration's name); ``metric``: the
-    competition's, which a model that stops early on it is given."""
+    competition's, which a model that stops early on it is given; ``defaults``: {source name:
+    values}, a task's own layers, below every other source, in order."""
     key = study_key(model, config_name, portfolio)
     if tuned and study is None:
         study = studies.best_params(comp, key)
         if study:
             say(f"params: {config_name or model} uses the best trial of its Optuna study {key} (STUDY=ignore ignores it)")
     stops_on = {"eval_metric": metric} if metric in EVAL_METRICS and _takes(model, kind, "eval_metric") else None
-    layers = (("metric", stops_on), ("portfolio", portfolio), ("config", config_params(comp, config_name or model)),
+    layers = (*(defaults or {}).items(), ("metric", stops_on), ("portfolio", portfolio),
+              ("config", config_params(comp, config_name or model)),
               ("study", study), ("command line", cli))
     values, sources = {}, {}
     for source, given in layers:

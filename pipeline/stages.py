@@ -118,12 +118,11 @@ def run(
     if registering:
         models_io.registered_name(comp.name)  # a name MLflow refuses fails now, not after the training
     task = for_competition(comp)
-    task.resume = resume
-    task.drop_shifted = drop_shifted
     if distributed.world_size() > 1 and not task.distributed:
         raise UserError(f"{comp.name}: only image competitions run on several processes (NPROC=1 here)")
     data = task.load(data_dir)
-    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned, time_limit=time_limit)
+    plan = task.plan(data, model=model, cli_params=params or {}, tuned=tuned, time_limit=time_limit, resume=resume,
+                     drop_shifted=drop_shifted)
     for line in task.describe(data, plan):
         say(line)
 

@@ -55,7 +55,7 @@ def test_label_names_come_back_as_names(workdir):
     truth = write_folder(workdir / "colours", ANIMALS, {"label": "cat"})
     result, frame = submit(workdir / "colours", "label")
     assert "layout image-folder" in result.out and "validation accuracy" in result.out
-    assert "10×10×3: small colour photos (default resnet18)" in result.out
+    assert "10×10×3: small colour photos (default whitenet)" in result.out
     assert list(frame.columns) == ["id", "label"] and list(frame.id) == [f"img{i}" for i in range(59, 47, -1)]
     assert set(frame.label) <= set(ANIMALS)
     assert (frame.label.to_numpy() == truth).mean() >= 0.75  # learnt, not guessed (chance: 1/3)
@@ -87,8 +87,8 @@ def test_binary_auc_with_a_probability_column(workdir):
 
 
 @pytest.mark.parametrize(("shape", "kind", "model"), [
-    ((5, 28, 28), "small gray glyphs", "cnn5"), ((5, 3, 32, 32), "small colour photos", "resnet18"),
-    ((5, 3, 64, 64), "larger photos", "resnet18"), ((5, 96, 96), "larger photos", "resnet18"),
+    ((5, 28, 28), "small gray glyphs", "whitenet"), ((5, 3, 32, 32), "small colour photos", "whitenet"),
+    ((5, 3, 64, 64), "larger photos", "whitenet"), ((5, 96, 96), "larger photos", "whitenet"),
 ])
 def test_each_kind_of_image_gets_its_default(shape, kind, model):
     assert vision.image_kind(np.zeros(shape, np.uint8)) == kind and vision.KIND_DEFAULTS[kind][0] == model

@@ -196,3 +196,70 @@ def test_gray_and_colour_files_together_are_read_in_colour(tmp_path):
     data = images.load(comp(), tmp_path).data
     assert data.X_train.shape == (6, 3, 8, 8)
     assert (data.X_train[1, 0] == data.X_train[1, 1]).all()  # the gray one: equal channels
+
+
+# --- Kaggle's own CIFAR-10 layout, and the pixels' own kind ----------------------------------
+
+
+@pytest.mark.parametrize("name", ["sampleSubmission.csv", "SampleSubmission.csv", "sample_submission.csv"])
+def test_kaggle_cifar10_layout_with_the_sample_by_any_kaggle_spelling(tmp_path, name):
+    write_image_folder(tmp_path, sample=False)  # train/<id>.png, trainLabels.csv, test/<id>.png
+    pd.DataFrame({"id": range(4, 0, -1), "label": "cat"}).to_csv(tmp_path / name, index=False)
+    data = images.load(comp(), tmp_path)
+    assert list(data.data.y_train) == ["cat", "dog", "frog", "cat", "dog", "frog"]  # trainLabels.csv, not the sample
+    assert list(data.data.test_ids) == ["4", "3", "2", "1"] and list(data.sample.columns) == ["id", "label"]
+
+
+def test_a_sample_under_another_name_is_known_by_its_ids_matching_the_test_images(tmp_path):
+    from pipeline.data import image_folders
+    from pipeline.tasks.image_setup import as_image_competition
+
+    write_image_folder(tmp_path, sample=False)
+    pd.DataFrame({"id": range(1, 5), "label": "cat"}).to_csv(tmp_path / "submission_format.csv", index=False)
+    assert image_folders.sample_file(comp(), tmp_path) == tmp_path / "submission_format.csv"
+    assert as_image_competition(comp(kind="tabular"), tmp_path).sample_submission_file == "submission_format.csv"
+    assert list(images.load(comp(), tmp_path).data.y_train)[:3] == ["cat", "dog", "frog"]
+
+
+def test_two_labels_files_besides_the_sample_are_still_ambiguous(tmp_path):
+    write_image_folder(tmp_path)
+    (tmp_path / "labels.csv").write_bytes((tmp_path / "trainLabels.csv").read_bytes())
+    assert "several labels files (labels.csv, trainLabels.csv)" in one_line_error(comp(), tmp_path)
+
+
+def test_gray_images_stored_as_rgb_are_read_as_one_gray_channel(tmp_path, capsys):
+    for i in range(1, 7):
+        save(tmp_path / "train" / f"{i}.png", np.repeat(RNG.integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, axis=2))
+    pd.DataFrame({"id": range(1, 7), "label": NAMES[np.arange(6) % 3]}).to_csv(tmp_path / "trainLabels.csv",
+                                                                              index=False)
+    save(tmp_path / "test" / "1.png", np.repeat(RNG.integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, axis=2))
+    pixels = np.asarray(Image.open(tmp_path / "train" / "1.png"))[:, :, 0]
+    data = images.load(comp(), tmp_path).data
+    assert data.X_train.shape == (6, 8, 8) and data.X_test.shape == (1, 8, 8)
+    assert np.array_equal(data.X_train[0], pixels)
+    assert "the three channels are equal in 6 sampled training images: read as one gray channel" \
+        in capsys.readouterr().out
+
+
+def test_the_mirror_probe_says_no_for_digits_and_yes_where_mirrors_keep_the_class():
+    from sklearn.datasets import load_digits
+
+    from pipeline.config import CVConfig
+    from pipeline.tasks.image_setup import default_augment, mirror_helps
+
+    holdout = comp(cv=CVConfig(holdout=0.2, seed=0))
+    data = load_digits()
+    digits = (np.kron(data.images, np.ones((2, 2))) * 255 / 16).astype(np.uint8)
+    helps, line = mirror_helps(holdout, digits, data.target)
+    assert not helps and line.endswith("no mirrors")
+    assert default_augment(holdout, {"augment": "shift"}, digits, data.target)[0] == "shift"
+
+    rng = np.random.default_rng(0)  # 20 kinds of object, one photo in ten taken the other way round
+    templates = rng.integers(0, 256, (20, 3, 16, 16))
+    y = np.arange(400) % 20
+    scenes = (templates[y] * 0.7 + rng.integers(0, 77, (400, 3, 16, 16))).astype(np.uint8)
+    flipped = rng.random(400) < 0.1
+    scenes[flipped] = scenes[flipped][..., ::-1]
+    helps, line = mirror_helps(holdout, scenes, y)
+    assert helps and line.endswith("mirrors on")
+    assert default_augment(holdout, {"augment": "crop"}, scenes, y)[0] == "photo"

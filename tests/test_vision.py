@@ -24,7 +24,7 @@ VISION_MODELS = [entry.name for entry in registry.list_models(kind="vision")]
 def test_the_zoo_is_registered():
     assert set(VISION_MODELS) == {
         "softmax_regression", "mlp", "lenet", "lenet_bn", "cnn5", "alexnet", "vgg11", "nin",
-        "googlenet", "resnet18", "densenet",
+        "googlenet", "resnet18", "densenet", "whitenet",
     }  # fmt: skip
     assert all(registry.get(name, "vision").tasks == {"multiclass"} for name in VISION_MODELS)
 
@@ -35,6 +35,23 @@ def test_every_model_maps_28x28_images_to_logits(name):
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert parameter_count(model) > 0
+
+
+def test_whitenet_whitens_patches_from_its_first_training_batch_and_keeps_the_filters():
+    from models.vision.whitenet import PatchWhitening
+
+    images = torch.rand(64, 3, 12, 12) @ torch.rand(12, 12) + torch.rand(64, 3, 1, 1)  # correlated pixels
+    layer = PatchWhitening(3).eval()
+    layer(images)
+    assert not layer.fitted and torch.count_nonzero(layer.weight) == 0  # not fitted in evaluation
+    layer.train()(images)
+    out = layer(images) - layer.bias[:, None, None]
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)  # the filters; the other 12 are their negatives
+    assert torch.allclose(torch.cov(half.T), torch.eye(12), atol=0.05)
+    assert [name for name, _ in layer.named_parameters()] == ["bias"]  # the filters are no parameter
+    again = PatchWhitening(3)
+    again.load_state_dict(layer.state_dict())
+    assert again.fitted and torch.equal(again.weight, layer.weight)
 
 
 @pytest.mark.parametrize(("name", "resize"), [("nin", 224), ("resnet18", 96)])
@@ -301,3 +318,20 @@ def test_arch_params_reach_the_factory_and_resize_every_batch(digits):
     clf.predict(X_test[:3])
     assert seen == [(3, 1, 40, 40)]
     assert clf.model_[4].layers[0][2].out_channels == 4  # growth_rate
+
+
+def test_auto_tta_is_kept_only_where_it_scores_better_on_the_held_out_images(digits):
+    from pipeline.tasks.base import CVResult
+    from pipeline.tasks.image_setup import refit_params
+
+    X, y, X_val, y_val = digits
+    clf = ImageClassifier(arch="softmax_regression", epochs=2, tta="auto").fit(X, y, X_val=X_val, y_val=y_val)
+    last = clf.history_[-1]
+    plain = clf.set_params(tta=False).predict(X_val)
+    assert last["val_accuracy"] == pytest.approx((plain == y_val).mean())
+    mirrored = clf.set_params(tta=True).predict(X_val)
+    assert last["val_accuracy_mirror_tta"] == pytest.approx((mirrored == y_val).mean())
+    assert clf.set_params(tta="auto").tta_ == (last["val_accuracy_mirror_tta"] > last["val_accuracy"])
+    result = CVResult(np.zeros((1, 10)), [0.0], 0.0, np.zeros(1), [clf.history_], 0.0)
+    assert refit_params({"tta": "auto", "epochs": 2}, result)["tta"] == clf.tta_  # the refit is told
+    assert not ImageClassifier(arch="softmax_regression", epochs=1, tta="auto").fit(X, y).tta_  # nothing held out

@@ -18,6 +18,7 @@ from models.vision import (  # noqa: F401  (imported to register)
     resnet,
     softmax_regression,
     vgg,
+    whitenet,
 )
 from models.vision.common import parameter_count
 

@@ -8,7 +8,10 @@ Two layouts, told apart by the training folder (the ``train`` of ``[files] train
 - ``class-folders``: ``train/<class>/*.png``, the folder name being the label.
 
 Both take the test images from ``test/``: one per id of the sample submission when there is one
-(an id no file has is an error), else every file, its stem the id. Labels that are all whole
+(an id no file has is an error), else every file, its stem the id. The sample is the config's
+``[files] sample_submission``, else a file by any of Kaggle's spellings (``sample_submission.csv``,
+``sampleSubmission.csv``, ``SampleSubmission.csv``), else the one CSV whose ids are the test
+images' names (:func:`sample_file`); it is never taken for a labels file. Labels that are all whole
 numbers stay numbers; other labels are text.
 """
 
@@ -61,13 +64,52 @@ def folder_layout(comp: Competition, data_dir: Path) -> str | None:
     return "image-folder" if image_decode.image_files(folder) else None
 
 
-def labels_csv(comp: Competition, data_dir: Path) -> Path:
-    """The CSV with the id and target columns: ``[files] train`` when it is one, else the only one."""
+def _is_sample_name(name: str) -> bool:
+    """Kaggle's spellings of the sample submission: sample_submission.csv, sampleSubmission.csv, ..."""
+    return name.lower().replace("_", "") == "samplesubmission.csv"
+
+
+def _test_stems(comp: Competition, data_dir: Path) -> set[str]:
+    folder = test_folder(comp, data_dir)
+    return {p.stem for p in image_decode.image_files(folder)} if folder.is_dir() else set()
+
+
+def _lists_ids(path: Path, id_column: str, ids: set[str]) -> bool:
+    """Whether ``path``'s ``id_column`` names exactly the files ``ids`` (by stem or whole name)."""
+    try:
+        if id_column not in pd.read_csv(path, nrows=0).columns:
+            return False
+        listed = pd.read_csv(path, usecols=[id_column], dtype=str)[id_column]
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return len(listed) == len(ids) and {Path(name).stem for name in listed} == ids
+
+
+def sample_file(comp: Competition, data_dir: Path) -> Path | None:
+    """The sample submission: the config's file, else one by a Kaggle spelling, else the one
+    CSV whose id column lists exactly the test images; None: there is none."""
     data_dir = Path(data_dir)
-    skip = {comp.sample_submission_file, comp.test_file, HELD_BACK_LABELS}
+    if (data_dir / comp.sample_submission_file).is_file():
+        return data_dir / comp.sample_submission_file
+    csvs = sorted(data_dir.glob("*.csv")) if data_dir.is_dir() else []
+    spelled = [p for p in csvs if _is_sample_name(p.name)]
+    if spelled:
+        return spelled[0]
+    stems = _test_stems(comp, data_dir)
+    listing = [p for p in csvs if p.name not in (comp.train_file, HELD_BACK_LABELS) and stems
+               and _lists_ids(p, comp.id, stems)]
+    return listing[0] if len(listing) == 1 else None
+
+
+def labels_csv(comp: Competition, data_dir: Path) -> Path:
+    """The CSV with the id and target columns: ``[files] train`` when it is one, else the only one
+    (the sample submission, whatever its spelling, is not one)."""
+    data_dir = Path(data_dir)
+    sample = sample_file(comp, data_dir)
+    skip = {comp.sample_submission_file, comp.test_file, HELD_BACK_LABELS, *([sample.name] if sample else [])}
     found = []
     for path in sorted(data_dir.glob("*.csv")):
-        if path.name in skip:
+        if path.name in skip or _is_sample_name(path.name):
             continue
         columns = pd.read_csv(path, nrows=0).columns
         if comp.id in columns and comp.target in columns:

@@ -26,13 +26,14 @@ from __future__ import annotations
 import gzip
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import Competition
+from pipeline.console import say
 from pipeline.data import image_folders
 from pipeline.data.files import source_of
 from pipeline.data.tabular import read_csv
@@ -56,6 +57,7 @@ LAYOUT_FILES = {
 PIXEL_CSV = "pixel-csv"
 LAYOUTS = (*LAYOUT_FILES, PIXEL_CSV, *image_folders.FOLDER_LAYOUTS)
 PIXEL_NAME = re.compile(r"pixel\d+")
+GRAY_SAMPLE = 256  # images whose channels are compared to tell gray stored as RGB from colour
 
 
 @dataclass(frozen=True)
@@ -308,19 +310,38 @@ class Images:
 def load(comp: Competition, data_dir: Path) -> Images:
     data_dir = Path(data_dir)
     layout = resolve_layout(comp, data_dir)
-    sample_path = data_dir / comp.sample_submission_file
     folders = layout in image_folders.FOLDER_LAYOUTS
+    sample_path = image_folders.sample_file(comp, data_dir) if folders else data_dir / comp.sample_submission_file
     # Folder ids name files: read as text, so that "007" stays "007".
-    sample = read_csv(sample_path, dtype={comp.id: "str"} if folders else None) if sample_path.is_file() else None
+    sample = read_csv(sample_path, dtype={comp.id: "str"} if folders else None) \
+        if sample_path is not None and sample_path.is_file() else None
     if folders:
         found = image_folders.read(comp, data_dir, layout, sample, comp.image_size)
         data = ImageData(_squeeze(found.X_train), found.y_train, _squeeze(found.X_test), found.test_ids)
     else:
         data = load_image_competition(data_dir, layout, target=comp.target, id_column=comp.id,
                                       files=(comp.train_file, comp.test_file))
+    if data.X_train.ndim == 4 and gray_in_colour(data.X_train):
+        say(f"pixels: the three channels are equal in {min(GRAY_SAMPLE, len(data.X_train))} sampled training "
+            "images: read as one gray channel")
+        data = replace(data, X_train=as_gray(data.X_train), X_test=as_gray(data.X_test))
     return Images(data, layout, source_of(data_dir), sample)
 
 
 def _squeeze(images: np.ndarray) -> np.ndarray:
     """Gray images as (N, S, S), like the pixel CSVs'."""
     return images[:, 0] if images.shape[1] == 1 else images
+
+
+def gray_in_colour(images: np.ndarray, seed: int = 0) -> bool:
+    """Whether colour images (N, 3, S, S) are gray ones stored as RGB: the three channels equal in
+    every one of GRAY_SAMPLE images drawn at random."""
+    rows = np.random.default_rng(seed).choice(len(images), min(GRAY_SAMPLE, len(images)), replace=False)
+    sample = images[np.sort(rows)]
+    return bool((sample[:, 0] == sample[:, 1]).all() and (sample[:, 1] == sample[:, 2]).all())
+
+
+def as_gray(images: np.ndarray) -> np.ndarray:
+    """(N, S, S): the mean of the channels (a gray image's own pixels; the brightness of any the
+    sample missed that has colour)."""
+    return images.mean(axis=1, dtype=np.float32).round().astype(np.uint8) if images.ndim == 4 else images

@@ -58,6 +58,8 @@ class Plan:
     costs: Mapping[str, float] = field(default_factory=dict)  # a portfolio's relative price of each member
     study_keys: Mapping[str, str] = field(default_factory=dict)  # {member: the Optuna study that tunes it}, where not its name
     method: str = "best"  # how members combine: select (greedy), blend, stack, best
+    resume: bool = True  # continue from the checkpoints a killed run left, where the task has any
+    drop_shifted: int = 0  # --drop-shifted K: the K columns that most tell test from train leave both
 
     def __post_init__(self):
         for name in ("members", "sources", "models", "costs", "study_keys"):
@@ -107,7 +109,6 @@ class FileTask:
     """A task whose files are read by one ``pipeline.data`` module (``files``)."""
 
     files: CompetitionFiles
-    resume: bool = True  # continue from the checkpoints a killed run left, where the task has any
     distributed: bool = False  # runs under torchrun, each rank taking its share
 
     def __init__(self, comp: Any):
@@ -133,7 +134,6 @@ class Task(Protocol):
 
     registry_kind: str  # the kind of its models in ``models.registry``
     progress_unit: str  # how tuning reports a trial: "fold" (running mean) or "epoch" (held-out score)
-    resume: bool  # the stage sets it: continue from a killed run's checkpoints (tasks that have any)
     distributed: bool  # whether it can run under torchrun (several processes)
 
     def has_files(self, data_dir: Path) -> bool: ...
@@ -142,8 +142,10 @@ class Task(Protocol):
         """The competition's files, read and checked; ``.source`` says where they came from."""
 
     def plan(self, data: Any, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
-        """The model and params, checked; ``time_limit``: the run's, which the plan carries."""
+             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None,
+             resume: bool = True, drop_shifted: int = 0) -> Plan:
+        """The model and params, checked; ``time_limit``: the run's, which the plan carries, as it
+        does the run's options (``resume``, ``drop_shifted``)."""
 
     def untuned_params(self, plan: Plan) -> dict:
         """What ``submit`` fits when nothing is tuned: the first trial of a study."""

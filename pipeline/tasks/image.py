@@ -14,7 +14,10 @@ Task, metric, model
     As for tables: the task from the labels, the metric from the sample submission (labels:
     accuracy; a probability per class: log loss; a binary probability: AUC), the classes in
     ``metric.classes``. Where neither the config nor ``--model`` names a model, the kind of image
-    picks it (``image_setup.KIND_DEFAULTS``).
+    picks it (``image_setup.KIND_DEFAULTS``; gray stored as RGB is gray, ``pipeline.data.images``),
+    a probe on the holdout decides whether its training images are mirrored
+    (``image_setup.mirror_helps``), and ``--weights`` starts it from a state dict
+    (``models.weights``). Every value is merged in ``params.resolve`` and its source logged.
 
 Validation
     ``[cv] holdout = f`` holds out a stratified, seeded fraction ``f`` of the training images
@@ -38,11 +41,8 @@ Artifacts
     submission. See :func:`load_logged_model`.
 
 CPU threads
-    torch runs each op on one thread per core. These nets' ops are small, and on a CPU that is
-    busy with other work the threads wait for each other: on a loaded 2-core machine
-    ``OMP_NUM_THREADS=1 make submit COMPETITION=digit-recognizer`` took 34 s where the default
-    took 102 s (``OMP_WAIT_POLICY=PASSIVE`` recovers part of it). On an idle machine or a GPU
-    the defaults are right.
+    On a busy 2-core machine torch's per-core threads wait for each other on these small ops:
+    ``OMP_NUM_THREADS=1`` took 34 s where the default took 102 s (digit-recognizer).
 """
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback,
 from pipeline.tasks.image_setup import (
     KIND_DEFAULTS,
     METRICS,
+    check_weights,
     classifier_defaults,
     classifier_params,
+    default_augment,
     image_kind,
     make_classifier,
     refit_params,
@@ -126,15 +128,25 @@ class ImageTask(FileTask):
         return task, metric
 
     def plan(self, data: Images, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
+             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None,
+             resume: bool = True, drop_shifted: int = 0) -> Plan:
         """With a ``time_limit`` (the run's), each fit (the validation's and the refit) gets its
         share of the time left as its own ``time_limit``, and none runs past the run's."""
         kind = image_kind(data.data.X_train)
         default, kind_params = KIND_DEFAULTS[kind]
         name = params.choose_model(self.comp, self.registry_kind, "multiclass", default, model)
-        chosen = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
-                                kind=self.registry_kind).values
-        values = classifier_params({**(kind_params if name == default else {}), **chosen})
+        probe = {}
+        asked = {**params.config_params(self.comp, name), **(cli_params or {})}  # a study never tunes augment
+        if name == default and "augment" not in asked:
+            probe["augment"], line = default_augment(self.comp, kind_params, data.data.X_train, data.data.y_train)
+            say(line)
+        defaults = {f"image kind ({kind})": kind_params if name == default else {}, "mirror probe": probe,
+                    "weights": {"weights": self.comp.weights} if self.comp.weights else {}}
+        resolved = params.resolve(self.comp, name, tuned=tuned, study=study_params, cli=cli_params,
+                                  kind=self.registry_kind, defaults=defaults)
+        values = classifier_params(resolved.values)
+        if values.get("weights"):
+            check_weights(values["weights"], name, values, data.data.X_train, data.data.y_train)
         time_limit = time_limit or TimeLimit(self.comp.time_limit)
         if time_limit.limited and values.get("time_limit") is None:
             fits = (1 if self.comp.cv.holdout is not None else self.comp.cv.folds) + 1
@@ -142,7 +154,8 @@ class ImageTask(FileTask):
             values["time_limit"] = round(max(left, 1.0) / fits, 1)
             say(f"time limit {self.comp.time_limit:.0f} s: each of the {fits} fits gets {values['time_limit']:.0f} s")
         task, metric = self._task_and_metric(data)
-        return Plan(task, metric, name, {name: values}, comp=self.comp, time_limit=time_limit)
+        return Plan(task, metric, name, {name: values}, comp=self.comp, time_limit=time_limit,
+                    sources={name: resolved.sources}, resume=resume)
 
     def untuned_params(self, plan: Plan) -> dict:
         values = {**classifier_defaults(), **params.config_params(self.comp, plan.model)}
@@ -186,10 +199,12 @@ class ImageTask(FileTask):
         final = make_classifier(plan.model, plan.params)
         return {"model.name": plan.model, "task": plan.task, "metric": plan.metric.name, "layout": data.layout,
                 "validation": self._scheme(),
-                **{f"params.{k}": v for k, v in final.get_params().items() if k != "arch"}}
+                **{f"params.{k}": v for k, v in final.get_params().items() if k != "arch"},
+                **{f"param_sources.{name}": ", ".join(f"{k}: {source}" for k, source in given.items())
+                   for name, given in plan.sources.items() if given}}
 
     def cross_validate(self, data: Images, plan: Plan, *, on_fold: FoldCallback | None = None,
-                       on_epoch: EpochCallback | None = None, for_tuning: bool = False,
+                       on_epoch: EpochCallback | None = None,
                        progress: bool | None = False, checkpoints: Path | None = None) -> CVResult:
         """Train on each split's training rows, scoring every epoch on its held-out rows.
 
@@ -207,8 +222,13 @@ class ImageTask(FileTask):
             hook = (lambda log, clf=clf, k=k: on_epoch(k, log, clf.epochs_)) if on_epoch else None
             clf.fit(X[train_idx], y[train_idx], X[held_idx], y[held_idx], on_epoch=hook,
                     checkpoint=checkpoints / f"fold{k}.pt" if checkpoints else None, limit=plan.time_limit)
+            where = "holdout" if self.comp.cv.holdout is not None else f"fold {k}"
             if clf.epoch_plan_["note"]:
-                say(f"{'holdout' if self.comp.cv.holdout is not None else f'fold {k}'}: {clf.epoch_plan_['note']}")
+                say(f"{where}: {clf.epoch_plan_['note']}")
+            last = clf.history_[-1] if clf.history_ else {}
+            if "val_accuracy_mirror_tta" in last:
+                say(f"{where}: mirror TTA {last['val_accuracy_mirror_tta']:.4f} against {last['val_accuracy']:.4f}"
+                    f" without: {'kept' if clf.tta_ else 'off'}")
             fold_proba = clf.predict_proba(X[held_idx])
             if not np.isfinite(fold_proba).all():
                 raise UserError(f"model {plan.model!r} produced NaN predictions (training diverged: lower lr?)")
@@ -233,7 +253,7 @@ class ImageTask(FileTask):
         def on_epoch(k: int, entry: dict, epochs: int) -> None:
             _log_epoch("" if holdout else f"fold{k}_", entry, epochs, "holdout" if holdout else f"fold {k}", show)
 
-        folder = checkpoints.open_folder(self.comp.name, self._run_config(data, plan), resume=self.resume)
+        folder = checkpoints.open_folder(self.comp.name, self._run_config(data, plan), resume=plan.resume)
         result = self.cross_validate(data, plan, on_epoch=on_epoch, checkpoints=folder)
         result.checkpoints = folder  # the refit's checkpoint goes there too
         many = len(result.fold_scores) > 1

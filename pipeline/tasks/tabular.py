@@ -42,15 +42,12 @@ class TabularTask(FileTask):
     files = files
     registry_kind = "tabular"
     progress_unit = "fold"
-    drop_shifted: int = 0  # --drop-shifted K: the K columns that most separate train from test leave
 
     def load(self, data_dir: Path) -> TabularData:
         data = super().load(data_dir)
         # bad-input: the config's columns against the files, before any work (pipeline/data/checks.py)
         checks.check_config_columns(self.comp, data.train, self.comp.train_file)
         checks.check_features_left(self.comp, data.train, self.comp.train_file)
-        if self.drop_shifted:
-            shift.check_drop(data, id_column=self.comp.id, target=self.comp.target, drop=self.drop_shifted)
         if self.comp.outliers is not None:
             try:
                 RowRule.parse(self.comp.outliers).check_columns(data.train.columns)
@@ -75,8 +72,11 @@ class TabularTask(FileTask):
         return task, metric
 
     def plan(self, data: TabularData, *, model: str | None = None, cli_params: dict | None = None,
-             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None) -> Plan:
+             tuned: bool = True, study_params: dict | None = None, time_limit: TimeLimit | None = None,
+             resume: bool = True, drop_shifted: int = 0) -> Plan:
         """What the run fits, every parameter resolved and checked; nothing on ``self`` changes."""
+        if drop_shifted:  # before any work: K must leave a column
+            shift.check_drop(data, id_column=self.comp.id, target=self.comp.target, drop=drop_shifted)
         task, metric = self._task_and_metric(data)
         comp = self.comp
         if metric.name == "rmsle" and comp.target_transform is None and (data.train[comp.target] >= 0).all():
@@ -120,7 +120,8 @@ class TabularTask(FileTask):
         return Plan(task, metric, name, {m: v.values for m, v in resolved.items()}, comp=comp,
                     time_limit=time_limit, sources={m: v.sources for m, v in resolved.items()},
                     models=models, costs=costs, method=method,
-                    study_keys={c.name: params.study_key(c.model, c.name, dict(c.params)) for c in configs})
+                    study_keys={c.name: params.study_key(c.model, c.name, dict(c.params)) for c in configs},
+                    resume=resume, drop_shifted=drop_shifted)
 
     def tuned_by_default(self, data: TabularData) -> tuple[str, ...]:
         if self.comp.model.name or self.comp.ensemble.models:
@@ -183,7 +184,7 @@ class TabularTask(FileTask):
 
     def check_shift(self, data: TabularData, plan: Plan) -> TabularData:
         limit = plan.time_limit.within(None) if plan.time_limit.limited else None
-        return shift.check(data, id_column=self.comp.id, target=self.comp.target, drop=self.drop_shifted,
+        return shift.check(data, id_column=self.comp.id, target=self.comp.target, drop=plan.drop_shifted,
                            seed=self.comp.cv.seed, time_limit=limit)
 
     def validate(self, data: TabularData, plan: Plan, *, progress: bool | None) -> CVResult:
