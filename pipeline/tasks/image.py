@@ -87,8 +87,6 @@ from pipeline.tasks.image_setup import (
 
 TARGET_COLUMN = "Label"  # the submission's prediction column when there is no sample to copy
 WORST_SHOWN = 32  # images in a misclassified grid
-
-
 STUDY_FIRST_EPOCHS = 15  # a study's first trial, where the config says epochs = "auto"
 
 
