@@ -152,8 +152,8 @@ class Portfolio:
         capabilities = config.capabilities
         # While configurations wait after it, a model that stops itself takes ``share`` of the time
         # left; any other needs all of it to finish its folds.
-        part = self._left() * (share if capabilities.stops_itself else 1.0)
-        limit = self.time_limit.within(part) if self.time_limit.limited else self.time_limit
+        part = self._left() * (share if capabilities.stops_itself else 1.0) if self.time_limit.limited else None
+        limit = self.time_limit.within(part)  # this configuration's clock, from now
         n_fits = len(splits)
         seeds = seeds_of(config, self.seeds)
         predict_seconds = save_seconds = 0.0
