@@ -216,3 +216,34 @@ def test_the_plan_is_read_only_all_the_way_down_and_pickles(workdir):
         plan.sources["ridge"]["alpha"] = "study"
     assert plan.params == {"alpha": 2.0} and plan.sources["ridge"] == {"alpha": "command line"}
     assert pickle.loads(pickle.dumps(plan.members)) == plan.members
+
+
+class SeededSlowRidge(Ridge):
+    def __init__(self, alpha=1.0, random_state=0):
+        super().__init__(alpha=alpha)
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None):
+        CLOCK.now += 10.0
+        return super().fit(X, y, sample_weight)
+
+
+@pytest.fixture
+def seeded_slow_model():
+    registry.register("seeded_slow_test", capabilities=registry.Capabilities(seed_param="random_state"))(
+        lambda **p: SeededSlowRidge(**p))
+    yield "seeded_slow_test"
+    registry._REGISTRY.pop(("tabular", "seeded_slow_test"))
+
+
+@pytest.mark.parametrize(("seconds", "seeds"), [(100, [0, 1]), (40, [])])
+def test_seeds_shrink_to_what_the_first_fit_says_the_time_pays_for(seeded_slow_model, seconds, seeds):
+    """20 seeds of 10 s fits on 3 folds: 100 s pay for two seeds a fold (0.8 of 100 s / 30 s), 40 s
+    for one, which is no seeding at all; the limit holds either way."""
+    CLOCK.now = 1000.0
+    limit = TimeLimit(seconds, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+    run = _loop((configuration.Configuration("seeded", seeded_slow_model),), limit, seeds=20)
+    (one,) = run.run().fitted
+    assert one.complete and one.seeds == seeds and len(one.seed_scores) == len(seeds)
+    assert len(one.bag.estimators) == 3 * max(len(seeds), 1)
+    assert CLOCK.now <= limit.work_deadline

@@ -241,7 +241,8 @@ class Portfolio:
                 save_seconds, seed_oofs, seeds) -> Fitted:
         each = [repeat_oofs[r] for r in sorted(repeat_oofs)]
         score = float(np.mean([self.score(oof, covered) for oof in each]))
-        seed_scores = [self.score(seed_oofs[s], covered) for s in sorted(seed_oofs)]
+        # The seeds the time paid for (--seeds may have shrunk after the first fit): each one's score.
+        seed_scores = [self.score(seed_oofs[s], covered) for s in sorted(seed_oofs) if s < len(seeds)] if len(seeds) > 1 else []
         knob = config.capabilities.seed_param
         return Fitted(config, np.mean(each, axis=0), predict_seconds, save_seconds, fold_scores, score,
                       limit.elapsed(), ensembles.FoldBag(estimators), each, histories, covered, seed_scores,

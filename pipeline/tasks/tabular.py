@@ -202,7 +202,7 @@ class TabularTask(FileTask):
                     f"in {one.seconds + one.bag_seconds:.0f} s{ensemble}{clock}")
                 return
             spread = (f" ± {np.std(one.seed_scores):.5f} over {len(one.seeds)} seeds ({one.seeds[0]} to {one.seeds[-1]})"
-                      if one.seed_scores else "")
+                      if one.seeds else "")
             say(f"  {one.config.name}: cv {metric.name} {one.score:.5f}{spread} in {one.seconds:.0f} s{ensemble}{clock}")
             if len(configs) > 1:
                 with tracking.child_run(one.config.name, tags={"model": one.config.model, "configuration": one.config.name,
