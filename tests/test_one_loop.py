@@ -18,6 +18,7 @@ from models import registry
 from models.time_limit import TimeLimit
 from pipeline import config, models_io, params, stages, studies, tune
 from pipeline.config import Competition, CVConfig
+from pipeline.errors import UserError
 from pipeline.metrics import get as get_metric
 from pipeline.tasks import configuration, portfolio, results
 from pipeline.tasks.tabular import TabularTask
@@ -247,3 +248,16 @@ def test_seeds_shrink_to_what_the_first_fit_says_the_time_pays_for(seeded_slow_m
     assert one.complete and one.seeds == seeds and len(one.seed_scores) == len(seeds)
     assert len(one.bag.estimators) == 3 * max(len(seeds), 1)
     assert CLOCK.now <= limit.work_deadline
+
+
+def test_with_nothing_fit_yet_any_time_left_is_tried(undeclared):
+    """2 s left for 3 folds is less than the floor of a fit each, but nothing has been fit: a fold
+    may take far less (here no time at all), so the configuration runs rather than the run ending
+    with nothing."""
+    CLOCK.now = 1000.0
+    limit = TimeLimit(10, started=CLOCK.now - 8.0, reserve=0.0, clock=CLOCK)
+    outcome = _loop((configuration.Configuration("u", undeclared),), limit).run()
+    assert [f.config.name for f in outcome.fitted] == ["u"] and outcome.fitted[0].complete
+    CLOCK.now = 1010.0  # nothing left at all: not started
+    with pytest.raises(UserError, match="not one model finished a fold"):
+        _loop((configuration.Configuration("u", undeclared),), limit).run()
