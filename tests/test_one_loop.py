@@ -261,3 +261,33 @@ def test_with_nothing_fit_yet_any_time_left_is_tried(undeclared):
     CLOCK.now = 1010.0  # nothing left at all: not started
     with pytest.raises(UserError, match="not one model finished a fold"):
         _loop((configuration.Configuration("u", undeclared),), limit).run()
+
+
+class Overrunning(Ridge):
+    """Stops itself, it says, but takes 25 s a fit whatever its time_limit."""
+
+    def __init__(self, alpha=1.0, time_limit=None):
+        super().__init__(alpha=alpha)
+        self.time_limit = time_limit
+
+    def fit(self, X, y, sample_weight=None):
+        CLOCK.now += 25.0
+        return super().fit(X, y, sample_weight)
+
+
+@pytest.fixture
+def overrunning():
+    registry.register("overrunning_test", capabilities=registry.Capabilities(stops_itself=True))(
+        lambda **p: Overrunning(**p))
+    yield "overrunning_test"
+    registry._REGISTRY.pop(("tabular", "overrunning_test"))
+
+
+def test_a_model_past_its_share_is_not_dropped_while_the_run_has_the_time(overrunning, undeclared):
+    """Its share is 0.6 of 100 s; three 25 s folds overrun it but fit in the run's 100 s, so it
+    finishes (diamonds_cut at 60 s had its LightGBM dropped after 4 of 5 folds)."""
+    CLOCK.now = 1000.0
+    limit = TimeLimit(100, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+    run = _loop((configuration.Configuration("over", overrunning), configuration.Configuration("u", undeclared)), limit)
+    fitted = run.fit(run.configs[0], share=portfolio.CONFIG_SHARE)
+    assert fitted is not None and fitted.complete and CLOCK.now == 1075.0

@@ -169,9 +169,9 @@ class Portfolio:
         stoppable = capabilities.stops_itself
         for done, (r, k, _, valid_idx) in enumerate(splits):
             if self.time_limit.limited and done:
+                # Against the run's time left: the share only shortens a model that stops itself.
                 per_fold = limit.elapsed() / done
-                last_phase = (predict_seconds + save_seconds) * n_fits / done
-                left = min(self._left(last_phase), limit.left())
+                left = self._left((predict_seconds + save_seconds) * n_fits / done)
                 if per_fold * (1 if stoppable else n_fits - done) > left:
                     reason = f"dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, {left:.0f} s left)"
                     self.skipped_reasons.setdefault(config.name, reason)
