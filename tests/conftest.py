@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import Ridge
 
 REPO = Path(__file__).resolve().parents[1]
 KAGGLE_SLUG = "house-prices-advanced-regression-techniques"
@@ -366,3 +367,30 @@ def stop_process_group(process: subprocess.Popen) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.2)
+
+
+# --- a fake clock, and a model whose fits take its time (the time limit's tests) -----------------
+
+class FakeClock:
+    """``TimeLimit(clock=CLOCK)``: time moves only when a ``TimedRidge`` fits."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = FakeClock()
+
+
+class TimedRidge(Ridge):
+    """A ridge whose every fit takes ``seconds`` of the fake clock."""
+
+    def __init__(self, alpha=1.0, seconds=10.0):
+        super().__init__(alpha=alpha)
+        self.seconds = seconds
+
+    def fit(self, X, y, sample_weight=None):
+        CLOCK.now += self.seconds
+        return super().fit(X, y, sample_weight)

@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_frames, write_competition
+from conftest import CLOCK, TimedRidge, synthetic_frames, write_competition
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import Ridge
 
@@ -154,29 +154,9 @@ def test_a_name_serves_every_task_kind_and_a_portfolio_configuration_by_its_name
 
 # --- a time limit keeps what finished ---------------------------------------------------------
 
-class Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-CLOCK = Clock()
-
-
-class SlowRidge(Ridge):
-    def __init__(self, alpha=1.0, seconds=25.0):
-        super().__init__(alpha=alpha)
-        self.seconds = seconds
-
-    def fit(self, X, y, sample_weight=None):
-        CLOCK.now += self.seconds
-        return super().fit(X, y, sample_weight)
-
-
 @pytest.fixture
 def slow_model():
-    registry.register("slow_ridge_test")(lambda **p: SlowRidge(**p))
+    registry.register("slow_ridge_test")(lambda **p: TimedRidge(**{"seconds": 25.0, **p}))
     yield "slow_ridge_test"
     registry._REGISTRY.pop(("tabular", "slow_ridge_test"))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import Ridge
+from conftest import CLOCK, TimedRidge
 
 from models import ensemble as ensembles
 from models import registry
@@ -68,29 +68,6 @@ def test_select_keeps_the_method_that_cross_fits_better():
 
 
 # --- the loop, on a fake clock ----------------------------------------------------------------
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-CLOCK = FakeClock()
-
-
-class TimedRidge(Ridge):
-    """A ridge whose every fit takes ``seconds`` of the fake clock."""
-
-    def __init__(self, alpha=1.0, seconds=10.0):
-        super().__init__(alpha=alpha)
-        self.seconds = seconds
-
-    def fit(self, X, y, sample_weight=None):
-        CLOCK.now += self.seconds
-        return super().fit(X, y, sample_weight)
-
 
 @pytest.fixture
 def timed_model():
