@@ -8,7 +8,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import mlflow_runs, run_cli
+from conftest import (
+    fast_house_prices_config,
+    mlflow_runs,
+    run_cli,
+    snapshot,
+    synthetic_frames,
+    tiny_house_prices,
+    write_competition,
+)
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
@@ -128,6 +136,32 @@ def test_a_bad_weights_file_is_one_line_exit_2_before_any_run(workdir):
     result = run_cli("submit", "--data-dir", data, "--target", "label", "--id", "id", "--model", "cnn5",
                      "--weights", workdir / "body.pt", "--output", workdir / "submission.csv")
     assert result.code == 2 and len(result.err_lines) == 1 and "body.pt: not a state dict of tensors" in result.err
+    assert mlflow_runs() == [] and not (workdir / "submission.csv").exists()
+
+
+def test_weights_on_a_table_are_one_line_exit_2_before_any_run(workdir):
+    train, test, _ = synthetic_frames("binary")
+    data = write_competition(workdir / "toy", train, test)
+    save_file(small_net(2).state_dict(), workdir / "body.safetensors")
+    before = snapshot(workdir)
+    result = run_cli("submit", "--data-dir", data, "--target", "target", "--id", "id",
+                     "--weights", workdir / "body.safetensors", "--output", workdir / "submission.csv")
+    assert result.code == 2 and len(result.err_lines) == 1, result.err
+    assert "--weights" in result.err and "toy is a table" in result.err and "Traceback" not in result.err
+    assert mlflow_runs() == [] and snapshot(workdir) == before
+
+
+def test_weights_in_a_table_config_name_the_config(workdir):
+    data = workdir / "house"
+    data.mkdir()
+    for name, frame in tiny_house_prices().items():
+        if frame is not None:
+            frame.to_csv(data / name, index=False)
+    config_file = fast_house_prices_config(workdir)
+    config_file.write_text('weights = "body.safetensors"\n' + config_file.read_text())
+    result = run_cli("submit", "--config", config_file, "--data-dir", data, "--output", workdir / "submission.csv")
+    assert result.code == 2 and len(result.err_lines) == 1, result.err
+    assert f"{config_file.name}: weights body.safetensors" in result.err and "is a table" in result.err
     assert mlflow_runs() == [] and not (workdir / "submission.csv").exists()
 
 
