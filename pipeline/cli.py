@@ -236,7 +236,7 @@ def _load_competition(args) -> config.Competition:
     if not configured and data_dir is not None:
         found_target, found_id = sample_columns.resolve_in_folder(data_dir, comp.target, comp.id)  # Default: default
         comp = as_image_competition(dataclasses.replace(comp, target=found_target, id=found_id), data_dir)
-    if comp.weights and comp.kind != "image":  # said, not ignored: a table has no net to start from a state dict
+    if comp.weights and not for_competition(comp).takes_weights:  # said, not ignored: a table has no net
         given = "--weights" if args.weights else f"{Path(args.config or config.CONFIG_DIR / f'{name}.toml').name}: weights"
         raise UserError(f"{given} {comp.weights}: {comp.name} is a table, and only image competitions start a "
                         "net from a state dict (leave the weights out)")

@@ -110,6 +110,7 @@ class FileTask:
 
     files: CompetitionFiles
     distributed: bool = False  # runs under torchrun, each rank taking its share
+    takes_weights: bool = False  # its models can start from a state dict (``--weights``)
 
     def __init__(self, comp: Any):
         self.comp = comp
@@ -135,6 +136,7 @@ class Task(Protocol):
     registry_kind: str  # the kind of its models in ``models.registry``
     progress_unit: str  # how tuning reports a trial: "fold" (running mean) or "epoch" (held-out score)
     distributed: bool  # whether it can run under torchrun (several processes)
+    takes_weights: bool  # whether its models can start from a state dict (``--weights``)
 
     def has_files(self, data_dir: Path) -> bool: ...
 

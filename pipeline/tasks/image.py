@@ -94,7 +94,7 @@ class ImageTask(FileTask):
     files = files
     registry_kind = "vision"
     progress_unit = "epoch"
-    distributed = True
+    distributed = takes_weights = True
 
     def load(self, data_dir: Path) -> Images:
         comp = self.comp  # a wrong task or metric is refused before the files are read
