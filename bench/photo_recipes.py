@@ -1,6 +1,6 @@
 """Which recipe learns colour photos fastest on a CPU: accuracy against CPU seconds.
 
-    python bench/photo_recipes.py [--task cifar-kaggle] [--seconds 60] [--seeds 0] [--recipes a,b]
+    python bench/photo_recipes.py [--task cifar-kaggle] [--seconds 60] [--seeds 0,1,2] [--recipes a,b]
 
 Each recipe (``RECIPES``: an architecture and its training parameters) trains a
 ``models.image.ImageClassifier`` with ``epochs="auto"`` for ``--seconds`` of CPU time (the fit's
@@ -9,7 +9,9 @@ machine is: each recipe gets the same work, and only the wall time stretches) on
 of a task that ``bench/image_suite.py build`` wrote (CIFAR-10 in Kaggle's layout by default), in a
 process of its own with ``--threads`` torch threads, and is scored on the task's held-back test
 labels. It prints, per recipe and seed: the test accuracy (and with mirror TTA), the CPU seconds the process spent, the
-wall seconds, the epochs it fitted, and the training images it saw per CPU second. The machine's
+wall seconds, the epochs it fitted, and the training images it saw per CPU second; then, per
+recipe, the mean ± standard deviation over the seeds. ``--task`` is a folder, or the name of a
+task under ``bench/.results/images/`` (``cifar-kaggle``, ``natural-kaggle``, ...). The machine's
 load average is printed first: on a shared machine every figure is slower than on a quiet one.
 """
 
@@ -45,6 +47,30 @@ RECIPES = {
     "glyphs-whitenet16": ("whitenet", {**SGD, "arch_params": {"width": 16}, "augment": "shift"}),
 }
 RESULT = "photo-recipe: "
+TASKS = ROOT / "bench" / ".results" / "images"
+
+
+def task_folder(given: str) -> Path:
+    """A task folder as given, else the task of that name that ``bench/image_suite.py build`` wrote."""
+    return Path(given) if Path(given).is_dir() or not (TASKS / given).is_dir() else TASKS / given
+
+
+def spread(results: list[dict]) -> list[str]:
+    """Per recipe: mean ± standard deviation over its seeds of the accuracy, with TTA, and the CPU cost."""
+    import numpy as np
+
+    lines = []
+    for recipe in dict.fromkeys(r["recipe"] for r in results):
+        runs = [r for r in results if r["recipe"] == recipe]
+
+        def stat(key: str, digits: int, runs=runs) -> str:
+            values = [r[key] for r in runs]
+            deviation = np.std(values, ddof=1) if len(values) > 1 else 0.0
+            return f"{np.mean(values):.{digits}f} ± {deviation:.{digits}f}"
+
+        lines.append(f"{recipe:20s} over {len(runs)} seed(s): accuracy {stat('accuracy', 4)} (mirror TTA "
+                     f"{stat('tta_accuracy', 4)}), {stat('cpu_s', 0)} CPU s, {stat('images_per_cpu_s', 0)} images/CPU s")
+    return lines
 
 
 def one(task: Path, recipe: str, seconds: float, seed: int) -> dict:
@@ -76,7 +102,7 @@ def one(task: Path, recipe: str, seconds: float, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", type=Path, default=ROOT / "bench" / ".results" / "images" / "cifar-kaggle")
+    parser.add_argument("--task", type=task_folder, default=TASKS / "cifar-kaggle")
     parser.add_argument("--seconds", type=float, default=60.0, help="each fit's CPU seconds")
     parser.add_argument("--seeds", default="0", help="comma-separated")
     parser.add_argument("--recipes", default=",".join(RECIPES))
@@ -91,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         print(RESULT + json.dumps(one(args.task, recipe, args.seconds, int(seed))), flush=True)
         return
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.seconds:g} CPU s a fit, "
-          f"{args.threads} thread(s)", flush=True)
+          f"{args.threads} thread(s), task {args.task.name}", flush=True)
+    results = []
     for seed in args.seeds.split(","):
         for recipe in args.recipes.split(","):
             done = subprocess.run([sys.executable, __file__, "--task", str(args.task), "--seconds", str(args.seconds),
@@ -102,10 +129,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{recipe} seed {seed}: failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
                 continue
             r = json.loads(lines[0][len(RESULT):])
+            results.append(r)
             print(f"{r['recipe']:20s} seed {r['seed']}: accuracy {r['accuracy']:.4f} (mirror TTA "
                   f"{r['tta_accuracy']:.4f}), {r['cpu_s']:.0f} CPU s, "
                   f"{r['wall_s']:.0f} s wall, {r['epochs']} epochs, {r['images_per_cpu_s']:.0f} images/CPU s "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    print("\n".join(spread(results)), flush=True)
 
 
 if __name__ == "__main__":
