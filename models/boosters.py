@@ -20,6 +20,9 @@ from models.time_limit import TimeLimit
 MAX_ITER = 10_000
 PATIENCE = 50
 HOLDOUT = 0.1
+_LIGHTGBM_LOSS = {"squared_error": "regression", "absolute_error": "regression_l1"}
+_XGBOOST_LOSS = {"squared_error": "reg:squarederror", "absolute_error": "reg:absoluteerror"}
+_CATBOOST_LOSS = {"squared_error": "RMSE", "absolute_error": "MAE"}
 
 
 class _LightGBMStop:
@@ -51,7 +54,7 @@ class LightGBMModel(Booster):
                  min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 0.0, reg_alpha: float = 0.0, max_bin: int = 255, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
-                 eval_metric: str | None = None, native_categories: bool = False,
+                 eval_metric: str | None = None, loss: str = "squared_error", native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -66,12 +69,13 @@ class LightGBMModel(Booster):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.eval_metric = eval_metric
+        self.loss = loss
         self.native_categories = native_categories
         self.time_limit = time_limit
         self.random_state = random_state
 
     def _train(self, X, y, X_val, y_val, n_classes, limit, rounds):
-        objective = {0: "regression", 2: "binary"}.get(n_classes, "multiclass")
+        objective = {0: _LIGHTGBM_LOSS[self.loss], 2: "binary"}.get(n_classes, "multiclass")
         params = {"objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
                   "min_child_samples": self.min_child_samples, "bagging_fraction": self.subsample,
                   "bagging_freq": 1 if self.subsample < 1 else 0, "feature_fraction": self.colsample_bytree,
@@ -118,7 +122,7 @@ class XGBoostModel(Booster):
                  min_child_weight: float = 1.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 1.0, reg_alpha: float = 0.0, max_bin: int = 256, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
-                 eval_metric: str | None = None, native_categories: bool = False,
+                 eval_metric: str | None = None, loss: str = "squared_error", native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -133,12 +137,13 @@ class XGBoostModel(Booster):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.eval_metric = eval_metric
+        self.loss = loss
         self.native_categories = native_categories
         self.time_limit = time_limit
         self.random_state = random_state
 
     def _train(self, X, y, X_val, y_val, n_classes, limit, rounds):
-        objective = {0: "reg:squarederror", 2: "binary:logistic"}.get(n_classes, "multi:softprob")
+        objective = {0: _XGBOOST_LOSS[self.loss], 2: "binary:logistic"}.get(n_classes, "multi:softprob")
         params = {"objective": objective, "eta": self.learning_rate, "max_depth": self.max_depth,
                   "min_child_weight": self.min_child_weight, "subsample": self.subsample,
                   "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda, "alpha": self.reg_alpha,
@@ -202,7 +207,7 @@ class CatBoostModel(Booster):
                  l2_leaf_reg: float = 3.0, random_strength: float = 1.0, border_count: int = 254,
                  one_hot_max_size: int | None = None, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
-                 eval_metric: str | None = None, native_categories: bool = False,
+                 eval_metric: str | None = None, loss: str = "squared_error", native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -215,6 +220,7 @@ class CatBoostModel(Booster):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.eval_metric = eval_metric
+        self.loss = loss
         self.native_categories = native_categories
         self.time_limit = time_limit
         self.random_state = random_state
@@ -228,8 +234,7 @@ class CatBoostModel(Booster):
                   "allow_writing_files": False}
         if self.eval_metric:
             params["eval_metric"] = {"mae": "MAE"}[self.eval_metric]
-        if n_classes:
-            params["loss_function"] = "Logloss" if n_classes == 2 else "MultiClass"
+        params["loss_function"] = {0: _CATBOOST_LOSS[self.loss], 2: "Logloss"}.get(n_classes, "MultiClass")
         model = (_CatBoostClassifier if n_classes else _CatBoostRegressor)(
             **{k: v for k, v in params.items() if v is not None})
         clock = _CatBoostTimeLimit(limit)

@@ -45,6 +45,9 @@ UNSTOPPED_ROUNDS = 100  # at learning rate 0.1, without early stopping (scaled: 
 # metric where it is not the loss. MAE: squared error trains, the held-out MAE picks the round
 # (hotel_price, LightGBM 5-fold MAE 8.258 -> 8.135 and 8.135 -> 8.124 over two shuffles).
 EVAL_METRICS = ("mae",)
+# What a regression trains on (``loss``, HistGradientBoosting's names; each library maps them to
+# its own objective). ``absolute_error``: for a competition scored by MAE, the median, not the mean.
+LOSSES = ("squared_error", "absolute_error")
 
 
 def validation_split(n: int, fraction: float | int, seed: int, classes: np.ndarray | None = None, *,
@@ -90,6 +93,8 @@ class Booster(BaseEstimator):
     def _check_params(self) -> None:
         if self.eval_metric not in (None, *EVAL_METRICS):
             raise ValueError(f"eval_metric={self.eval_metric!r}: None (the loss) or one of {', '.join(EVAL_METRICS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r}: one of {', '.join(LOSSES)}")
         for name in ("max_iter", "n_iter_no_change"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -108,6 +113,8 @@ class Booster(BaseEstimator):
         self._check_params()
         if n_classes and self.eval_metric:
             raise ValueError(f"eval_metric={self.eval_metric!r} is for regression; a classifier stops on log loss")
+        if n_classes and self.loss != LOSSES[0]:
+            raise ValueError(f"loss={self.loss!r} is for regression; a classifier trains on log loss")
         if isinstance(X, pd.DataFrame):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         frame = as_frame(X)

@@ -207,6 +207,25 @@ def test_the_default_portfolio_is_data_with_every_family_the_issue_names():
             assert task in registry.get(c.model, "tabular").tasks
 
 
+def test_a_configuration_for_some_metrics_is_in_their_portfolio_only(tmp_path):
+    portfolio = tmp_path / "portfolio.toml"
+    portfolio.write_text('''[[regression]]
+name = "lightgbm"
+model = "lightgbm"
+
+[[regression]]
+name = "lightgbm_median"
+model = "lightgbm"
+params = { loss = "absolute_error" }
+metrics = ["mae"]
+''')
+    assert [c.name for c in configuration.load("regression", "mae", portfolio)] == ["lightgbm", "lightgbm_median"]
+    assert [c.name for c in configuration.load("regression", "rmse", portfolio)] == ["lightgbm"]
+    shipped = {c.name: c for c in configuration.load("regression", "mae")}
+    assert shipped["lightgbm_mae"].params["loss"] == "absolute_error"
+    assert "lightgbm_mae" not in {c.name for c in configuration.load("regression", "rmse")}
+
+
 @pytest.mark.parametrize("levels", [80, 4])
 def test_lightgbm_levels_runs_only_where_a_category_has_51_to_254_levels(levels):
     """Without such a column its features are lightgbm's own, and so would its predictions be."""

@@ -207,6 +207,28 @@ def test_a_classifier_refuses_an_mae_to_stop_on():
         registry.create("xgboost", "tabular", eval_metric="auc").fit(np.eye(40), np.arange(40.0))
 
 
+@pytest.mark.parametrize("model", BOOSTERS)
+def test_the_absolute_error_loss_fits_the_median_where_squared_error_fits_the_mean(model):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(800, 2))
+    typical = 2 * X[:, 0]
+    y = typical + np.where(rng.random(800) < 0.2, rng.exponential(20, 800), 0.0)  # a fifth far above
+    fits = {loss: registry.create(model, "tabular", **{**SMALL, "loss": loss, "max_iter": 200, "learning_rate": 0.1,
+                                                         "early_stopping": False}).fit(X, y)
+            for loss in ("squared_error", "absolute_error")}
+    X_new = rng.normal(size=(400, 2))
+    bias = {loss: float(np.mean(fit.predict(X_new) - 2 * X_new[:, 0])) for loss, fit in fits.items()}
+    # The median of y given x is the typical value (4 rows in 5); the mean sits 4 above it.
+    assert abs(bias["absolute_error"]) < 2.0 < 3.0 < bias["squared_error"]
+
+
+def test_a_classifier_refuses_a_regression_loss():
+    with pytest.raises(ValueError, match="loss='absolute_error' is for regression"):
+        registry.create("xgboost_classifier", "tabular", loss="absolute_error").fit(np.eye(40), [0, 1] * 20)
+    with pytest.raises(ValueError, match="loss='huber': one of squared_error, absolute_error"):
+        registry.create("lightgbm", "tabular", loss="huber").fit(np.eye(40), np.arange(40.0))
+
+
 def test_native_categories_split_on_a_category_of_many_levels_and_encode_one_of_thousands():
     X, signal = frame()  # street: 120 levels
     comp = config.load("trees-test", target="y", id_column="key")

@@ -28,12 +28,14 @@ PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabula
 @dataclass(frozen=True)
 class Configuration:
     """One entry of the portfolio: a display name, a registered model and its parameters (a
-    read-only mapping), and its relative ``cost`` (a price before any configuration has been timed)."""
+    read-only mapping), its relative ``cost`` (a price before any configuration has been timed),
+    and the ``metrics`` it is fit for (none: every metric)."""
 
     name: str
     model: str
     params: Mapping[str, Any] = field(default_factory=dict)
     cost: float = 1.0
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "params", Frozen(self.params))
@@ -59,12 +61,15 @@ def _section(task: str) -> str:
     return "regression" if task == "regression" else "classification"
 
 
-def load(task: str, path: Path | None = None) -> tuple[Configuration, ...]:
-    """The ordered configurations for ``task`` (regression, binary, multiclass): data, not code."""
+def load(task: str, metric: str | None = None, path: Path | None = None) -> tuple[Configuration, ...]:
+    """The ordered configurations for ``task`` (regression, binary, multiclass) and a competition
+    scored by ``metric``: data, not code. An entry naming ``metrics`` is kept only for those."""
     with open(path or PORTFOLIO_FILE, "rb") as handle:
         raw = tomllib.load(handle)
-    return tuple(Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
-                               float(entry.get("cost", 1.0))) for entry in raw[_section(task)])
+    configs = (Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
+                             float(entry.get("cost", 1.0)), tuple(entry.get("metrics", ())))
+               for entry in raw[_section(task)])
+    return tuple(c for c in configs if not c.metrics or metric in c.metrics)
 
 
 def tuned_by_default(task: str, path: Path | None = None) -> tuple[str, ...]:

@@ -83,7 +83,7 @@ class TabularTask(FileTask):
             say("target: models learn log(1 + target), as RMSLE scores it; predictions are exp'd back")
             comp = dataclasses.replace(comp, target_transform="log1p")
         chosen = model or comp.model.name
-        configs = configuration.load(task)
+        configs = configuration.load(task, metric.name)
         if chosen is None and not comp.ensemble.models:
             if cli_params:
                 raise UserError("--param applies to a single model (MODEL=<name>); the portfolio's are in "
