@@ -38,15 +38,11 @@ SLOW_FIXTURES = {"tuned"}  # a study that the tests below inspect (tests/conftes
 
 # Runs the real CLI with each CV slowed down by a second, so that a signal lands mid-trial.
 SLOW_CLI = """
-import os, sys, time
-from pathlib import Path
+import sys, time
 from pipeline.tasks.tabular import TabularTask
 real = TabularTask.cross_validate
 def slow(*args, **kwargs):
-    marker = Path(f"in-flight-{os.getpid()}")  # a signal sent while it exists lands mid-trial
-    marker.touch()
     time.sleep(1.0)
-    marker.unlink()
     return real(*args, **kwargs)
 TabularTask.cross_validate = slow
 from pipeline.cli import main
@@ -112,8 +108,7 @@ def children_of(parent_id: str) -> list:
 
 
 def wait_for_trial_in_flight(proc: subprocess.Popen, journal: Path, timeout: float = 180) -> None:
-    """Poll the journal until a trial has finished and ``proc`` is running the next one, inside
-    the trial's slow step (its marker file: the journal, read under load, may lag the process)."""
+    """Poll the journal until a trial has finished and ``proc`` is running the next one."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -122,8 +117,7 @@ def wait_for_trial_in_flight(proc: subprocess.Popen, journal: Path, timeout: flo
             trials = study.get_trials(deepcopy=False)
             running = [t for t in trials if t.state == TrialState.RUNNING and "model_params" in t.user_attrs
                        and t.user_attrs["worker"].split(":")[1] == str(proc.pid)]
-            in_step = (journal.parent.parent / f"in-flight-{proc.pid}").exists()
-            if running and in_step and any(t.state in FINISHED for t in trials):
+            if running and any(t.state in FINISHED for t in trials):
                 return
         time.sleep(0.2)
     proc.kill()
