@@ -38,7 +38,10 @@ SLOW_FIXTURES = {"tuned"}  # a study that the tests below inspect (tests/conftes
 
 # Runs the real CLI with each CV slowed down by a second, so that a signal lands mid-trial.
 SLOW_CLI = """
-import sys, time
+import signal, sys, time
+# Ctrl-C as in a terminal, even where the shell that started the tests ignores SIGINT for its
+# background jobs (a child inherits the ignoring, and Python then installs no handler).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pipeline.tasks.tabular import TabularTask
 real = TabularTask.cross_validate
 def slow(*args, **kwargs):
