@@ -394,3 +394,25 @@ class TimedRidge(Ridge):
     def fit(self, X, y, sample_weight=None):
         CLOCK.now += self.seconds
         return super().fit(X, y, sample_weight)
+
+
+@contextlib.contextmanager
+def registered_model(name: str, factory, **register_options):
+    """``name`` in the tabular model registry for the block only (``registry.register``'s options)."""
+    from models import registry
+
+    registry.register(name, **register_options)(factory)
+    try:
+        yield name
+    finally:
+        registry._REGISTRY.pop(("tabular", name))
+
+
+def linear_frame(n_train: int, n_test: int, n_features: int, noise: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """A seeded linear regression: an ``id`` column and ``x0``.. for train then test rows, and the targets."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_train + n_test, n_features))
+    y = X @ rng.normal(size=n_features) + noise * rng.normal(size=n_train + n_test)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)])
+    frame.insert(0, "id", np.arange(1, n_train + n_test + 1))
+    return frame, y

@@ -10,7 +10,14 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLOCK, TimedRidge, synthetic_frames, write_competition
+from conftest import (
+    CLOCK,
+    TimedRidge,
+    linear_frame,
+    registered_model,
+    synthetic_frames,
+    write_competition,
+)
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import Ridge
 
@@ -25,12 +32,8 @@ from pipeline.tasks.tabular import TabularTask
 
 
 def _regression_competition(folder, *, outliers: str | None = None, model: str = "ridge"):
-    rng = np.random.default_rng(0)
-    n_train, n_test, n_features = 80, 20, 8
-    X = rng.normal(size=(n_train + n_test, n_features))
-    y = X @ rng.normal(size=n_features) + 0.3 * rng.normal(size=n_train + n_test)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)])
-    frame.insert(0, "id", np.arange(1, n_train + n_test + 1))
+    n_train = 80
+    frame, y = linear_frame(n_train, 20, 8, noise=0.3)
     train = frame.iloc[:n_train].assign(target=y[:n_train])
     if outliers:
         train.loc[:2, "x0"] = 9.0  # three rows the rule names, with targets far off the line
@@ -113,10 +116,9 @@ class Recording(Ridge):
 
 @pytest.fixture
 def undeclared():
-    registry.register("undeclared_test")(lambda **p: Recording(**p))
     Recording.fits = []
-    yield "undeclared_test"
-    registry._REGISTRY.pop(("tabular", "undeclared_test"))
+    with registered_model("undeclared_test", lambda **p: Recording(**p)) as name:
+        yield name
 
 
 def _loop(configs, limit: TimeLimit, seeds: int = 1, n: int = 90):
@@ -156,9 +158,8 @@ def test_a_name_serves_every_task_kind_and_a_portfolio_configuration_by_its_name
 
 @pytest.fixture
 def slow_model():
-    registry.register("slow_ridge_test")(lambda **p: TimedRidge(**{"seconds": 25.0, **p}))
-    yield "slow_ridge_test"
-    registry._REGISTRY.pop(("tabular", "slow_ridge_test"))
+    with registered_model("slow_ridge_test", lambda **p: TimedRidge(**{"seconds": 25.0, **p})) as name:
+        yield name
 
 
 def test_a_configuration_cut_after_some_folds_is_still_the_model_scored_on_the_rows_it_covers(slow_model):
@@ -211,10 +212,9 @@ class SeededSlowRidge(Ridge):
 
 @pytest.fixture
 def seeded_slow_model():
-    registry.register("seeded_slow_test", capabilities=registry.Capabilities(seed_param="random_state"))(
-        lambda **p: SeededSlowRidge(**p))
-    yield "seeded_slow_test"
-    registry._REGISTRY.pop(("tabular", "seeded_slow_test"))
+    with registered_model("seeded_slow_test", lambda **p: SeededSlowRidge(**p),
+                          capabilities=registry.Capabilities(seed_param="random_state")) as name:
+        yield name
 
 
 @pytest.mark.parametrize(("seconds", "seeds"), [(100, [0, 1]), (40, [])])
@@ -257,10 +257,9 @@ class Overrunning(Ridge):
 
 @pytest.fixture
 def overrunning():
-    registry.register("overrunning_test", capabilities=registry.Capabilities(stops_itself=True))(
-        lambda **p: Overrunning(**p))
-    yield "overrunning_test"
-    registry._REGISTRY.pop(("tabular", "overrunning_test"))
+    with registered_model("overrunning_test", lambda **p: Overrunning(**p),
+                          capabilities=registry.Capabilities(stops_itself=True)) as name:
+        yield name
 
 
 def test_a_model_past_its_share_is_not_dropped_while_the_run_has_the_time(overrunning, undeclared):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLOCK, TimedRidge
+from conftest import CLOCK, TimedRidge, registered_model
 
 from models import ensemble as ensembles
 from models import registry
@@ -71,9 +71,8 @@ def test_select_keeps_the_method_that_cross_fits_better():
 
 @pytest.fixture
 def timed_model():
-    registry.register("timed_ridge_test")(lambda **params: TimedRidge(**params))
-    yield "timed_ridge_test"
-    registry._REGISTRY.pop(("tabular", "timed_ridge_test"))
+    with registered_model("timed_ridge_test", lambda **params: TimedRidge(**params)) as name:
+        yield name
 
 
 def _table(n=90, seed=0):
@@ -172,9 +171,8 @@ def memorizing_model():
     """One nearest neighbour: on a row it was fit on, it returns that row's target exactly."""
     from sklearn.neighbors import KNeighborsRegressor
 
-    registry.register("memorizing_test")(lambda **params: KNeighborsRegressor(n_neighbors=1, **params))
-    yield "memorizing_test"
-    registry._REGISTRY.pop(("tabular", "memorizing_test"))
+    with registered_model("memorizing_test", lambda **params: KNeighborsRegressor(n_neighbors=1, **params)) as name:
+        yield name
 
 
 def test_every_bag_predicts_each_row_from_models_that_did_not_see_it(memorizing_model):

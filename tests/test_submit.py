@@ -7,10 +7,9 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mlflow_runs, run_cli, write_house_prices
+from conftest import mlflow_runs, registered_model, run_cli, write_house_prices
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from models import registry
 from pipeline import submission as submit
 from pipeline.data.files import write_csv_atomic
 from pipeline.errors import UserError
@@ -111,9 +110,8 @@ class NaNRegressor(RegressorMixin, BaseEstimator):
 @pytest.fixture
 def nan_model():
     name = f"nan_test_model_{uuid.uuid4().hex[:8]}"
-    registry.register(name, tasks=("regression",))(lambda **params: NaNRegressor(**params))
-    yield name
-    registry._REGISTRY.pop(("tabular", name))
+    with registered_model(name, lambda **params: NaNRegressor(**params), tasks=("regression",)):
+        yield name
 
 
 @pytest.fixture

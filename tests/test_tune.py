@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import linear_frame
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -57,12 +57,8 @@ def write_competition(folder: Path, name: str = "synth") -> tuple[Path, Path]:
     """A seeded regression competition: (config file, data folder)."""
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    n_train, n_test, n_features = 90, 30, 20
-    X = rng.normal(size=(n_train + n_test, n_features))
-    y = X @ rng.normal(size=n_features) + 0.1 * rng.normal(size=n_train + n_test)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)])
-    frame.insert(0, "id", np.arange(1, n_train + n_test + 1))
+    n_train = 90
+    frame, y = linear_frame(n_train, 30, 20, noise=0.1)
     frame.iloc[:n_train].assign(target=y[:n_train]).to_csv(data / "train.csv", index=False)
     frame.iloc[n_train:].to_csv(data / "test.csv", index=False)
     pd.DataFrame({"id": frame["id"].iloc[n_train:], "target": 0.0}).to_csv(data / "sample_submission.csv", index=False)
