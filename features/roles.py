@@ -191,7 +191,7 @@ def _target_type(y) -> str:
     return "auto"
 
 
-def _target_encoder(y, random_state: int) -> TargetEncoder:
+def target_encoder(y, random_state: int) -> TargetEncoder:
     """scikit-learn's ``TargetEncoder``, cross-fitting on 5 shuffled folds seeded by ``random_state``:
     through ``cv`` where ``shuffle`` and ``random_state`` are deprecated (1.9), the same folds."""
     target_type = _target_type(y)
@@ -250,7 +250,7 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         self.frequencies_ = {c: _labels(X[c]).value_counts(normalize=True).to_dict() for c in high}
         self.encoder_ = None
         if high and self.target_encoding and y is not None:
-            self.encoder_ = _target_encoder(y, self.random_state)
+            self.encoder_ = target_encoder(y, self.random_state)
             return _as_text(X[high])
         return None
 

@@ -261,10 +261,10 @@ def test_a_training_matrix_built_again_is_target_encoded_cross_fitted_as_the_fir
     fit_idx, valid_idx = np.arange(200), np.arange(200, 300)
     monkeypatch.setattr(fold_features, "CACHE_BYTES", 0)
     features = fold_features.FoldFeatures(comp, X, target, {(0, 0): fit_idx})
-    _, first, _ = features.get("native", (0, 0), valid_idx)
-    _, again, _ = features.get("native", (0, 0), valid_idx)
+    _, first, _ = features.get(("native", ()), (0, 0), valid_idx)
+    _, again, _ = features.get(("native", ()), (0, 0), valid_idx)
     pd.testing.assert_frame_equal(first, again)
-    fitted, _, _ = features.get("native", (0, 0), valid_idx)
+    fitted, _, _ = features.get(("native", ()), (0, 0), valid_idx)
     own = fitted.transform(X.iloc[fit_idx])["shop_target"]  # each row's own target in its encoding
     assert not np.allclose(own, first["shop_target"])
 

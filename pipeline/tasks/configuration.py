@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from features.crafted import STEPS as CRAFTED_STEPS
 from models import ensemble as ensembles
 from models import registry
 from pipeline.tasks import kfold
@@ -29,16 +30,21 @@ PORTFOLIO_FILE = Path(__file__).resolve().parent.parent / "portfolios" / "tabula
 class Configuration:
     """One entry of the portfolio: a display name, a registered model and its parameters (a
     read-only mapping), its relative ``cost`` (a price before any configuration has been timed),
-    and the ``metrics`` it is fit for (none: every metric)."""
+    the ``metrics`` it is fit for (none: every metric), and the ``crafted`` feature steps in front
+    of it (:data:`features.crafted.STEPS`; none: the encoding's features alone)."""
 
     name: str
     model: str
     params: Mapping[str, Any] = field(default_factory=dict)
     cost: float = 1.0
     metrics: tuple[str, ...] = ()
+    crafted: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "params", Frozen(self.params))
+        unknown = [s for s in self.crafted if s not in CRAFTED_STEPS]
+        if unknown:
+            raise ValueError(f"configuration {self.name!r}: crafted {unknown}: some of {', '.join(CRAFTED_STEPS)}")
 
     @property
     def entry(self) -> registry.ModelEntry:
@@ -51,6 +57,11 @@ class Configuration:
     @property
     def encoding(self) -> str:
         return self.entry.feature_encoding(dict(self.params))
+
+    @property
+    def features(self) -> tuple[str, tuple[str, ...]]:
+        """What its fold features are built from: configurations alike share them."""
+        return self.encoding, self.crafted
 
     def build(self, **extra):
         """A fresh estimator: the registry's defaults, the configuration's params, then ``extra``."""
@@ -67,7 +78,8 @@ def load(task: str, metric: str | None = None, path: Path | None = None) -> tupl
     with open(path or PORTFOLIO_FILE, "rb") as handle:
         raw = tomllib.load(handle)
     configs = (Configuration(entry["name"], entry["model"], dict(entry.get("params", {})),
-                             float(entry.get("cost", 1.0)), tuple(entry.get("metrics", ())))
+                             float(entry.get("cost", 1.0)), tuple(entry.get("metrics", ())),
+                             tuple(entry.get("crafted", ())))
                for entry in raw[_section(task)])
     return tuple(c for c in configs if not c.metrics or metric in c.metrics)
 

@@ -26,22 +26,24 @@ class FoldFeatures:
         self.bytes = 0
         self.transform_seconds: dict[tuple, float] = {}  # a held-out part's transform: the test set's price
 
-    def get(self, encoding: str, split: tuple[int, int], valid_idx: np.ndarray):
-        """(the fitted feature steps, the training part's matrix, the held-out part's matrix).
+    def get(self, features: tuple[str, tuple[str, ...]], split: tuple[int, int], valid_idx: np.ndarray):
+        """(the fitted feature steps, the training part's matrix, the held-out part's matrix), for
+        ``features``: an encoding and the crafted steps (``Configuration.features``).
 
         Not cached, they are fit again: ``fit_transform`` is what cross-fits the training rows'
         target encoding, where ``transform`` would encode each row with its own target."""
-        key = (encoding, *split)
+        key = (features, *split)
         if key in self.cached:
             return self.cached[key]
         fit_idx = self.fit_index[split]
-        features = kfold.build_features(self.comp, encoding)
-        train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
+        encoding, crafted = features
+        steps = kfold.build_features(self.comp, encoding, crafted)
+        train = steps.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
         started = time.perf_counter()
-        valid = features.transform(self.X.iloc[valid_idx])
+        valid = steps.transform(self.X.iloc[valid_idx])
         self.transform_seconds[key] = time.perf_counter() - started
         size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
-            self.cached[key] = (features, train, valid)
+            self.cached[key] = (steps, train, valid)
             self.bytes += size
-        return features, train, valid
+        return steps, train, valid

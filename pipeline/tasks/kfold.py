@@ -14,6 +14,7 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from features.crafted import CraftedFeatures
 from features.engineering import make_feature_steps
 from features.native import MAX_LEVELS, NativePreprocessor
 from features.roles import ColumnRoles, infer_roles
@@ -47,8 +48,9 @@ def native_levels_differ(comp: Competition, X: pd.DataFrame) -> bool:
     return infer_roles(X, **options) != infer_roles(X, **options, max_onehot=MAX_LEVELS - 1)
 
 
-def build_features(comp: Competition, encoding: str = "onehot") -> Pipeline:
-    """The config's feature-engineering steps, then the column roles, then the preprocessor of
+def build_features(comp: Competition, encoding: str = "onehot", crafted: tuple[str, ...] = ()) -> Pipeline:
+    """The config's feature-engineering steps, then the column roles, then ``crafted``'s steps
+    (:class:`features.crafted.CraftedFeatures`, where a portfolio configuration names some), then the preprocessor of
     ``encoding`` (:data:`models.registry.ENCODINGS`; a registry entry declares the one it takes). Native categories have no one-hot width to keep within:
     only a column of more than ``max_onehot`` levels goes to frequency and target encoding, and
     with ``native_levels`` only one of more than ``MAX_LEVELS - 1``, the most a native category
@@ -69,12 +71,15 @@ def build_features(comp: Competition, encoding: str = "onehot") -> Pipeline:
         steps = make_feature_steps(comp.features)
     except ValueError as exc:
         raise UserError(f"{comp.name} [features]: {exc}") from None
-    return Pipeline([*steps, ("roles", roles), ("preprocess", preprocess)])
+    steps.append(("roles", roles))
+    if crafted:
+        steps.append(("crafted", CraftedFeatures(steps=crafted, random_state=comp.cv.seed)))
+    return Pipeline([*steps, ("preprocess", preprocess)])
 
 
-def build_estimator(comp: Competition, model, encoding: str):
+def build_estimator(comp: Competition, model, encoding: str, crafted: tuple[str, ...] = ()):
     """``Pipeline(features of encoding..., model)``, inside the target transform when the config has one."""
-    pipe = Pipeline([*build_features(comp, encoding).steps, ("model", model)])
+    pipe = Pipeline([*build_features(comp, encoding, crafted).steps, ("model", model)])
     if comp.target_transform in TARGET_TRANSFORMS:
         forward, inverse = TARGET_TRANSFORMS[comp.target_transform]
         return TransformedTargetRegressor(regressor=pipe, func=forward, inverse_func=inverse, check_inverse=False)
@@ -165,14 +170,15 @@ def splitter(comp: Competition, task: str, repeat: int = 0):
     return StratifiedKFold(comp.cv.folds, shuffle=True, random_state=seed)
 
 
-def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model, encoding: str, *, transform: bool = True):
+def fit_all(comp: Competition, X: pd.DataFrame, y: pd.Series, model, encoding: str, crafted: tuple[str, ...] = (), *,
+            transform: bool = True):
     """The refit on every training row (outliers still dropped): ``model`` inside the full pipeline;
     without ``transform``, a pipeline fit on the transformed target whose predictions stay in its
     space (an ensemble that combines members there applies the inverse itself)."""
     X_fit, y_fit = drop_outliers(comp, X, y)
     with threads.limit():
         if transform:
-            return build_estimator(comp, model, encoding).fit(X_fit, y_fit)
+            return build_estimator(comp, model, encoding, crafted).fit(X_fit, y_fit)
         forward = TARGET_TRANSFORMS.get(comp.target_transform, (lambda v: v,))[0]
-        pipe = Pipeline([*build_features(comp, encoding).steps, ("model", model)])
+        pipe = Pipeline([*build_features(comp, encoding, crafted).steps, ("model", model)])
         return pipe.fit(X_fit, forward(y_fit.to_numpy()))

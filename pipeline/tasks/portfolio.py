@@ -191,9 +191,9 @@ class Portfolio:
                     fits_left = (n_fits - done) * len(seeds) - index if done or index else n_fits
                     extra["time_limit"] = max(left / (fits_left if self.time_shares else 1), MIN_FIT_SECONDS)
                 model = config.build(**extra)
-                features, train, valid = self.features.get(config.encoding, (r, k), valid_idx)
+                features, train, valid = self.features.get(config.features, (r, k), valid_idx)
                 if index == 0:  # the fold models of its seeds share the steps: the test set goes through them once
-                    predict_seconds += self.features.transform_seconds[(config.encoding, r, k)] * self._test_share(valid_idx)
+                    predict_seconds += self.features.transform_seconds[(config.features, r, k)] * self._test_share(valid_idx)
                 kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
                 predicting = time.perf_counter()
                 predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)

@@ -273,7 +273,8 @@ class TabularTask(FileTask):
                          for f in result.members if result.weights.get(f.config.name, 0) > 0)
             if plan.time_limit.fits(needed + sum(f.last_phase_seconds for f in result.members)):
                 members = [(f.config.name, ensembles.FoldBag([kfold.fit_all(comp, X, y, f.config.build(),
-                                                                            f.config.encoding, transform=False)]))
+                                                                            f.config.encoding, f.config.crafted,
+                                                                            transform=False)]))
                     for f in result.members if result.weights.get(f.config.name, 0) > 0]
                 weights = [result.weights[name] for name, _ in members]
                 estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
