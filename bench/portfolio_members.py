@@ -5,7 +5,8 @@ ensemble selected with and without each new one, on a suite task.
         --configs lightgbm ridge xgboost --new lightgbm_crafted [--rows N] [--seed 0]
 
 Configurations by their names in pipeline/portfolios/tabular.toml (``lightgbm+target+groups``:
-``lightgbm`` with those crafted steps, features.crafted.STEPS), fit without a time limit on
+``lightgbm`` with those crafted steps, features.crafted.STEPS; ``lightgbm_crafted@colsample_bytree=0.5``:
+with that parameter), fit without a time limit on
 the same folds. Printed: each one's out-of-fold score and seconds; then for each ``--new`` one
 the cross-fitted score of the ensemble selected from all of them and from all but it, and the
 weight it earns. ``--record FILE`` appends the rows as JSON lines (bench/zeroshot.py reads them).
@@ -35,9 +36,13 @@ from pipeline.tasks.tabular import _methods  # noqa: E402
 
 
 def _config(by_name: dict, name: str) -> configuration.Configuration:
-    """A configuration of the portfolio by name; ``NAME+step+step``: it with those crafted steps."""
-    base, *steps = name.split("+")
-    return dataclasses.replace(by_name[base], name=name, crafted=tuple(steps)) if steps else by_name[base]
+    """A configuration of the portfolio by name; ``NAME+step+step``: it with those crafted steps;
+    ``NAME@key=value@key=value``: with those parameters (numbers) on top of its own."""
+    head, *settings = name.split("@")
+    base, *steps = head.split("+")
+    params = {**by_name[base].params, **{k: float(v) for k, v in (s.split("=") for s in settings)}}
+    return dataclasses.replace(by_name[base], name=name, crafted=tuple(steps) or by_name[base].crafted,
+                               params=params)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -291,14 +291,16 @@ class FoldBag(BaseEstimator):
 class PrefitEnsemble(BaseEstimator):
     """Fitted members (``FoldBag``s) combined by weights: ``intercept + sum w_i * member_i``, for
     regressors in the space they were trained in, then ``target_transform``'s inverse; for
-    classifiers their probabilities (weights on the simplex keep them probabilities)."""
+    classifiers their probabilities (weights on the simplex keep them probabilities). ``predict``
+    of two classes calls the second above ``threshold`` (``models.decision``)."""
 
     def __init__(self, members: Sequence[tuple[str, object]], weights: Sequence[float], intercept: float = 0.0,
-                 target_transform: str | None = None):
+                 target_transform: str | None = None, threshold: float = 0.5):
         self.members = members
         self.weights = weights
         self.intercept = intercept
         self.target_transform = target_transform
+        self.threshold = threshold
 
     def fit(self, X=None, y=None):
         """The members are fit already: a no-op (see ``FoldBag.fit``)."""
@@ -346,5 +348,8 @@ class PrefitEnsemble(BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         if self._is_classifier():
-            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+            proba = self.predict_proba(X)
+            if proba.shape[1] == 2:
+                return self.classes_[(proba[:, 1] > self.threshold).astype(int)]
+            return self.classes_[np.argmax(proba, axis=1)]
         return self.combine(self.member_outputs(X))

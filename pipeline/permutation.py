@@ -44,7 +44,8 @@ def fold_models(final: PrefitEnsemble, bags: dict[str, int], folds: int, repeats
                 raise UserError(f"member {name}: {len(estimators)} fold models do not split into {splits} fits")
             each = len(estimators) // splits
             members.append((name, FoldBag(estimators[k * each:(k + 1) * each])))
-        per_fold.append(PrefitEnsemble(members, final.weights, final.intercept, final.target_transform))
+        per_fold.append(PrefitEnsemble(members, final.weights, final.intercept, final.target_transform,
+                                       final.threshold))
     return per_fold
 
 

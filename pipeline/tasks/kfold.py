@@ -20,7 +20,7 @@ from features.native import MAX_LEVELS, NativePreprocessor
 from features.roles import ColumnRoles, infer_roles
 from features.rules import RowRule
 from features.tabular import TabularPreprocessor
-from models import registry, threads
+from models import decision, registry, threads
 from models.targets import TARGET_TRANSFORMS
 from pipeline.config import Competition
 from pipeline.errors import UserError
@@ -124,12 +124,29 @@ def shaped(probabilities: np.ndarray, known, metric: Metric, *, per_class: bool 
     return probabilities[:, 1] if probabilities.shape[1] == 2 and not per_class else probabilities
 
 
-def as_labels(predictions: np.ndarray, metric: Metric) -> np.ndarray:
-    """Probabilities (P(classes[1]), or one column per class) as the most probable class."""
+def as_labels(predictions: np.ndarray, metric: Metric, threshold: float = 0.5) -> np.ndarray:
+    """Probabilities (P(classes[1]), or one column per class) as the most probable class; of two,
+    the second above ``threshold``."""
     classes = np.asarray(metric.classes)
     if predictions.ndim == 1:
-        return classes[(predictions > 0.5).astype(int)]
+        return classes[(predictions > threshold).astype(int)]
     return classes[np.argmax(predictions, axis=1)]
+
+
+def decides(metric: Metric) -> bool:
+    """Whether a binary classifier's decision threshold is chosen for ``metric`` (``models.decision``)."""
+    return metric.name in decision.SCORES and metric.classes is not None and len(metric.classes) == 2
+
+
+def threshold(metric: Metric, y_true: np.ndarray, probability: np.ndarray) -> float:
+    """The decision threshold these out-of-fold P(classes[1]) score best with."""
+    return decision.best_threshold(probability, y_true == metric.classes[1], metric.name)
+
+
+def decided_score(metric: Metric, y_true: np.ndarray, probability: np.ndarray, folds: np.ndarray) -> float:
+    """``metric`` of the labels called with each fold's threshold chosen on the other folds."""
+    called = decision.cross_fitted(probability, y_true == metric.classes[1], folds, metric.name)
+    return metric.score(y_true, np.asarray(metric.classes)[called.astype(int)])
 
 
 def score(metric: Metric, y_true: np.ndarray, predictions: np.ndarray, proba: bool = False) -> float:

@@ -94,6 +94,7 @@ class Portfolio:
         self.time_shares = time_shares  # False (a tuning trial): no fit is given a share, only the limit's end
         self.task, self.metric, self.configs, self.methods = task, metric, configs, methods
         self.time_limit, self.proba, self.seeds = time_limit, proba, seeds
+        self.decides = proba and kfold.decides(metric)
         self.forward, self.inverse = forward_inverse(comp.target_transform)
         self.y_true = y.to_numpy()
         self.scored = kfold.kept_rows(comp, X, y)  # the rows every score of the run covers
@@ -120,6 +121,8 @@ class Portfolio:
 
     def score_on(self, predictions: np.ndarray, mask: np.ndarray) -> float:
         values = predictions[mask] if self.proba else self.inverse(predictions[mask])
+        if self.decides:  # F1: the decision threshold chosen on the other folds (models.decision)
+            return kfold.decided_score(self.metric, self.y_true[mask], values, self.folds[mask])
         return kfold.score(self.metric, self.y_true[mask], values, self.proba)
 
     def _loss(self, target: np.ndarray, combined: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import decision
 from models import ensemble as ensembles
 from pipeline.metrics import Metric
 from pipeline.tasks import kfold, portfolio
@@ -34,20 +35,26 @@ def of_outcome(outcome: portfolio.Outcome, inverse, metric: Metric, run: portfol
     oof = selection.oof
     weights = selection.weights
     scored = run.scored & covered
-    fold_scores = [kfold.score(metric, y[scored & (folds == k)], oof[scored & (folds == k)], proba)
+    threshold, called = decision.NEUTRAL, oof
+    if run.decides:  # F1: each fold's rows called (1: positive) with the threshold chosen on the other folds
+        threshold = kfold.threshold(metric, y[scored], oof[scored])
+        called = oof.copy()
+        called[scored] = decision.cross_fitted(oof[scored], y[scored] == metric.classes[1], folds[scored], metric.name)
+    fold_scores = [kfold.score(metric, y[scored & (folds == k)], called[scored & (folds == k)], proba)
                    for k in np.unique(folds[folds >= 0])]
     repeats = []
     if len(fitted[0].repeat_oofs) > 1:
         for r in range(len(fitted[0].repeat_oofs)):
-            combined = inverse(ensembles.combine(np.stack([f.repeat_oofs[r] for f in fitted], axis=1), weights,
-                                                 selection.intercept))
-            repeats.append(CVResult(combined, [], kfold.score(metric, y[scored], combined[scored], proba), folds))
+            combined = ensembles.combine(np.stack([f.repeat_oofs[r] for f in fitted], axis=1), weights,
+                                         selection.intercept)
+            repeats.append(CVResult(inverse(combined), [], run.score_on(combined, scored), folds))
     # Only the members with weight: a member of none predicts nothing, and its fold models (10 bagged
     # ExtraTrees on 22k rows are a gigabyte) would be pickled into the MLflow model all the same.
     kept = [(f.config.name, f.bag, w) for f, w in zip(fitted, weights, strict=True) if w > 0]
     final = ensembles.PrefitEnsemble([(name, bag) for name, bag, _ in kept], [w for *_, w in kept],
-                                     selection.intercept, None if proba else target_transform)
-    score = fitted[0].score if len(fitted) == 1 else kfold.score(metric, y[scored], oof[scored], proba)
+                                     selection.intercept, None if proba else target_transform, threshold)
+    score = fitted[0].score if len(fitted) == 1 else run.score(oof, covered) if proba else kfold.score(
+        metric, y[scored], oof[scored], proba)
     return CVResult(oof, fold_scores if len(fitted) > 1 else fitted[0].fold_scores, score, folds,
                     seconds=sum(f.seconds + f.bag_seconds for f in fitted), final=final, fitted=final,
                     weights={f.config.name: float(w) for f, w in zip(fitted, weights, strict=True)},

@@ -241,6 +241,10 @@ class TabularTask(FileTask):
             if len(configs) > 1:
                 every[plan.model] = kfold.score(metric, run.y_true, result.oof, proba)
             result.scores_with_outliers = every
+        if run.decides:
+            tracking.log_params({"decision_threshold": result.fitted.threshold})
+            say(f"decision threshold: P({metric.classes[1]}) > {result.fitted.threshold:.2f} is {metric.classes[1]} "
+                f"(best {metric.name} out of fold; each fold's score with the threshold of the others)")
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
@@ -277,7 +281,8 @@ class TabularTask(FileTask):
                                                                             transform=False)]))
                     for f in result.members if result.weights.get(f.config.name, 0) > 0]
                 weights = [result.weights[name] for name, _ in members]
-                estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform)
+                estimator = ensembles.PrefitEnsemble(members, weights, estimator.intercept, comp.target_transform,
+                                                     estimator.threshold)
             else:
                 say(f"refit: skipped (about {needed:.0f} s, {plan.time_limit.left():.0f} s left); the fold models predict")
         models_io.log_tabular(comp, data.train, plan, estimator, result, ~kfold.outlier_mask(comp, X, y))
@@ -295,7 +300,7 @@ class TabularTask(FileTask):
         predictions_io.log_test(data.test[self.comp.id], by_member, metric.classes if proba else None)
         if proba:
             combined = kfold.shaped(combined, fitted.classes_, metric, per_class=per_class)
-            predictions = combined if wants_proba else kfold.as_labels(combined, metric)
+            predictions = combined if wants_proba else kfold.as_labels(combined, metric, fitted.threshold)
         else:
             predictions = combined
         submission.check_finite(predictions, plan.model, "test")
