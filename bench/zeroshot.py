@@ -363,6 +363,8 @@ def reorder(text: str, orders: dict[str, list[str]]) -> str:
     for section in SECTIONS:
         slots = [i for s, i in blocks if s == section]
         named = {tomllib.loads(pieces[i])[section][0]["name"]: pieces[i] for i in slots}
+        if len(named) < len(slots):
+            raise UserError(f"two [[{section}]] blocks have the same name; nothing written")
         order = [n for n in orders.get(section, []) if n in named]
         order += [n for n in named if n not in order]
         for slot, name in zip(slots, order, strict=True):

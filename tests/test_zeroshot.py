@@ -190,3 +190,9 @@ def test_a_missing_result_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert zeroshot.main([str(tmp_path / "nowhere"), "--portfolio", str(tmp_path / "nowhere.toml")]) == 2
     said = capsys.readouterr().err
     assert said.count("\n") == 1 and "Traceback" not in said
+
+
+def test_a_portfolio_with_two_entries_of_one_name_is_not_reordered():
+    twice = PORTFOLIO + '\n[[regression]]\nname = "cheap"\nmodel = "lasso"\ncost = 0.1\n'  # two blocks named cheap
+    with pytest.raises(zeroshot.UserError, match="the same name"):
+        zeroshot.reorder(twice, {"regression": ["first", "strong", "cheap", "never"]})
