@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         without = runner.select(others)
         weight = float(everything.weights[[f.config.name for f in fitted].index(name)])
         print(f"  ensemble with {name}: {everything.score:.5f} (its weight {weight:.2f}); without: {without.score:.5f}")
-        rows.append({"task": task.name, "seed": args.seed, "new": name, "with": everything.score,
+        rows.append({"task": task.name, "seed": args.seed, "rows": args.rows, "new": name, "with": everything.score,
                      "without": without.score, "weight": weight,
                      "scores": {f.config.name: f.score for f in fitted},
                      "seconds": {f.config.name: f.seconds for f in fitted}})
