@@ -277,7 +277,8 @@ class Portfolio:
             target = np.array([index[v] for v in self.y_true])
             methods = {name: partial(method, loss=self._loss) for name, method in self.methods.items()}
             return ensembles.select(predictions, self.y_true, self.folds, methods,
-                                    lambda y, p: kfold.score(self.metric, y, p, True),
+                                    lambda y, p: kfold.decided_score(self.metric, y, p, self.folds[fit_rows])
+                                    if self.decides else kfold.score(self.metric, y, p, True),
                                     self.metric.greater_is_better, fit_rows=fit_rows, target=target)
         methods = {name: (partial(method, loss=self._loss) if name == "select" else method)
                    for name, method in self.methods.items()}
