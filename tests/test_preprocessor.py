@@ -68,8 +68,8 @@ def test_the_scaler_learns_from_the_fit_frame_only(train):
     pre = fitted(train)
     test = pd.DataFrame({"area": [1e9, -1e9, 5e8], "rooms": [100.0, 200.0, 300.0],
                          "colour": pd.Series(["red", "pink", None], dtype="str"), "zone": [20.0, 60.0, 999.0]})
-    scaler = pre.column_transformer_.named_transformers_["num"][-1]
-    imputer = pre.column_transformer_.named_transformers_["num"][0]
+    scaler = pre.numeric_steps_[-1]
+    imputer = pre.numeric_steps_[0]
     for i, column in enumerate(pre.numeric_columns_):
         values = train[column].to_numpy(dtype=float)
         expected = np.nanmean(values) if np.isfinite(values).any() else 0.0

@@ -105,7 +105,7 @@ def test_one_hot_width_stays_within_the_budget():
 
     features = Pipeline([("roles", ColumnRoles(max_onehot_width=100)), ("preprocess", TabularPreprocessor())])
     matrix = features.fit_transform(X, y)
-    encoder = features.named_steps["preprocess"].column_transformer_.named_transformers_["cat"][-1]
+    encoder = features.named_steps["preprocess"].categorical_steps_[-1]
     assert sum(len(c) for c in encoder.categories_) <= 100
     names = set(features.named_steps["roles"].get_feature_names_out())
     assert all({f"{c}_frequency", f"{c}_target"} <= names for c in over)
