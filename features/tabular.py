@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 MISSING_CATEGORY = "__missing__"
 # Rows transformed at a time: each step's float64 copies of a chunk are a few tens of megabytes.
 CHUNK_ROWS = 32_768
+FLOAT32 = np.finfo(np.float32)
 
 
 def infer_column_types(
@@ -137,7 +138,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             rows = X.iloc[start:start + CHUNK_ROWS]
             left = 0
             for (steps, columns), width in zip(parts, widths, strict=True):
-                out[start:start + len(rows), left:left + width] = steps.transform(rows[columns])
+                # Clipped: a number past float32's range (a test value far out on a training
+                # column of almost one value) stays a finite number, as it was in float64.
+                values = np.clip(steps.transform(rows[columns]), FLOAT32.min, FLOAT32.max)
+                out[start:start + len(rows), left:left + width] = values
                 left += width
         return out
 

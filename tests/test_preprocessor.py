@@ -91,6 +91,14 @@ def test_statistics_are_the_training_folds_not_train_plus_test():
     assert not np.allclose(both.transform(test)[:, 0], out[:, 0])
 
 
+def test_a_number_past_the_float32_range_stays_finite():
+    # A training column of almost one value: a far-out test value scales past float32's largest.
+    pre = TabularPreprocessor().fit(pd.DataFrame({"x": [1e-35, -1e-35, 1e-35, -1e-35]}))
+    out = pre.transform(pd.DataFrame({"x": [1e9, -1e9, 0.0]}))
+    assert out.dtype == np.float32
+    assert out[:, 0].tolist() == [np.finfo(np.float32).max, np.finfo(np.float32).min, 0.0]
+
+
 @SETTINGS
 @given(train=frames(min_rows=2))
 def test_unseen_categories_encode_as_zeros(train):
