@@ -1,6 +1,7 @@
 """What keeps a 300k-row table within memory (bench/scale.py measures it): the test file read with
 the training file's types, the one-hot width budget of the column roles, the preprocessor
-encoding its columns once, and prediction in chunks equal to prediction in one piece."""
+writing a float32 matrix in row chunks (the same as in one piece, without full-size copies), and
+prediction in chunks equal to prediction in one piece."""
 
 from __future__ import annotations
 
