@@ -282,7 +282,7 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         if missing:
             raise ValueError(f"columns missing at transform time: {', '.join(missing[:5])}")
         keep = [c for c in self.feature_names_in_ if self.roles_[c] in ("numeric", "category", "category_code")]
-        out = X[keep].copy()
+        out = X[keep]  # copy-on-write: no copy of the kept columns, and the codes below leave X as it is
         for column in self._columns("category_code"):
             out[column] = X[column].map(category_label, na_action="ignore").astype(object)
         new: dict[str, pd.Series | np.ndarray] = {}

@@ -11,13 +11,15 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 MISSING_CATEGORY = "__missing__"
+# Rows transformed at a time: each step's float64 copies of a chunk are a few tens of megabytes.
+CHUNK_ROWS = 32_768
+FLOAT32 = np.finfo(np.float32)
 
 
 def infer_column_types(
@@ -69,11 +71,16 @@ def _as_category_text(frame: pd.DataFrame) -> np.ndarray:
 
 
 class TabularPreprocessor(TransformerMixin, BaseEstimator):
-    """Mean-impute and standardise numeric columns, one-hot encode categorical ones.
+    """Mean-impute and standardise numeric columns, one-hot encode categorical ones: a float32 matrix.
 
     Column types are inferred at ``fit`` (see :func:`infer_column_types`) unless overridden.
     Categories unseen at fit time encode as all zeros; categories rarer than ``min_frequency``
     share one "infrequent" column. Output width never depends on the rows transformed.
+
+    The numbers come first, then the one-hot columns. The matrix is float32 (what the tree
+    models split on anyway; ridge and the nets keep it), written ``CHUNK_ROWS`` rows at a time
+    into one array allocated up front: a million-row fold's matrix costs its own bytes, not the
+    float64 copies of every step and their stack (bench/scale.py).
     """
 
     def __init__(
@@ -89,20 +96,17 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.min_frequency = min_frequency
 
     def fit(self, X: pd.DataFrame, y=None):
-        self._fit(X, y, transform=False)
-        return self
-
-    def _fit(self, X: pd.DataFrame, y, *, transform: bool) -> np.ndarray | None:
         if not isinstance(X, pd.DataFrame):
             raise TypeError("TabularPreprocessor expects a pandas DataFrame")
         X = X.drop(columns=[c for c in self.drop if c in X.columns])
         self.numeric_columns_, self.categorical_columns_ = infer_column_types(
             X, self.categorical, self.numeric
         )
-        numeric_steps = make_pipeline(
+        # Two pipelines, not a ColumnTransformer: its fit builds (and drops) the whole float64 output.
+        self.numeric_steps_ = make_pipeline(
             SimpleImputer(strategy="mean", keep_empty_features=True), StandardScaler()
         )
-        categorical_steps = make_pipeline(
+        self.categorical_steps_ = make_pipeline(
             FunctionTransformer(_as_category_text, feature_names_out="one-to-one"),
             OneHotEncoder(
                 handle_unknown="infrequent_if_exist" if self.min_frequency else "ignore",
@@ -111,30 +115,37 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 dtype=np.float32,
             ),
         )
-        self.column_transformer_ = ColumnTransformer(
-            [
-                ("num", numeric_steps, self.numeric_columns_),
-                ("cat", categorical_steps, self.categorical_columns_),
-            ],
-            verbose_feature_names_out=False,
-        )
-        out = self.column_transformer_.fit_transform(X) if transform else self.column_transformer_.fit(X)
+        for steps, columns in self._parts():
+            steps.fit(X[columns])
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
-        return np.asarray(out, dtype=np.float64) if transform else None
+        return self
 
-    def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> np.ndarray:
-        """``fit(X).transform(X)`` in one pass: the columns are encoded once, not twice."""
-        return self._fit(X, y, transform=True)
+    def _parts(self) -> list[tuple[Pipeline, list[str]]]:
+        return [(steps, columns) for steps, columns in ((self.numeric_steps_, self.numeric_columns_),
+                                                       (self.categorical_steps_, self.categorical_columns_))
+                if columns]
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "column_transformer_")
+        check_is_fitted(self, "numeric_steps_")
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(f"columns missing at transform time: {', '.join(missing[:5])}")
-        out = self.column_transformer_.transform(X[list(self.feature_names_in_)])
-        return np.asarray(out, dtype=np.float64)
+        parts = self._parts()
+        widths = [len(steps.get_feature_names_out()) for steps, _ in parts]
+        out = np.empty((len(X), sum(widths)), dtype=np.float32)
+        for start in range(0, len(X), CHUNK_ROWS):
+            rows = X.iloc[start:start + CHUNK_ROWS]
+            left = 0
+            for (steps, columns), width in zip(parts, widths, strict=True):
+                # Clipped: a number past float32's range (a test value far out on a training
+                # column of almost one value) stays a finite number, as it was in float64.
+                values = np.clip(steps.transform(rows[columns]), FLOAT32.min, FLOAT32.max)
+                out[start:start + len(rows), left:left + width] = values
+                left += width
+        return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        check_is_fitted(self, "column_transformer_")
-        return self.column_transformer_.get_feature_names_out()
+        check_is_fitted(self, "numeric_steps_")
+        names = [name for steps, _ in self._parts() for name in steps.get_feature_names_out()]
+        return np.asarray(names, dtype=object)

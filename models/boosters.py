@@ -196,10 +196,8 @@ def catboost_frame(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     columns = categorical_columns(X)
     if not columns:
         return X, []
-    out = X.copy()
-    for column in columns:
-        out[column] = X[column].cat.codes.to_numpy().astype(np.int32)  # -1: missing
-    return out, columns
+    codes = {column: X[column].cat.codes.to_numpy().astype(np.int32) for column in columns}  # -1: missing
+    return X.assign(**codes), columns  # under copy-on-write the other columns are not copied
 
 
 class CatBoostModel(Booster):

@@ -68,8 +68,8 @@ def test_the_scaler_learns_from_the_fit_frame_only(train):
     pre = fitted(train)
     test = pd.DataFrame({"area": [1e9, -1e9, 5e8], "rooms": [100.0, 200.0, 300.0],
                          "colour": pd.Series(["red", "pink", None], dtype="str"), "zone": [20.0, 60.0, 999.0]})
-    scaler = pre.column_transformer_.named_transformers_["num"][-1]
-    imputer = pre.column_transformer_.named_transformers_["num"][0]
+    scaler = pre.numeric_steps_[-1]
+    imputer = pre.numeric_steps_[0]
     for i, column in enumerate(pre.numeric_columns_):
         values = train[column].to_numpy(dtype=float)
         expected = np.nanmean(values) if np.isfinite(values).any() else 0.0
@@ -89,6 +89,14 @@ def test_statistics_are_the_training_folds_not_train_plus_test():
     np.testing.assert_allclose(out[:, 0], (test["x"] - mean) / std)
     both = TabularPreprocessor().fit(pd.concat([train, test]))
     assert not np.allclose(both.transform(test)[:, 0], out[:, 0])
+
+
+def test_a_number_past_the_float32_range_stays_finite():
+    # A training column of almost one value: a far-out test value scales past float32's largest.
+    pre = TabularPreprocessor().fit(pd.DataFrame({"x": [1e-35, -1e-35, 1e-35, -1e-35]}))
+    out = pre.transform(pd.DataFrame({"x": [1e9, -1e9, 0.0]}))
+    assert out.dtype == np.float32
+    assert out[:, 0].tolist() == [np.finfo(np.float32).max, np.finfo(np.float32).min, 0.0]
 
 
 @SETTINGS

@@ -1,17 +1,22 @@
 """What keeps a 300k-row table within memory (bench/scale.py measures it): the test file read with
 the training file's types, the one-hot width budget of the column roles, the preprocessor
-encoding its columns once, and prediction in chunks equal to prediction in one piece."""
+writing a float32 matrix in row chunks (the same as in one piece, without full-size copies), and
+prediction in chunks equal to prediction in one piece."""
 
 from __future__ import annotations
 
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
+from features import tabular as tabular_features
 from features.roles import MAX_ONEHOT_CELLS, MAX_ONEHOT_WIDTH, ColumnRoles, infer_roles, summary
 from features.tabular import TabularPreprocessor, _as_category_text
 from models import registry
@@ -105,7 +110,7 @@ def test_one_hot_width_stays_within_the_budget():
 
     features = Pipeline([("roles", ColumnRoles(max_onehot_width=100)), ("preprocess", TabularPreprocessor())])
     matrix = features.fit_transform(X, y)
-    encoder = features.named_steps["preprocess"].column_transformer_.named_transformers_["cat"][-1]
+    encoder = features.named_steps["preprocess"].categorical_steps_[-1]
     assert sum(len(c) for c in encoder.categories_) <= 100
     names = set(features.named_steps["roles"].get_feature_names_out())
     assert all({f"{c}_frequency", f"{c}_target"} <= names for c in over)
@@ -148,6 +153,48 @@ def test_category_text_matches_the_per_value_labels():
 def test_preprocessor_fit_transform_equals_fit_then_transform():
     X = many_categories(columns=4).assign(gap=lambda f: f["x"].where(f["x"] > 0))
     assert np.array_equal(TabularPreprocessor().fit_transform(X), TabularPreprocessor().fit(X).transform(X))
+
+
+def test_the_matrix_is_float32_and_the_same_in_row_chunks(monkeypatch):
+    X = many_categories(n=300, columns=4).assign(gap=lambda f: f["x"].where(f["x"] > 0))
+    whole = TabularPreprocessor().fit_transform(X)  # one chunk: fewer rows than CHUNK_ROWS
+    monkeypatch.setattr(tabular_features, "CHUNK_ROWS", 7)  # 43 chunks, the last of 6 rows
+    chunked = TabularPreprocessor().fit_transform(X)
+    assert whole.dtype == chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, whole)
+    numbers = StandardScaler().fit_transform(SimpleImputer().fit_transform(X[["x", "gap"]]))
+    np.testing.assert_allclose(chunked[:, :2], numbers, rtol=1e-6, atol=1e-6)
+
+
+def scale_like(n: int, seed: int = 0) -> pd.DataFrame:
+    """bench/scale.py's table in small: numbers with gaps, categories, a number code, a
+    many-level string and a date."""
+    rng = np.random.default_rng(seed)
+    frame = {f"n{i}": np.where(rng.random(n) < 0.05, np.nan, rng.normal(size=n)) for i in range(30)}
+    frame["colour"] = pd.array(rng.choice(["red", "green", "blue", "amber"], n), dtype="str")
+    frame["grade"] = pd.array(rng.choice([f"G{i}" for i in range(12)], n), dtype="str")
+    frame["code"] = rng.integers(1, 8, n)
+    frame["city"] = pd.array(np.char.add("c", rng.integers(0, 3000, n).astype(str)), dtype="str")
+    days = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 700, n), unit="D")
+    frame["day"] = pd.array(days.strftime("%Y-%m-%d"), dtype="str")
+    return pd.DataFrame(frame)
+
+
+def test_a_fold_matrix_is_built_without_full_size_copies():
+    # What Python allocates while one fold's one-hot features are fit and transformed: at most 16
+    # bytes a cell of the matrix (the column roles' frame, the imputer's float64 copy while it
+    # fits, the float32 matrix: 12). A float64 matrix stacked from every step's copies took 20.
+    X = scale_like(50_000)
+    y = np.random.default_rng(1).normal(size=len(X))
+    features = kfold.build_features(competition(), "onehot")
+    tracemalloc.start()
+    try:
+        matrix = features.fit_transform(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert matrix.dtype == np.float32 and matrix.shape == (len(X), 61)
+    assert peak <= 16 * matrix.size
 
 
 @pytest.mark.parametrize(("name", "metric"), [("hist_gbm", "rmse"), ("ridge", "rmse"),
