@@ -35,13 +35,20 @@ class FoldFeatures:
         if key in self.cached:
             return self.cached[key]
         fit_idx = self.fit_index[split]
-        features = kfold.build_features(self.comp, encoding)
-        train = features.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
-        started = time.perf_counter()
-        valid = features.transform(self.X.iloc[valid_idx])
-        self.transform_seconds[key] = time.perf_counter() - started
+        features, train, valid, self.transform_seconds[key] = fit_features(
+            self.comp, encoding, self.X.iloc[fit_idx], self.target[fit_idx], self.X.iloc[valid_idx])
         size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
             self.cached[key] = (features, train, valid)
             self.bytes += size
         return features, train, valid
+
+
+def fit_features(comp: Competition, encoding: str, X_fit: pd.DataFrame, y_fit: np.ndarray, X_valid: pd.DataFrame):
+    """A fold's feature steps fit on its training rows: (the steps, the training matrix, the held-out
+    matrix, the seconds the held-out transform took); here or in a worker (``pipeline.tasks.executor``)."""
+    features = kfold.build_features(comp, encoding)
+    train = features.fit_transform(X_fit, y_fit)
+    started = time.perf_counter()
+    valid = features.transform(X_valid)
+    return features, train, valid, time.perf_counter() - started
