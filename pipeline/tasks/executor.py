@@ -9,9 +9,11 @@ thread count give the same predictions), so a run on the cluster writes the subm
 run in process.
 
 - :class:`InProcess` (``[cv] fold_workers = 1``, the default): one fold after another, at the
-  process's thread policy (``models/threads.py``); the fold features come from the run's cache.
+  process's thread policy (``models/threads.py``).
 - :class:`Pool` (``[cv] fold_workers = N``): N folds at once in loky worker processes, each
-  fit at ``cores // N`` threads (at least one).
+  fit at ``cores // N`` threads (at least one). A fold whose features the run has not cached
+  yet fits them in the worker, in parallel too, and sends them back for the cache: the
+  configurations after it that encode features alike get them ready, as in process.
 - Dask (``[cv] cluster = "tcp://host:port"``, or ``--cluster``): joblib's ``dask`` backend on
   the scheduler at that address, as many folds at once as the cluster has worker threads, each
   fit at one thread.
@@ -19,12 +21,14 @@ run in process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
@@ -70,6 +74,7 @@ class FoldFit:
     predict_seconds: float  # the held-out part's prediction
     transform_seconds: float  # the held-out part's transform
     history: list[dict] = field(default_factory=list)
+    matrices: tuple | None = None  # the training and held-out matrices, where this fit made them: for the cache
 
     @property
     def pipeline(self) -> Pipeline:
@@ -82,6 +87,7 @@ def fit_fold(job: FoldJob) -> FoldFit:
         threads.apply(job.threads)  # a worker process: every fit it runs at its share of the cores
     features, train, valid, transform_seconds = job.prepared or fit_features(
         job.comp, job.config.encoding, job.X_fit, job.y_fit, job.X_valid)
+    matrices = None if job.prepared else (train, valid)
     model = job.config.build(**job.extra)
     kfold.fit_model(model, train, job.y_fit)
     predicting = time.perf_counter()
@@ -89,7 +95,7 @@ def fit_fold(job: FoldJob) -> FoldFit:
     if predictions.ndim == 2:  # class columns: rows summing to 1 in float64, as the final model's
         predictions = predictions / predictions.sum(axis=1, keepdims=True)
     return FoldFit(features, model, predictions, time.perf_counter() - predicting, transform_seconds,
-                   getattr(model, "history_", []))
+                   getattr(model, "history_", []), matrices)
 
 
 def save_seconds(pipeline: Pipeline) -> float:
@@ -114,26 +120,25 @@ class Pool:
     """``workers`` folds at once on a joblib backend: ``loky`` (local processes, each fit at
     ``threads`` threads) or ``dask`` (the cluster of ``address``, each fit at one thread)."""
 
-    prepares_features = False  # each worker fits its fold's features: that work runs in parallel too
+    prepares_features = False  # features not cached yet are fit in the workers: in parallel too
 
     def __init__(self, workers: int, *, address: str | None = None):
         self.address = address
-        self.workers = sum(cluster(address).nthreads().values()) if address else workers
+        # On a cluster, a fit for each worker thread (a cluster still starting its workers: one)
+        self.workers = max(1, sum(cluster(address).nthreads().values())) if address else workers
         self.threads = 1 if address else max(1, threads.cores() // workers)
 
     def map(self, jobs: list[FoldJob]) -> list[FoldFit]:
-        import joblib
-
-        jobs = [FoldJob(**{**job.__dict__, "threads": self.threads}) for job in jobs]
-        backend = {"backend": "dask"} if self.address else {"backend": "loky"}
+        jobs = [dataclasses.replace(job, threads=self.threads) for job in jobs]
         if self.address:
-            cluster(self.address)  # joblib's dask backend runs on the process's current client
-        with joblib.parallel_config(**backend, n_jobs=self.workers):  # one pool, kept between calls
+            cluster(self.address)  # joblib's dask backend runs on this process's client
+        # n_jobs the pool's size whatever the batch: loky keeps its processes between calls of one size
+        with joblib.parallel_config(backend="dask" if self.address else "loky", n_jobs=self.workers):
             return joblib.Parallel()(joblib.delayed(fit_fold)(job) for job in jobs)
 
 
 def for_cv(fold_workers: int, address: str | None) -> InProcess | Pool:
-    """The executor ``[cv] fold_workers`` and ``[cv] cluster`` ask for."""
+    """The executor ``[cv] fold_workers`` and ``[cv] cluster`` ask for (a cluster sizes itself)."""
     if address:
         return Pool(fold_workers, address=address)
     return Pool(fold_workers) if fold_workers > 1 else InProcess()

@@ -35,13 +35,19 @@ class FoldFeatures:
         if key in self.cached:
             return self.cached[key]
         fit_idx = self.fit_index[split]
-        features, train, valid, self.transform_seconds[key] = fit_features(
-            self.comp, encoding, self.X.iloc[fit_idx], self.target[fit_idx], self.X.iloc[valid_idx])
+        features, train, valid, seconds = fit_features(self.comp, encoding, self.X.iloc[fit_idx], self.target[fit_idx],
+                                                       self.X.iloc[valid_idx])
+        self.keep(key, features, train, valid, seconds)
+        return features, train, valid
+
+    def keep(self, key: tuple, features, train, valid, transform_seconds: float) -> None:
+        """A fold's fitted steps and matrices (``key``: encoding, repeat, fold), fit here or by a
+        worker: cached while they fit in ``CACHE_BYTES``."""
+        self.transform_seconds[key] = transform_seconds
         size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
             self.cached[key] = (features, train, valid)
             self.bytes += size
-        return features, train, valid
 
 
 def fit_features(comp: Competition, encoding: str, X_fit: pd.DataFrame, y_fit: np.ndarray, X_valid: pd.DataFrame):

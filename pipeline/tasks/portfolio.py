@@ -216,18 +216,21 @@ class Portfolio:
 
     def _fit_folds(self, config: Configuration, extra: dict, chunk: list[tuple]) -> list[executor.FoldFit]:
         """``config`` (its parameters with ``extra``) fit on each fold of ``chunk`` through the run's
-        executor; in process, the fold features come from the cache."""
-        jobs = []
-        for r, k, _, valid_idx in chunk:
+        executor, with the fold features the cache holds; those a worker fit join the cache."""
+        jobs, keys = [], [(config.encoding, r, k) for r, k, _, _ in chunk]
+        for key, (r, k, _, valid_idx) in zip(keys, chunk, strict=True):
             fit_idx = self.features.fit_index[(r, k)]
-            if self.executor.prepares_features:
-                prepared = (*self.features.get(config.encoding, (r, k), valid_idx),
-                            self.features.transform_seconds[(config.encoding, r, k)])
-                rows = {"prepared": prepared}
+            if self.executor.prepares_features or key in self.features.cached:
+                rows = {"prepared": (*self.features.get(config.encoding, (r, k), valid_idx), self.features.transform_seconds[key])}
             else:
                 rows = {"comp": self.comp, "X_fit": self.X.iloc[fit_idx], "X_valid": self.X.iloc[valid_idx]}
             jobs.append(executor.FoldJob(config, extra, self.target[fit_idx], self.metric, self.proba, **rows))
-        return self.executor.map(jobs)
+        fits = self.executor.map(jobs)
+        for key, fit in zip(keys, fits, strict=True):
+            if fit.matrices is not None:  # features a worker fit: the next configuration's, ready
+                self.features.keep(key, fit.features, *fit.matrices, fit.transform_seconds)
+                fit.matrices = None
+        return fits
 
     def _test_share(self, valid_idx: np.ndarray) -> float:
         """Test rows per held-out row: a held-out part's predict time, scaled to the test set."""
