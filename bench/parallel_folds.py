@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         ways = {"in process (1x2)": {}, "pool (2x1)": {"fold_workers": 2},
                 "dask (2x1)": {"cluster": cluster.scheduler_address}}
         print(f"{threads.cores()} cores; LightGBM (the portfolio's first configuration), {args.folds}-fold, "

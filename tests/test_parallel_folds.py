@@ -111,7 +111,7 @@ def test_a_run_on_a_local_dask_cluster_writes_the_submission_of_the_run_in_proce
     alone = run_cli("submit", "--config", config_file, "--data-dir", data, *model, "-o", "alone.csv")
     assert alone.code == 0, alone.err
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         address = cluster.scheduler_address
         try:
             there = run_cli("submit", "--config", config_file, "--data-dir", data, *model, "-o", "cluster.csv",

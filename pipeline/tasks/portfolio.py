@@ -164,7 +164,8 @@ class Portfolio:
                 # Against the run's time left: the share only shortens a model that stops itself.
                 per_fold = limit.elapsed() / done
                 left = self._left((predict_seconds + save_seconds) * n_fits / done)
-                if per_fold * (len(chunk) if stoppable else n_fits - done) > left:
+                # a batch takes one fit's time however few folds it holds (per_fold: a batch over its size)
+                if per_fold * batch * (1 if stoppable else -(-(n_fits - done) // batch)) > left:
                     reason = f"dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, {left:.0f} s left)"
                     self.skipped_reasons.setdefault(config.name, reason)
                     say(f"  {config.name}: {reason}")
@@ -172,7 +173,6 @@ class Portfolio:
                         return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
                                             predict_seconds, save_seconds, seed_oofs, seeds)
                     return None
-            fold_sums: list = [None] * len(chunk)
             chunk_fits: list[list] = [[] for _ in chunk]  # each fold's fits, seed by seed
             index = 0
             while index < len(seeds):
@@ -192,7 +192,6 @@ class Portfolio:
                     check_finite(fit.predictions, config.name, "out-of-fold")
                     if r == first and len(seeds) > 1:
                         seed_oofs.setdefault(index, np.zeros((len(self.X), *fit.predictions.shape[1:])))[valid_idx] = fit.predictions
-                    fold_sums[slot] = fit.predictions.astype(float) if fold_sums[slot] is None else fold_sums[slot] + fit.predictions
                     chunk_fits[slot].append(fit)
                     save_seconds += executor.save_seconds(fit.model if index else fit.pipeline)  # the steps are pickled once
                 processes.release_memory()
@@ -202,7 +201,7 @@ class Portfolio:
             for slot, (r, k, _, valid_idx) in enumerate(chunk):
                 histories.extend(fit.history for fit in chunk_fits[slot])
                 estimators.extend(fit.pipeline for fit in chunk_fits[slot])
-                predictions = fold_sums[slot] / len(seeds)
+                predictions = sum(fit.predictions.astype(float) for fit in chunk_fits[slot]) / len(seeds)
                 repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
                 if r == first:
                     covered[valid_idx] = True
