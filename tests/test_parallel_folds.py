@@ -9,7 +9,7 @@ import socket
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import registered_model, run_cli
+from conftest import CLOCK, TimedRidge, registered_model, run_cli
 from test_bad_input import house, submit  # noqa: F401 (house: a fixture)
 from test_bad_input_runs import assert_refused, snapshot
 from test_one_loop import Recording
@@ -82,6 +82,35 @@ def test_each_fit_of_a_batch_gets_the_share_of_the_batches_left(stopping):
     assert limits[0] == pytest.approx(limits[1], rel=0.01) and limits[2] == pytest.approx(limits[3], rel=0.01)
     assert limits[2] == pytest.approx(limits[0] * 3 / 2, rel=0.02)
     assert limits[4] == pytest.approx(limits[0] * 3, rel=0.02)
+
+
+class SideBySide(Batches):
+    """As :class:`Batches`, on the fake clock of fits that run side by side: a batch of
+    ``TimedRidge`` fits takes one fit's seconds, not their sum."""
+
+    def map(self, jobs):
+        fits = super().map(jobs)
+        CLOCK.now -= SLOW_FIT * (len(jobs) - 1)
+        return fits
+
+
+SLOW_FIT = 25.0
+
+
+@pytest.mark.parametrize("seconds, complete", [(70, False), (80, True)])
+def test_a_model_that_cannot_stop_is_dropped_when_the_batches_left_would_not_end_in_time(seconds, complete):
+    """Five folds of 25 s, two at a time: after the first batch (25 s) two batches are left, 50 s.
+    At 70 s that would end at 75 s: the configuration is dropped then, not after overrunning (the
+    folds left, 3 x 12.5 s, would have said it fits); at 80 s it finishes at 75 s."""
+    with registered_model("side_by_side_test", lambda **p: TimedRidge(**{"seconds": SLOW_FIT, **p})) as name:
+        CLOCK.now = 1000.0
+        limit = TimeLimit(seconds, started=CLOCK.now, reserve=0.0, clock=CLOCK)
+        run = _run(CVConfig(folds=5), (configuration.Configuration("slow", name),), limit=limit)
+        run.executor = SideBySide()
+        fitted = run.fit(run.configs[0])
+    assert (fitted is not None) == complete
+    assert run.executor.sizes == ([2, 2, 1] if complete else [2])
+    assert CLOCK.now == 1075.0 if complete else CLOCK.now == 1025.0
 
 
 def _free_port() -> int:
