@@ -16,6 +16,8 @@ METRIC ?=
 TIME ?=
 REPEATS ?=
 SEEDS ?=
+FOLD_WORKERS ?=
+CLUSTER ?=
 DATA_DIR ?=
 OUTPUT ?= submission.csv
 MODEL ?=
@@ -52,7 +54,7 @@ DROP_SHIFTED ?=
 # (a ' inside as '\''), taken as written: a $(...) in it is not run by make, a ; or `...` not by
 # the shell. PARAMS, RUNS, TASKS and BENCH_ARGS are lists: one word each. COMPETITION comes from
 # the command line only: one left in the environment would pick another competition unseen.
-VALUES := COMPETITION TARGET ID METRIC TIME REPEATS SEEDS DATA_DIR OUTPUT MODEL SUBMIT MESSAGE PORT \
+VALUES := COMPETITION TARGET ID METRIC TIME REPEATS SEEDS FOLD_WORKERS CLUSTER DATA_DIR OUTPUT MODEL SUBMIT MESSAGE PORT \
 	TRIALS JOBS PARAMS STUDY STORAGE DASHBOARD_PORT BUDGET BENCH_ARGS TASKS MODEL_URI INPUT RUNS SERVE_PORT \
 	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT RESUME WAIT RUN SUBMISSION DROP_SHIFTED
 ifeq ($(origin COMPETITION),environment)
@@ -68,7 +70,8 @@ each = $(foreach word,$(subst $$$$,$$,$(value $(2))),$(1) '$(subst ','\'',$(word
 
 COMMON = $(call option,--competition,COMPETITION) $(call option,--data-dir,DATA_DIR) \
 	$(call option,--target,TARGET) $(call option,--id,ID) $(call option,--metric,METRIC) \
-	$(call option,--time-limit,TIME) $(call option,--repeats,REPEATS) $(call option,--seeds,SEEDS)
+	$(call option,--time-limit,TIME) $(call option,--repeats,REPEATS) $(call option,--seeds,SEEDS) \
+	$(call option,--fold-workers,FOLD_WORKERS) $(call option,--cluster,CLUSTER)
 MODEL_ARGS = $(call option,--model,MODEL)
 # PARAMS="alpha=1 max_iter=300": one --param KEY=VALUE each; STUDY=ignore: not the Optuna study's best trial.
 PARAMS_ARGS = $(call each,--param,PARAMS) $(call option,--study,STUDY)
@@ -89,6 +92,7 @@ help: ## list the targets
 	@printf '  variables: COMPETITION=%s DATA_DIR=<folder> OUTPUT=%s MODEL=<name> SUBMIT=1\n' $(or $(call option,,COMPETITION),"<DATA_DIR's name or house-prices>") $(call quote,OUTPUT)
 	@echo "  no config: DATA_DIR=<folder> TARGET=<column> ID=<column> METRIC=<name, else inferred>"
 	@echo "  budget:    TIME=<seconds for the whole run> REPEATS=<repeated k-fold, with the spread across repeats> SEEDS=<seeds averaged per model>"
+	@echo "  folds:     FOLD_WORKERS=<folds fit at once, local processes> CLUSTER=tcp://<Dask scheduler>:<port>"
 	@printf '  images:    NPROC=%s processes (torchrun) NNODES=%s NODE_RANK=%s MASTER_ADDR=<host> RESUME=0\n' $(call quote,NPROC) $(call quote,NNODES) $(call quote,NODE_RANK)
 	@printf '  tuning:    TRIALS=%s (the study'\''s total) TIME=<seconds> JOBS=%s STORAGE=<url> (or OPTUNA_STORAGE) STUDY=ignore\n' $(call quote,TRIALS) $(call quote,JOBS)
 	@echo "  params:    PARAMS=\"alpha=1 max_iter=300\" (model parameters: one --param KEY=VALUE each)"

@@ -91,6 +91,12 @@ def _competition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_positive(int), default=None,
                         help="fit each model with N seeds and average them, the spread across seeds shown "
                              "(default: the config's [cv] seeds, else 1)")
+    parser.add_argument("--fold-workers", type=_positive(int), default=None, metavar="N",
+                        help="fit N folds at once in local processes, each fit at its share of the cores "
+                             "(default: the config's [cv] fold_workers, else 1: one fold after another)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="fit the folds on the Dask cluster whose scheduler is at ADDRESS (tcp://host:port), "
+                             "one thread per fit (default: the config's [cv] cluster, else none)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -214,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_competition(args) -> config.Competition:
-    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "weights", "repeats", "seeds")}
+    overrides = {key: getattr(args, key) for key in ("task", "metric", "layout", "time_limit", "weights", "repeats", "seeds",
+                                                    "fold_workers", "cluster")}
     data_dir = _data_dir(args)
     target, id_column = args.target, args.id_column
     # A folder is enough (no config, no --competition): the id and target come from its sample submission.

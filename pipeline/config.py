@@ -8,6 +8,7 @@ and uploads.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ CONFIG_DIR = Path(__file__).parent / "competitions"
 DEFAULT_COMPETITION = "house-prices"  # `make submit` with nothing else: the bundled house-price run
 TASKS = ("regression", "binary", "multiclass")
 TARGET_TRANSFORMS = (None, "log", "log1p")
+CLUSTER_ADDRESS = re.compile(r"(tcp|tls|ws|wss)://[^\s/:]+:\d{1,5}")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class CVConfig:
     repeats: int = 1  # repeated k-fold: each repeat reshuffles (seed + repeat); scores show the spread
     seeds: int = 1  # each model fit with this many seeds (random_state + s), their predictions averaged
     holdout: float | None = None  # a fraction held out once, instead of k folds (image models)
+    fold_workers: int = 1  # folds fit at once, in local processes (pipeline/tasks/executor.py)
+    cluster: str | None = None  # a Dask scheduler's address (tcp://host:port): the folds fit there
 
 
 @dataclass(frozen=True)
@@ -189,10 +193,14 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: [cv] seed must be an integer >= 0, got {comp.cv.seed!r}")
     if not _is_int(comp.cv.folds) or comp.cv.folds < 2:
         raise UserError(f"{source}: [cv] folds must be an integer >= 2, got {comp.cv.folds!r}")
-    for key in ("repeats", "seeds"):
+    for key in ("repeats", "seeds", "fold_workers"):
         value = getattr(comp.cv, key)
         if not _is_int(value) or value < 1:
             raise UserError(f"{source}: [cv] {key} must be an integer >= 1, got {value!r}")
+    cluster = comp.cv.cluster
+    if cluster is not None and (not isinstance(cluster, str) or not CLUSTER_ADDRESS.fullmatch(cluster)):
+        raise UserError(f"{source}: [cv] cluster must be a Dask scheduler's address such as tcp://10.0.0.5:8786, "
+                        f"got {cluster!r}")
     try:
         check_seconds(comp.time_limit)
     except ValueError as exc:
@@ -244,12 +252,14 @@ def load(
     id_column: str | None = None,
     repeats: int | None = None,
     seeds: int | None = None,
+    fold_workers: int | None = None,
+    cluster: str | None = None,
     **overrides: Any,
 ) -> Competition:
     """The competition ``name`` from its TOML file, or an ad-hoc one from ``--target``/``--id``.
 
-    ``overrides`` replace top-level fields (``task``, ``metric``, ``time_limit``, ...), ``repeats``
-    and ``seeds`` the ``[cv]`` ones; ``None`` values are ignored.
+    ``overrides`` replace top-level fields (``task``, ``metric``, ``time_limit``, ...), ``repeats``,
+    ``seeds``, ``fold_workers`` and ``cluster`` the ``[cv]`` ones; ``None`` values are ignored.
     """
     path = config_file or CONFIG_DIR / f"{name}.toml"
     if path.is_file():
@@ -274,7 +284,8 @@ def load(
     if raw.get("target") is not None and raw.get("target") == raw.get("id"):
         raise UserError(f"{path.name if path.is_file() else f'competition {name!r}'}: the target and the id are "
                         f"the same column {raw['target']!r}: the id names rows, the target is what is predicted")
-    cv = {k: v for k, v in (("repeats", repeats), ("seeds", seeds)) if v is not None}
+    cv = {k: v for k, v in (("repeats", repeats), ("seeds", seeds), ("fold_workers", fold_workers),
+                            ("cluster", cluster)) if v is not None}
     if cv and isinstance(raw.get("cv", {}), dict):  # not a table: from_dict says so
         raw["cv"] = {**raw.get("cv", {}), **cv}
     return from_dict(raw, path.name if path.is_file() else f"competition {name!r}")

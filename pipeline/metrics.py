@@ -101,8 +101,14 @@ def _map_metric(k: int) -> Metric:
     return Metric(f"map_at_{k}", partial(_map_at_k, k=k), True, needs_proba=True, top_k=k)
 
 
+def _without_classes(y_true, y_pred, classes=None, *, fn):
+    return fn(y_true, y_pred)
+
+
 def _plain(fn):
-    return lambda y_true, y_pred, classes=None: fn(y_true, y_pred)
+    """``fn(y_true, y_pred)`` as a metric function; a partial, not a lambda: a metric goes to a
+    fold's worker process (``pipeline.tasks.executor``) pickled."""
+    return partial(_without_classes, fn=fn)
 
 
 METRICS = {

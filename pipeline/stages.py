@@ -29,7 +29,7 @@ from pipeline.data import sources, tabular
 from pipeline.data.files import SOURCE_FILE, staged
 from pipeline.errors import UserError
 from pipeline.outputs import check_output
-from pipeline.tasks import for_competition
+from pipeline.tasks import executor, for_competition
 
 
 @dataclass
@@ -109,6 +109,8 @@ def run(
     """
     time_limit = time_limit or TimeLimit(comp.time_limit)
     store_checks.check_reachable(tracking.tracking_uri())
+    if comp.cv.cluster:
+        executor.cluster(comp.cv.cluster)  # a scheduler that does not answer fails now, not after the data is read
     uploading = upload_message is not None and output is not None
     if uploading:
         kaggle_api.check_upload(comp.kaggle, comp.name)

@@ -219,6 +219,7 @@ ONE_VALUE = {  # variable: (target, flag), the value one argument after the flag
     "COMPETITION": ("submit", "--competition"), "DATA_DIR": ("submit", "--data-dir"),
     "TARGET": ("submit", "--target"), "ID": ("submit", "--id"), "METRIC": ("submit", "--metric"),
     "TIME": ("submit", "--time-limit"), "REPEATS": ("submit", "--repeats"), "SEEDS": ("submit", "--seeds"),
+    "FOLD_WORKERS": ("submit", "--fold-workers"), "CLUSTER": ("submit", "--cluster"),
     "OUTPUT": ("submit", "--output"), "MODEL": ("submit", "--model"), "STUDY": ("submit", "--study"),
     "DROP_SHIFTED": ("submit", "--drop-shifted"), "NPROC": ("submit", "--nproc"), "NNODES": ("submit", "--nnodes"),
     "NODE_RANK": ("submit", "--node-rank"), "MASTER_ADDR": ("submit", "--master-addr"),

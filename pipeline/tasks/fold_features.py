@@ -36,14 +36,29 @@ class FoldFeatures:
         if key in self.cached:
             return self.cached[key]
         fit_idx = self.fit_index[split]
-        encoding, crafted = features
-        steps = kfold.build_features(self.comp, encoding, crafted)
-        train = steps.fit_transform(self.X.iloc[fit_idx], self.target[fit_idx])
-        started = time.perf_counter()
-        valid = steps.transform(self.X.iloc[valid_idx])
-        self.transform_seconds[key] = time.perf_counter() - started
+        steps, train, valid, seconds = fit_features(self.comp, features, self.X.iloc[fit_idx], self.target[fit_idx],
+                                                    self.X.iloc[valid_idx])
+        self.keep(key, steps, train, valid, seconds)
+        return steps, train, valid
+
+    def keep(self, key: tuple, steps, train, valid, transform_seconds: float) -> None:
+        """A fold's fitted steps and matrices (``key``: features, repeat, fold), fit here or by a
+        worker: cached while they fit in ``CACHE_BYTES``."""
+        self.transform_seconds[key] = transform_seconds
         size = sum(getattr(m, "nbytes", 0) or int(m.memory_usage(deep=True).sum()) for m in (train, valid))
         if self.bytes + size <= CACHE_BYTES:
             self.cached[key] = (steps, train, valid)
             self.bytes += size
-        return steps, train, valid
+
+
+def fit_features(comp: Competition, features: tuple[str, tuple[str, ...]], X_fit: pd.DataFrame, y_fit: np.ndarray,
+                 X_valid: pd.DataFrame):
+    """A fold's feature steps (``features``: an encoding and the crafted steps) fit on its training
+    rows: (the steps, the training matrix, the held-out matrix, the seconds the held-out transform
+    took); here or in a worker (``pipeline.tasks.executor``)."""
+    encoding, crafted = features
+    steps = kfold.build_features(comp, encoding, crafted)
+    train = steps.fit_transform(X_fit, y_fit)
+    started = time.perf_counter()
+    valid = steps.transform(X_valid)
+    return steps, train, valid, time.perf_counter() - started

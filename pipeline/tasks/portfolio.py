@@ -35,15 +35,12 @@ measured time fits in what is left, up to ``MAX_EXTRA_BAGS`` times.
 
 from __future__ import annotations
 
-import pickle
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from models import ensemble as ensembles
 from models.targets import forward_inverse
@@ -54,7 +51,7 @@ from pipeline.console import say
 from pipeline.errors import UserError
 from pipeline.metrics import Metric
 from pipeline.submission import check_finite
-from pipeline.tasks import kfold
+from pipeline.tasks import executor, kfold
 from pipeline.tasks.base import FoldCallback
 from pipeline.tasks.configuration import Configuration, Fitted, seeds_of
 from pipeline.tasks.fold_features import FoldFeatures
@@ -72,14 +69,6 @@ class Outcome:
     folds: np.ndarray
     finished: bool  # every configuration ran (none skipped or dropped for time)
     skipped_reasons: dict[str, str] = field(default_factory=dict)  # each configuration that did not run: why
-
-
-def _save_seconds(pipeline: Pipeline) -> float:
-    """What pickling ``pipeline`` takes, timed once a fold (the run's model pickles every fold model:
-    1,250 of them with --seeds 50 took 18 s on 2,000 rows)."""
-    started = time.perf_counter()
-    pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
-    return time.perf_counter() - started
 
 
 class Portfolio:
@@ -109,6 +98,7 @@ class Portfolio:
         self.folds = self.repeat_folds[0]  # where the selection's weights are cross-fitted
         self.skipped_reasons: dict[str, str] = {}
         self.on_progress: Callable[[str, int, int], None] | None = None  # (configuration, folds done, folds)
+        self.executor = executor.for_cv(comp.cv.fold_workers, comp.cv.cluster)  # where the fold fits run
 
     # --- scores -------------------------------------------------------------------------------
     def score(self, predictions: np.ndarray, rows: np.ndarray | None = None) -> float:
@@ -170,20 +160,23 @@ class Portfolio:
         # its whole time for every fold still to come, or it cannot finish and its folds are wasted
         # (a million rows: hist_gbm spent 236 s on two folds of five, then was dropped).
         stoppable = capabilities.stops_itself
-        for done, (r, k, _, valid_idx) in enumerate(splits):
+        batch = self.executor.workers  # folds fit at once: a batch's wall time is about one fit's
+        for done in range(0, n_fits, batch):
+            chunk = splits[done:done + batch]
             if self.time_limit.limited and done:
                 # Against the run's time left: the share only shortens a model that stops itself.
                 per_fold = limit.elapsed() / done
                 left = self._left((predict_seconds + save_seconds) * n_fits / done)
-                if per_fold * (1 if stoppable else n_fits - done) > left:
+                # a batch takes one fit's time however few folds it holds (per_fold: a batch over its size)
+                if per_fold * batch * (1 if stoppable else -(-(n_fits - done) // batch)) > left:
                     reason = f"dropped after {done} of {n_fits} folds (a fold takes {per_fold:.0f} s, {left:.0f} s left)"
                     self.skipped_reasons.setdefault(config.name, reason)
                     say(f"  {config.name}: {reason}")
-                    if partial and r == first:
+                    if partial and chunk[0][0] == first:
                         return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
                                             predict_seconds, save_seconds, seed_oofs, seeds)
                     return None
-            fold_sum = None
+            chunk_fits: list[list] = [[] for _ in chunk]  # each fold's fits, seed by seed
             index = 0
             while index < len(seeds):
                 extra = dict(seeds[index])
@@ -191,40 +184,55 @@ class Portfolio:
                     last_phase = (predict_seconds + save_seconds) * n_fits / max(done, 1)
                     left = min(self._left(last_phase), limit.left())
                     # The first fit is priced as if alone: the seeds that fit are known after it.
-                    fits_left = (n_fits - done) * len(seeds) - index if done or index else n_fits
-                    extra["time_limit"] = max(left / (fits_left if self.time_shares else 1), MIN_FIT_SECONDS)
-                model = config.build(**extra)
-                features, train, valid = self.features.get(config.features, (r, k), valid_idx)
-                if index == 0:  # the fold models of its seeds share the steps: the test set goes through them once
-                    predict_seconds += self.features.transform_seconds[(config.features, r, k)] * self._test_share(valid_idx)
-                kfold.fit_model(model, train, self.target[self.features.fit_index[(r, k)]])
-                predicting = time.perf_counter()
-                predictions = kfold.predict(model, valid, self.metric, proba=self.proba or None)
-                if predictions.ndim == 2:  # class columns: rows summing to 1 in float64, as the final model's
-                    predictions = predictions / predictions.sum(axis=1, keepdims=True)
-                predict_seconds += (time.perf_counter() - predicting) * self._test_share(valid_idx)
-                check_finite(predictions, config.name, "out-of-fold")
-                if r == first and len(seeds) > 1:
-                    seed_oofs.setdefault(index, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
-                fold_sum = predictions.astype(float) if fold_sum is None else fold_sum + predictions
-                histories.append(getattr(model, "history_", []))
-                estimators.append(_fold_pipeline(features, model))
-                save_seconds += _save_seconds(model if index else estimators[-1])  # the steps are pickled once
+                    fits_left = (n_fits - done) * len(seeds) - index * len(chunk) if done or index else n_fits
+                    rounds = -(-fits_left // batch) if self.time_shares else 1  # batches of fits still to run
+                    extra["time_limit"] = max(left / rounds, MIN_FIT_SECONDS)
+                for slot, ((r, _, _, valid_idx), fit) in enumerate(zip(chunk, self._fit_folds(config, extra, chunk),
+                                                                        strict=True)):
+                    # the fold models of its seeds share the steps: the test set goes through them once
+                    transform = fit.transform_seconds if index == 0 else 0.0
+                    predict_seconds += (transform + fit.predict_seconds) * self._test_share(valid_idx)
+                    check_finite(fit.predictions, config.name, "out-of-fold")
+                    if r == first and len(seeds) > 1:
+                        seed_oofs.setdefault(index, np.zeros((len(self.X), *fit.predictions.shape[1:])))[valid_idx] = fit.predictions
+                    chunk_fits[slot].append(fit)
+                    save_seconds += executor.save_seconds(fit.model if index else fit.pipeline)  # the steps are pickled once
                 processes.release_memory()
                 if self.time_limit.limited and not done and not index and len(seeds) > 1:
                     seeds = self._affordable(config, seeds, limit, n_fits)
                 index += 1
-            predictions = fold_sum / len(seeds)
-            repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
-            if r == first:
-                covered[valid_idx] = True
-            fold_scores.append(self.score(repeat_oofs[r], valid_idx) if self.scored[valid_idx].any() else float("nan"))
-            if on_fold:
-                on_fold(k, fold_scores[-1])
-            if self.on_progress:
-                self.on_progress(config.name, done + 1, n_fits)
+            for slot, (r, k, _, valid_idx) in enumerate(chunk):
+                histories.extend(fit.history for fit in chunk_fits[slot])
+                estimators.extend(fit.pipeline for fit in chunk_fits[slot])
+                predictions = sum(fit.predictions.astype(float) for fit in chunk_fits[slot]) / len(seeds)
+                repeat_oofs.setdefault(r, np.zeros((len(self.X), *predictions.shape[1:])))[valid_idx] = predictions
+                if r == first:
+                    covered[valid_idx] = True
+                fold_scores.append(self.score(repeat_oofs[r], valid_idx) if self.scored[valid_idx].any() else float("nan"))
+                if on_fold:
+                    on_fold(k, fold_scores[-1])
+                if self.on_progress:
+                    self.on_progress(config.name, done + slot + 1, n_fits)
         return self._fitted(config, repeat_oofs, covered, fold_scores, limit, estimators, histories,
                             predict_seconds, save_seconds, seed_oofs, seeds)
+
+    def _fit_folds(self, config: Configuration, extra: dict, chunk: list[tuple]) -> list[executor.FoldFit]:
+        """``config`` (its parameters with ``extra``) fit on each fold of ``chunk`` through the run's
+        executor, with the fold features the cache holds; those a worker fit join the cache."""
+        jobs, keys = [], [(config.features, r, k) for r, k, _, _ in chunk]
+        for key, (r, k, _, valid_idx) in zip(keys, chunk, strict=True):
+            fit_idx = self.features.fit_index[(r, k)]
+            if self.executor.prepares_features or key in self.features.cached:
+                rows = {"prepared": (*self.features.get(config.features, (r, k), valid_idx), self.features.transform_seconds[key])}
+            else:
+                rows = {"comp": self.comp, "X_fit": self.X.iloc[fit_idx], "X_valid": self.X.iloc[valid_idx]}
+            jobs.append(executor.FoldJob(config, extra, self.target[fit_idx], self.metric, self.proba, **rows))
+        fits = self.executor.map(jobs)
+        for key, fit in zip(keys, fits, strict=True):
+            if fit.matrices is not None:  # features a worker fit: the next configuration's, ready
+                self.features.keep(key, fit.features, *fit.matrices, fit.transform_seconds)
+                fit.matrices = None
+        return fits
 
     def _test_share(self, valid_idx: np.ndarray) -> float:
         """Test rows per held-out row: a held-out part's predict time, scaled to the test set."""
@@ -234,7 +242,8 @@ class Portfolio:
         """The seeds whose fits the time left pays for, priced by the first fit: the work shrinks,
         not the deadline (--seeds 50 on a 20 s limit)."""
         left = min(self._left(), limit.left()) + limit.elapsed()
-        count = max(1, min(len(seeds), int(SEEDS_SHARE * left / (limit.elapsed() * n_fits))))
+        rounds = -(-n_fits // self.executor.workers)  # a seed's fits, run a batch of folds at a time
+        count = max(1, min(len(seeds), int(SEEDS_SHARE * left / (limit.elapsed() * rounds))))
         if count < len(seeds):
             say(f"  {config.name}: {count} of {len(seeds)} seeds fit in the time left (a fit takes "
                 f"{limit.elapsed():.1f} s, {n_fits} folds)")
@@ -349,11 +358,9 @@ class Portfolio:
         """Whether ``config``'s features can differ from those of the same model without
         ``native_categories``: on data without a category of many (but not too many) levels,
         they are the same, and so would its predictions be."""
-        if config.encoding != "native_levels":
-            return True
-        if self.levels_differ is None:
+        if config.encoding == "native_levels" and self.levels_differ is None:
             self.levels_differ = kfold.native_levels_differ(self.comp, self.X)
-        return self.levels_differ
+        return config.encoding != "native_levels" or bool(self.levels_differ)
 
     def _splits(self, repeat: int) -> list[tuple]:
         """The folds of shuffle ``repeat``, their training rows registered with the features."""
@@ -391,6 +398,3 @@ class Portfolio:
                     on_fitted(merged, selection)
         return selection, complete
 
-
-def _fold_pipeline(features, model) -> Pipeline:
-    return Pipeline([*features.steps, ("model", model)])
