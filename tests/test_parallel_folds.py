@@ -45,8 +45,8 @@ def test_a_local_pool_gives_the_out_of_fold_and_test_predictions_of_the_run_in_p
         assert len(there.bag.estimators) == len(here.bag.estimators) == 3 * (2 if config.model == "lightgbm" else 1)
         np.testing.assert_array_equal(there.bag.predict(pooled.X), here.bag.predict(alone.X))
         # the features the workers fit joined the run's cache, as those fit in process did
-        assert {key for key in pooled.features.cached if key[0] == config.encoding} == {
-            (config.encoding, 0, k) for k in range(3)}
+        assert {key for key in pooled.features.cached if key[0] == config.features} == {
+            (config.features, 0, k) for k in range(3)}
 
 
 class Batches(executor.InProcess):
