@@ -32,7 +32,7 @@ from pipeline.data.tabular import TabularData
 from pipeline.errors import OutOfTime, UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import configuration, kfold, portfolio, results
+from pipeline.tasks import configuration, kfold, portfolio, results, stack
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
 PORTFOLIO = "portfolio"  # the model when none is named: pipeline/portfolios/tabular.toml
@@ -214,6 +214,9 @@ class TabularTask(FileTask):
                         tracking.log_params({"seeds": " ".join(map(str, one.seeds))})
                     self._log_result(results.of_configuration(one, inverse, run), metric, data, one.config.name, plots_too=False)
 
+        stacks = len(configs) > 1 and not comp.ensemble.refit
+        if stacks and limit.limited:
+            run.reserved = stack.RESERVE * limit.left()
         bar = progress_bars.PortfolioBar(len(configs), limit, progress_bars.enabled(progress))
         run.on_progress = bar.fold
         try:
@@ -224,6 +227,12 @@ class TabularTask(FileTask):
             say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
         result = results.of_outcome(outcome, inverse, metric, run, comp.target_transform, proba)
         result.scores = {f.config.name: f.score for f in outcome.fitted}
+        stacked = stack.level_two(run, outcome) if stacks else None
+        if stacked is not None:
+            say(f"  {stack.NAME}: cv {metric.name} {stacked.score:.5f} in {stacked.seconds:.0f} s; {stacked.reason}")
+            result.scores[stack.NAME] = stacked.score
+            if stacked.used:
+                result = stack.applied(result, stacked, outcome, run, comp.target_transform)
         if len(configs) > 1:
             result.scores[plan.model] = result.score
             say(f"  ensemble ({outcome.selection.method}): " + ", ".join(
@@ -244,7 +253,8 @@ class TabularTask(FileTask):
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
-        result.leaderboard = run_report.log_portfolio(outcome, result, plan, len(data.test))
+        result.leaderboard = run_report.log_portfolio(outcome, result, plan, len(data.test),
+                                                      [stack.board_row(stacked, len(data.test))] if stacked else [])
         members = {f.config.name: [inverse(oof) for oof in f.repeat_oofs] for f in outcome.fitted}
         if len(configs) > 1:
             members[plan.model] = [r.oof for r in result.repeats] or [result.oof]
