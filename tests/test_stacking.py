@@ -16,7 +16,8 @@ from models import stacking
 from models.time_limit import TimeLimit
 from pipeline.config import Competition, CVConfig
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import configuration, portfolio, stack
+from pipeline import permutation
+from pipeline.tasks import configuration, portfolio, results, stack
 
 
 class OneColumn(BaseEstimator, RegressorMixin):
@@ -83,6 +84,17 @@ def test_the_stack_score_is_the_metric_of_predictions_from_fold_models_that_neve
         by_hand = model.predict(stacking.joined(features.transform(X.iloc[held]), columns.iloc[held]))
         np.testing.assert_allclose(stacked.oof[held], by_hand)
     assert stacked.score == pytest.approx(get_metric("rmse").score(y.to_numpy(), stacked.oof))
+
+
+def test_the_stacks_fold_models_give_its_out_of_fold_predictions_for_permutation_importance(column_models):
+    X, y = switch_table(300)
+    run, outcome = fitted_run(X, y, column_models[1:])
+    stacked = stack.level_two(run, outcome)
+    result = stack.applied(results.of_outcome(outcome, run.inverse, run.metric, run, None, False), stacked, outcome,
+                           run, None)
+    assert isinstance(result.fitted, stacking.StackedEnsemble)
+    per_fold = permutation.fold_models(result.fitted, {}, folds=3, repeats=1)
+    np.testing.assert_allclose(permutation.predict_out_of_fold(per_fold, X, run.folds, None), stacked.oof)
 
 
 def test_a_member_that_memorises_its_rows_gives_the_stack_nothing(column_models, memorizing_model):

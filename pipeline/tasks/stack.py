@@ -12,15 +12,18 @@ selected members are fit again on the other folds only (their k-1 folds as the i
 level-one ensemble's weights are chosen on those rows, the level-two model is fit on their
 out-of-fold predictions, and the held-out fold is predicted as the test set will be (each member's
 fold models averaged, then the level-two fold models). Nothing there ever saw the slice. The
-stack is used when it beats the level-one ensemble on the slice and in the cross-fitted score
+stack is used when it beats the level-one ensemble in the cross-fitted score and on the slice
 (AutoGluon's rule: stacked overfitting is a better validation score with a holdout score no
-better). A margin on the cross-fitted scores alone would not do: the leak inflates that very score.
+better), there on most bootstrap resamples of the slice's rows (``WIN_SHARE``), not only on the
+one draw it is. A margin on the cross-fitted scores alone would not do: the leak inflates that
+very score.
 
 The reported score stays one honest figure: the cross-fitted score of what is submitted, the
 stack's where it is used, the ensemble's where not; the slice's two figures are printed as the
 check. The check costs the members' fits on (k-2)/k of the rows, k-1 times: it runs only when
 the time left pays for it (and for the level-two model's own test predictions), else the stack
-is not used.
+is not used. A limited run keeps ``RESERVE`` of its time for all this (``Portfolio.reserved``);
+what the stack leaves of it, where it is not used, goes to more bags of the ensemble's members.
 """
 
 from __future__ import annotations
@@ -204,6 +207,15 @@ def _bag_predictions(run: Portfolio, bag, X) -> np.ndarray:
     """A member's fold models, averaged, on ``X``: as its out-of-fold predictions are (values in
     the space it was trained in, P(classes[1]), or class columns in the metric's order)."""
     return kfold.predict(bag, X, run.metric, proba=run.proba or None)
+
+
+def rest_to_bags(run: Portfolio, outcome: Outcome, on_fitted) -> Outcome:
+    """The time kept for the stack and not taken (it was not used) goes to more bags of the
+    ensemble's members, as the portfolio's own time left does: the reserve costs nothing then."""
+    if not outcome.fitted[0].complete:
+        return outcome
+    selection, bagged = run._bag_more(outcome.selection, on_fitted)
+    return dataclasses.replace(outcome, fitted=run.fitted, selection=selection, finished=outcome.finished and bagged)
 
 
 def applied(result, stack: Stack, outcome: Outcome, run: Portfolio, target_transform: str | None):

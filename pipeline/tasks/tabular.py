@@ -225,11 +225,16 @@ class TabularTask(FileTask):
             bar.close()
         if limit.limited and outcome.finished:
             say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
-        result = results.of_outcome(outcome, inverse, metric, run, comp.target_transform, proba)
-        result.scores = {f.config.name: f.score for f in outcome.fitted}
         stacked = stack.level_two(run, outcome) if stacks else None
         if stacked is not None:
             say(f"  {stack.NAME}: cv {metric.name} {stacked.score:.5f} in {stacked.seconds:.0f} s; {stacked.reason}")
+            tracking.log_params({"stack.used": stacked.used, "stack.reason": stacked.reason})
+            tracking.log_metrics({f"stack_cv_{metric.name}": stacked.score})
+        if stacks and limit.limited and not (stacked and stacked.used):
+            outcome = stack.rest_to_bags(run, outcome, finished)
+        result = results.of_outcome(outcome, inverse, metric, run, comp.target_transform, proba)
+        result.scores = {f.config.name: f.score for f in outcome.fitted}
+        if stacked is not None:
             result.scores[stack.NAME] = stacked.score
             if stacked.used:
                 result = stack.applied(result, stacked, outcome, run, comp.target_transform)
