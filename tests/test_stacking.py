@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLOCK, registered_model, run_cli, write_competition
+from conftest import CLOCK, TimedRidge, registered_model, run_cli, write_competition
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression
 
 from models import ensemble as ensembles
 from models import stacking
 from models.time_limit import TimeLimit
+from pipeline import permutation
 from pipeline.config import Competition, CVConfig
 from pipeline.metrics import get as get_metric
-from pipeline import permutation
 from pipeline.tasks import configuration, portfolio, results, stack
 
 
@@ -153,3 +153,27 @@ def test_predict_with_the_registered_stack_gives_the_submission(workdir, column_
     submitted = pd.read_csv(workdir / "sub.csv")["target"].to_numpy()
     # an average of the x2 and x3 members errs by sqrt(1/6) = 0.41 on new rows; the stack far less
     assert np.sqrt(np.mean((submitted - y.iloc[300:].to_numpy()) ** 2)) < 0.3
+
+
+def test_the_time_kept_for_a_stack_that_is_not_used_goes_to_more_bags():
+    """80 s of a fake clock, 40 kept for the stack: two ridges of 3 folds x 5 s take 30, so no bag
+    fits in the loop. The stack (a LightGBM over a linear table's ridge) is not used, and the 50 s
+    left then buy ``good`` three more bags of 15 s."""
+    with registered_model("timed_ridge_stack_test", lambda **params: TimedRidge(**params)) as name:
+        configs = (configuration.Configuration("good", name, {"seconds": 5.0, "alpha": 0.1}),
+                   configuration.Configuration("flat", name, {"seconds": 5.0, "alpha": 1e9}))
+        rng = np.random.default_rng(0)
+        X = pd.DataFrame({"x1": rng.normal(size=90), "x2": rng.normal(size=90)})
+        y = pd.Series(2 * X.x1 - X.x2 + rng.normal(scale=0.1, size=90), name="target")
+        CLOCK.now = 1000.0
+        comp = Competition(name="reserve", target="target", id="id", cv=CVConfig(folds=3))
+        run = portfolio.Portfolio(comp, X, y, 10, task="regression", metric=get_metric("rmse"), configs=configs,
+                                  methods={"select": ensembles.greedy_weights}, proba=False,
+                                  time_limit=TimeLimit(80, started=CLOCK.now, reserve=0.0, clock=CLOCK))
+        run.reserved = 40.0
+        outcome = run.run()
+        assert [f.bags for f in outcome.fitted] == [1, 1] and CLOCK.now == 1030.0
+        stacked = stack.level_two(run, outcome)
+        assert not stacked.used and run.reserved == 0.0
+        outcome = stack.rest_to_bags(run, outcome, None)
+        assert [f.bags for f in outcome.fitted] == [4, 1] and CLOCK.now == 1075.0
