@@ -43,6 +43,7 @@ def one(folder: Path, name: str, configs: int) -> None:
     task = for_competition(comp)
     data = task.load(folder / name)
     plan = task.plan(data)
+    comp = plan.comp  # with the target transform the plan chose (log1p where RMSLE scores)
     run = task._portfolio(data, plan)
     run.configs = run.configs[:configs]
     started = time.perf_counter()
