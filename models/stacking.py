@@ -65,7 +65,7 @@ class StackedEnsemble(PrefitEnsemble):
         super().__init__(members, weights, intercept, target_transform)
         self.level_two = level_two
 
-    def level_two_input(self, outputs: Sequence[np.ndarray], X, features) -> object:
+    def _input(self, outputs: Sequence[np.ndarray], X, features):
         return joined(None if features is None else features.transform(X), level_one_columns(outputs, self.used_names()))
 
     def combine(self, outputs: Sequence[np.ndarray], X=None) -> np.ndarray:
@@ -75,7 +75,7 @@ class StackedEnsemble(PrefitEnsemble):
         classes = self.classes_ if classifier else None
         total = None
         for features, model in self.level_two:
-            rows = self.level_two_input(outputs, X, features)
+            rows = self._input(outputs, X, features)
             if classifier:
                 each = np.zeros((len(rows), len(classes)))
                 each[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(rows)
