@@ -206,7 +206,10 @@ def _score_rows(run: Portfolio, predictions: np.ndarray, rows: np.ndarray) -> fl
 def _bag_predictions(run: Portfolio, bag, X) -> np.ndarray:
     """A member's fold models, averaged, on ``X``: as its out-of-fold predictions are (values in
     the space it was trained in, P(classes[1]), or class columns in the metric's order)."""
-    return kfold.predict(bag, X, run.metric, proba=run.proba or None)
+    predictions = kfold.predict(bag, X, run.metric, proba=run.proba or None)
+    if predictions.ndim == 2:  # class columns: rows summing to 1 in float64, as in Portfolio.fit
+        predictions = predictions / predictions.sum(axis=1, keepdims=True)
+    return predictions
 
 
 def rest_to_bags(run: Portfolio, outcome: Outcome, on_fitted) -> Outcome:
