@@ -335,8 +335,9 @@ class PrefitEnsemble(BaseEstimator):
             outputs.append(proba)
         return outputs
 
-    def combine(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
-        """``member_outputs`` combined: probabilities, or values through the target's inverse."""
+    def combine(self, outputs: Sequence[np.ndarray], X=None) -> np.ndarray:
+        """``member_outputs(X)`` combined: probabilities, or values through the target's inverse
+        (``X``, the rows, for a combination that also reads them: ``models.stacking``)."""
         combined = sum(weight * output for (_, weight), output in zip(self._used(), outputs, strict=True))
         if self._is_classifier():  # rows summing to 1 in float64: a net's float32 softmax drifts by 1e-7
             return combined / combined.sum(axis=1, keepdims=True)

@@ -49,6 +49,7 @@ class EnsembleConfig:
     method: str = "best"  # "select" (greedy), "blend", "stack", or "best": whichever cross-fits better
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per base model
     refit: bool = False  # fit the selected members again on every row, instead of averaging the fold models
+    stack: bool = False  # a second layer, where a holdout check says it helps (pipeline/tasks/stack.py)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def from_dict(raw: dict[str, Any], source: str) -> Competition:
     _check_keys(f"{source} [columns]", columns, _COLUMN_KEYS)
     _check_keys(f"{source} [cv]", cv, {f.name for f in dataclasses.fields(CVConfig)})
     _check_keys(f"{source} [model]", model, {"name", "params"})
-    _check_keys(f"{source} [ensemble]", ensemble, {"models", "method", "params", "refit"})
+    _check_keys(f"{source} [ensemble]", ensemble, {"models", "method", "params", "refit", "stack"})
     for key in ("name", "target", "id"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise UserError(f"{source}: {key!r} is required and must be a string")
@@ -209,8 +210,9 @@ def check(comp: Competition, source: str) -> None:
         raise UserError(f"{source}: weights must be the path of a .safetensors or .pt file, got {comp.weights!r}")
     if comp.ensemble.method not in ("best", "select", "blend", "stack"):
         raise UserError(f"{source}: [ensemble] method must be best, select, blend or stack")
-    if not isinstance(comp.ensemble.refit, bool):
-        raise UserError(f"{source}: [ensemble] refit must be true or false, got {comp.ensemble.refit!r}")
+    for key in ("refit", "stack"):
+        if not isinstance(getattr(comp.ensemble, key), bool):
+            raise UserError(f"{source}: [ensemble] {key} must be true or false, got {getattr(comp.ensemble, key)!r}")
     size = comp.image_size
     if size is not None and size != "fixed" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise UserError(f'{source}: image_size must be a positive whole number or "fixed", got {size!r}')

@@ -69,9 +69,10 @@ def with_final(frame: pd.DataFrame, final: Row) -> pd.DataFrame:
 
 
 def from_portfolio(outcome, weights: Mapping[str, float], test_rows: int, *, final: Row | None,
-                   greater_is_better: bool) -> pd.DataFrame:
+                   greater_is_better: bool, extra: Sequence[Row] = ()) -> pd.DataFrame:
     """The table of a portfolio's ``outcome`` (``pipeline.tasks.portfolio.Outcome``): its fitted
-    configurations with their ensemble ``weights``, and its skipped, dropped and left-out ones."""
+    configurations with their ensemble ``weights``, its skipped, dropped and left-out ones, and
+    ``extra`` rows (the stack's)."""
     rows = [finished_row(f.config.name, f.score, f.fold_scores, f.seconds + f.bag_seconds, f.predict_seconds,
                          test_rows, weight=weights.get(f.config.name, math.nan), bags=f.bags, seeds=f.seeds)
             for f in outcome.fitted]
@@ -82,7 +83,7 @@ def from_portfolio(outcome, weights: Mapping[str, float], test_rows: int, *, fin
         status = next((s for s in ("left out", "dropped", "skipped") if said.startswith(s)), "skipped")
         reason = said.removeprefix(status).strip()
         rows.append(Row(name, status, reason=reason[1:-1] if reason.startswith("(") else reason))
-    return table([*([final] if final else []), *rows], greater_is_better=greater_is_better)
+    return table([*([final] if final else []), *extra, *rows], greater_is_better=greater_is_better)
 
 
 def render(frame: pd.DataFrame, metric: str) -> str:

@@ -5,7 +5,9 @@ As AutoGluon's ``feature_importance()``, a separate call with a time limit of it
 the out-of-fold score worsens when one input column is shuffled. Each training row is predicted
 by the final model's fold models that did not see it (the first shuffle's): for one model, the
 unshuffled score is the run's CV score; for an ensemble it is the final weights' on every fold,
-a little above the run's cross-fitted score (whose weights were learned on the other folds). Every
+a little above the run's cross-fitted score (whose weights were learned on the other folds); for a
+stack (``models.stacking``), fold k's level-two model on its members' fold-k models gives its
+out-of-fold predictions, and the unshuffled score is its cross-fitted one. Every
 column is shuffled once (the boosters' most used first) before any twice; no shuffle starts that
 the time limit would not let end, and the columns not reached are left empty and named in one line.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models.ensemble import FoldBag, PrefitEnsemble
+from models.stacking import StackedEnsemble
 from models.time_limit import TimeLimit
 from pipeline import importance, model_board, processes, tracking
 from pipeline.console import say
@@ -44,8 +47,12 @@ def fold_models(final: PrefitEnsemble, bags: dict[str, int], folds: int, repeats
                 raise UserError(f"member {name}: {len(estimators)} fold models do not split into {splits} fits")
             each = len(estimators) // splits
             members.append((name, FoldBag(estimators[k * each:(k + 1) * each])))
-        per_fold.append(PrefitEnsemble(members, final.weights, final.intercept, final.target_transform,
-                                       final.threshold))
+        if isinstance(final, StackedEnsemble):  # fold k's level-two model read fold k's level-one predictions
+            per_fold.append(StackedEnsemble(members, final.weights, final.intercept, final.target_transform,
+                                            final.threshold, level_two=[final.level_two[k]]))
+        else:
+            per_fold.append(PrefitEnsemble(members, final.weights, final.intercept, final.target_transform,
+                                           final.threshold))
     return per_fold
 
 

@@ -90,10 +90,11 @@ def member_predictions(fitted: PrefitEnsemble, X: pd.DataFrame, name: str,
     blended = []
     inverse = forward_inverse(None if fitted._is_classifier() else target_transform)[1]
     for start in range(0, len(X), CHUNK_ROWS):
-        outputs = fitted.member_outputs(X.iloc[start:start + CHUNK_ROWS])
+        rows = X.iloc[start:start + CHUNK_ROWS]
+        outputs = fitted.member_outputs(rows)
         for member, output in zip(names, outputs, strict=True):
             chunks[member].append(inverse(output))
-        blended.append(fitted.combine(outputs))
+        blended.append(fitted.combine(outputs, rows))
     combined = np.concatenate(blended)
     found = {member: np.concatenate(parts) for member, parts in chunks.items()}
     if len(names) > 1:

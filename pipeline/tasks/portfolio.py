@@ -97,6 +97,7 @@ class Portfolio:
             self.repeat_folds[r][valid_idx] = k
         self.folds = self.repeat_folds[0]  # where the selection's weights are cross-fitted
         self.skipped_reasons: dict[str, str] = {}
+        self.reserved = 0.0  # seconds kept out of the loop's time for what follows it (the stack's check)
         self.on_progress: Callable[[str, int, int], None] | None = None  # (configuration, folds done, folds)
         self.executor = executor.for_cv(comp.cv.fold_workers, comp.cv.cluster)  # where the fold fits run
 
@@ -264,7 +265,8 @@ class Portfolio:
     def _left(self, last_phase: float = 0.0) -> float:
         """Seconds of work left: the limit's, less what the fold models fit so far (and
         ``last_phase``: the one being fit) will take to predict the test set and to be saved."""
-        return max(0.0, self.time_limit.left() - sum(f.last_phase_seconds for f in self.fitted) - last_phase)
+        return max(0.0, self.time_limit.left() - self.reserved - sum(f.last_phase_seconds for f in self.fitted)
+                   - last_phase)
 
     def _estimate(self, config: Configuration, fitted: list[Fitted]) -> float | None:
         if not fitted:

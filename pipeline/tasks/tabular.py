@@ -32,7 +32,7 @@ from pipeline.data.tabular import TabularData
 from pipeline.errors import OutOfTime, UserError
 from pipeline.metrics import Metric, infer_metric, infer_task
 from pipeline.metrics import get as get_metric
-from pipeline.tasks import configuration, kfold, portfolio, results
+from pipeline.tasks import configuration, kfold, portfolio, results, stack
 from pipeline.tasks.base import CVResult, EpochCallback, FileTask, FoldCallback, Plan
 
 PORTFOLIO = "portfolio"  # the model when none is named: pipeline/portfolios/tabular.toml
@@ -214,6 +214,9 @@ class TabularTask(FileTask):
                         tracking.log_params({"seeds": " ".join(map(str, one.seeds))})
                     self._log_result(results.of_configuration(one, inverse, run), metric, data, one.config.name, plots_too=False)
 
+        stacks = comp.ensemble.stack and len(configs) > 1 and not comp.ensemble.refit
+        if stacks and limit.limited:
+            run.reserved = stack.RESERVE * limit.left()
         bar = progress_bars.PortfolioBar(len(configs), limit, progress_bars.enabled(progress))
         run.on_progress = bar.fold
         try:
@@ -222,8 +225,19 @@ class TabularTask(FileTask):
             bar.close()
         if limit.limited and outcome.finished:
             say(f"portfolio finished at {limit.elapsed():.0f} s of {limit.seconds:g}")
+        stacked = stack.level_two(run, outcome) if stacks else None
+        if stacked is not None:
+            say(f"  {stack.NAME}: cv {metric.name} {stacked.score:.5f} in {stacked.seconds:.0f} s; {stacked.reason}")
+            tracking.log_params({"stack.used": stacked.used, "stack.reason": stacked.reason})
+            tracking.log_metrics({f"stack_cv_{metric.name}": stacked.score})
+        if stacks and limit.limited and not (stacked and stacked.used):
+            outcome = stack.rest_to_bags(run, outcome, finished)
         result = results.of_outcome(outcome, inverse, metric, run, comp.target_transform, proba)
         result.scores = {f.config.name: f.score for f in outcome.fitted}
+        if stacked is not None:
+            result.scores[stack.NAME] = stacked.score
+            if stacked.used:
+                result = stack.applied(result, stacked, outcome, run, comp.target_transform)
         if len(configs) > 1:
             result.scores[plan.model] = result.score
             say(f"  ensemble ({outcome.selection.method}): " + ", ".join(
@@ -248,7 +262,8 @@ class TabularTask(FileTask):
         if outcome.skipped:
             tracking.log_params({"portfolio.skipped": ", ".join(outcome.skipped)[:6000]})
         self._log_result(result, metric, data, plan.model)
-        result.leaderboard = run_report.log_portfolio(outcome, result, plan, len(data.test))
+        result.leaderboard = run_report.log_portfolio(outcome, result, plan, len(data.test),
+                                                      [stack.board_row(stacked, len(data.test))] if stacked else [])
         members = {f.config.name: [inverse(oof) for oof in f.repeat_oofs] for f in outcome.fitted}
         if len(configs) > 1:
             members[plan.model] = [r.oof for r in result.repeats] or [result.oof]
