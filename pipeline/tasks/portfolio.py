@@ -269,10 +269,7 @@ class Portfolio:
                    - last_phase)
 
     def _estimate(self, config: Configuration, fitted: list[Fitted]) -> float | None:
-        if not fitted:
-            return None
-        per_cost = float(np.median([f.seconds / f.config.cost for f in fitted]))
-        return per_cost * config.cost
+        return float(np.median([f.seconds / f.config.cost for f in fitted])) * config.cost if fitted else None
 
     def select(self, fitted: list[Fitted]) -> ensembles.Selection:
         """The members' weights, cross-fitted on the out-of-fold predictions of the scored rows.
