@@ -33,8 +33,8 @@ def recorded(monkeypatch):
     original = kfold.build_features
     RecordFitRows.fits = []
 
-    def recording(comp, encoding="onehot"):
-        return Pipeline([("record", RecordFitRows()), *original(comp, encoding).steps])
+    def recording(comp, encoding="onehot", crafted=()):
+        return Pipeline([("record", RecordFitRows()), *original(comp, encoding, crafted).steps])
 
     monkeypatch.setattr(kfold, "build_features", recording)
     return RecordFitRows.fits

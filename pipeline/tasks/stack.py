@@ -43,7 +43,7 @@ from pipeline.tasks import kfold
 from pipeline.tasks.portfolio import Outcome, Portfolio
 
 NAME = "stack"  # the stack's line in the leaderboard and its scores
-ENCODING = "native"  # the features beside the level-one columns: LightGBM's own encoding
+FEATURES = ("native", ())  # beside the level-one columns: LightGBM's own encoding, nothing crafted
 HOLDOUT_FOLD = 0  # the run's fold the check holds out
 CHECK_REPEAT = -1  # the inner folds' key in the run's fold features (its repeats are 0, 1, ...)
 L2_SHARE = 0.25  # of the time left, what the level-two model's k fits may take
@@ -135,7 +135,7 @@ def _fit(run: Portfolio, oofs: list[np.ndarray], names: list[str], splits: list[
                 return None
             extra["time_limit"] = max(budget.left() / (len(splits) - done), MIN_FIT_SECONDS)
         fit_idx = run.features.fit_index[(r, k)]
-        features, train, valid = run.features.get(ENCODING, (r, k), valid_idx) if passthrough else (None, None, None)
+        features, train, valid = run.features.get(FEATURES, (r, k), valid_idx) if passthrough else (None, None, None)
         model = _model(run, **extra)
         kfold.fit_model(model, stacking.joined(train, columns.iloc[fit_idx]), run.target[fit_idx])
         predicting = time.perf_counter()
