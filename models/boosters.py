@@ -81,7 +81,7 @@ class LightGBMModel(Booster):
                   "bagging_freq": 1 if self.subsample < 1 else 0, "feature_fraction": self.colsample_bytree,
                   "lambda_l2": self.reg_lambda, "lambda_l1": self.reg_alpha, "max_bin": self.max_bin,
                   "seed": self.random_state, "deterministic": True, "force_col_wise": True,
-                  "num_threads": self._threads, "verbosity": -1}
+                  "num_threads": self.threads_, "verbosity": -1}
         if self.eval_metric:
             params["metric"] = {"mae": "l1"}[self.eval_metric]
         if n_classes > 2:
@@ -148,12 +148,12 @@ class XGBoostModel(Booster):
                   "min_child_weight": self.min_child_weight, "subsample": self.subsample,
                   "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda, "alpha": self.reg_alpha,
                   "max_bin": self.max_bin, "tree_method": "hist", "seed": self.random_state,
-                  "nthread": self._threads, "verbosity": 0}
+                  "nthread": self.threads_, "verbosity": 0}
         if self.eval_metric:
             params["eval_metric"] = {"mae": "mae"}[self.eval_metric]
         if n_classes > 2:
             params["num_class"] = n_classes
-        train = xgboost.DMatrix(X, y, enable_categorical=True, nthread=self._threads)
+        train = xgboost.DMatrix(X, y, enable_categorical=True, nthread=self.threads_)
         evals = [] if X_val is None else [(xgboost.DMatrix(X_val, y_val, enable_categorical=True), "valid")]
         clock = _XGBoostTimeLimit(limit)
         callbacks = [clock]
@@ -228,7 +228,7 @@ class CatBoostModel(Booster):
         params = {"learning_rate": self.learning_rate, "iterations": rounds, "depth": self.depth,
                   "l2_leaf_reg": self.l2_leaf_reg, "random_strength": self.random_strength,
                   "border_count": self.border_count, "one_hot_max_size": self.one_hot_max_size,
-                  "random_seed": self.random_state, "thread_count": self._threads, "verbose": False,
+                  "random_seed": self.random_state, "thread_count": self.threads_, "verbose": False,
                   "allow_writing_files": False}
         if self.eval_metric:
             params["eval_metric"] = {"mae": "MAE"}[self.eval_metric]

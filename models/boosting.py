@@ -15,7 +15,8 @@ through the library's callback; the best round so far is kept.
 
 Fitted: ``n_iter_`` (rounds trained), ``best_iteration_`` (rounds the predictions use, the first
 ``best_iteration_`` of them). ``random_state`` seeds the split and the library: the same seed, the
-same predictions. Threads: :func:`models.threads.budget`, the process's one thread policy.
+same predictions. Threads: :func:`models.threads.for_rows` to fit (``threads_``), :func:`models.threads.budget`
+to predict: the process's one thread policy.
 
 ``eval_metric="mae"``: early stopping watches the held-out MAE instead of the training loss
 (:data:`EVAL_METRICS`; ``pipeline.params.resolve`` sets it where the competition is scored by
@@ -119,6 +120,7 @@ class Booster(BaseEstimator):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         frame = as_frame(X)
         self.n_features_in_ = frame.shape[1]
+        self.threads_ = threads.for_rows(len(frame))  # the fit's; predicting takes every thread
         split = None
         if self.early_stopping:
             split = validation_split(len(frame), self.validation_fraction, self.random_state,
