@@ -37,6 +37,24 @@ from pipeline.tasks import configuration, portfolio  # noqa: E402
 from pipeline.tasks.tabular import _methods  # noqa: E402
 
 
+def load_task(name: str, rows: int | None = None, **cv):
+    """A suite task as ``submit`` reads it (its files built first when missing): the task, its
+    competition with ``cv`` over the folds' settings, the features, the target and the metric
+    (classes sorted, as submit binds them); ``rows``: the first N training rows only."""
+    task = tabular_suite.TASKS[name]
+    folder = tabular_suite.build(task)
+    comp = config.load(task.name, target=task.target, id_column=task.id, task=task.kind, metric=task.metric)
+    comp = dataclasses.replace(comp, cv=dataclasses.replace(comp.cv, **cv),
+                               target_transform="log1p" if task.metric == "rmsle" else None)  # as submit does
+    data = tabular.load(comp, folder)
+    train = data.train if rows is None else data.train.head(rows)
+    X, y = train.drop(columns=[task.target, task.id]), train[task.target]
+    metric = get_metric(task.metric)
+    if task.is_classification:
+        metric = metric.with_classes(np.unique(y.to_numpy()))
+    return task, comp, X, y, metric
+
+
 def _config(by_name: dict, name: str) -> configuration.Configuration:
     """A configuration of the portfolio by name; ``NAME+step+step``: it with those crafted steps;
     ``NAME@key=value@key=value``: with those parameters (numbers) on top of its own."""
@@ -56,17 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the folds' shuffle")
     parser.add_argument("--record", type=Path, default=None)
     args = parser.parse_args(argv)
-    task = tabular_suite.TASKS[args.task]
-    folder = tabular_suite.build(task)
-    comp = config.load(task.name, target=task.target, id_column=task.id, task=task.kind, metric=task.metric)
-    comp = dataclasses.replace(comp, cv=dataclasses.replace(comp.cv, seed=args.seed),
-                               target_transform="log1p" if task.metric == "rmsle" else None)  # as submit does
-    data = tabular.load(comp, folder)
-    train = data.train if args.rows is None else data.train.head(args.rows)
-    X, y = train.drop(columns=[task.target, task.id]), train[task.target]
-    metric = get_metric(task.metric)
-    if task.is_classification:
-        metric = metric.with_classes(np.unique(y.to_numpy()))  # sorted, as submit binds them
+    task, comp, X, y, metric = load_task(args.task, args.rows, seed=args.seed)
     by_name = {c.name: c for c in configuration.load(task.kind, task.metric)}
     configs = tuple(_config(by_name, name) for name in [*args.configs, *args.new])
     runner = portfolio.Portfolio(comp, X, y, 0, task=task.kind, metric=metric, configs=configs,

@@ -13,23 +13,18 @@ The task's files are built first when missing (``bench/tabular_suite.py``, rdata
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import tabular_suite  # noqa: E402
+from portfolio_members import load_task  # noqa: E402
 
 from models.time_limit import TimeLimit  # noqa: E402
-from pipeline import config  # noqa: E402
-from pipeline.data import tabular  # noqa: E402
-from pipeline.metrics import get as get_metric  # noqa: E402
 from pipeline.tasks import configuration, portfolio  # noqa: E402
 
 MODELS = ("hist_gbm", "lightgbm", "xgboost", "catboost", "extra_trees", "random_forest")
@@ -42,17 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=None, help="the first N training rows only")
     args = parser.parse_args(argv)
-    task = tabular_suite.TASKS[args.task]
-    folder = tabular_suite.build(task)
-    comp = config.load(task.name, target=task.target, id_column=task.id, task=task.kind, metric=task.metric)
-    comp = dataclasses.replace(comp, cv=dataclasses.replace(comp.cv, folds=args.folds),
-                               target_transform="log1p" if task.metric == "rmsle" else None)  # as train does
-    data = tabular.load(comp, folder)
-    train = data.train if args.rows is None else data.train.head(args.rows)
-    X, y = train.drop(columns=[task.target, task.id]), train[task.target]
-    metric = get_metric(task.metric)
-    if task.is_classification:
-        metric = metric.with_classes(np.unique(y.to_numpy()))  # sorted, as submit binds them
+    task, comp, X, y, metric = load_task(args.task, args.rows, folds=args.folds)
     print(f"{task.name}: {len(X)} rows, {X.shape[1]} columns, {args.folds}-fold, {task.metric}", flush=True)
     print(f"{'model':<24} {'score':>10} {'seconds':>8} {'CPU s':>8}")
     for name in args.models:
