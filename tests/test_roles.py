@@ -65,7 +65,7 @@ def test_given_roles_win():
 def test_summary_is_one_line_naming_each_role():
     line = summary(infer_roles(table()), "Id")
     assert "\n" not in line and line.startswith("id Id; id 1: row; constant (dropped) 1: flat")
-    assert "dates 2: day, stamp" in line and "text (length, words) 1: note" in line
+    assert "dates 2: day, stamp" in line and "text (length, words, TF-IDF model) 1: note" in line
 
 
 def test_encoding_of_each_role():
@@ -168,7 +168,7 @@ def test_a_competition_without_config_runs_from_its_files(workdir):
     assert "task: binary, metric: accuracy (inferred)" in result.out
     [roles] = [line for line in result.out.splitlines() if line.startswith("columns: ")]
     assert "id PassengerId" in roles and "number codes (one-hot) 1: Pclass" in roles
-    assert "text (length, words) 1: Name" in roles and "many levels (frequency + target encoding) 1: Ticket" in roles
+    assert "text (length, words, TF-IDF model) 1: Name" in roles and "many levels (frequency + target encoding) 1: Ticket" in roles
     [run] = [r for r in mlflow_runs("titanic") if "mlflow.parentRunId" not in r.data.tags]  # the default ensemble's
     assert mlflow_runs("house-prices") == []
     assert run.data.params["columns.roles"] == roles.removeprefix("columns: ")
