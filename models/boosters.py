@@ -34,6 +34,7 @@ class _LightGBMStop:
     def __init__(self, patience: int, limit: TimeLimit):
         self.patience, self.limit = patience, limit
         self.best, self.best_round, self.best_results, self.rounds = np.inf, -1, [], 0
+        self.timed_out = False
 
     def __call__(self, env) -> None:
         self.rounds = env.iteration + 1
@@ -45,6 +46,7 @@ class _LightGBMStop:
             if env.iteration - self.best_round >= self.patience:
                 raise lightgbm.callback.EarlyStopException(self.best_round, self.best_results)
         if self.limit.expired():
+            self.timed_out = True
             best = self.best_round if self.best_round >= 0 else env.iteration
             raise lightgbm.callback.EarlyStopException(best, self.best_results or env.evaluation_result_list)
 
@@ -92,6 +94,7 @@ class LightGBMModel(Booster):
         self.booster_ = lightgbm.train(params, train, num_boost_round=rounds, valid_sets=valid,
                                        callbacks=[stop])
         self.n_iter_ = stop.rounds
+        self.stopped_for_time_ = stop.timed_out
         self.best_iteration_ = self.booster_.best_iteration or stop.rounds
         return self
 
@@ -110,11 +113,12 @@ class LightGBMClassifier(BoostedClassifier, LightGBMModel):
 class _XGBoostTimeLimit(xgboost.callback.TrainingCallback):
     def __init__(self, limit: TimeLimit):
         super().__init__()
-        self.limit, self.rounds = limit, 0
+        self.limit, self.rounds, self.timed_out = limit, 0, False
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
         self.rounds = epoch + 1
-        return self.limit.expired()  # True stops training
+        self.timed_out = self.limit.expired()
+        return self.timed_out  # True stops training
 
 
 class XGBoostModel(Booster):
@@ -162,6 +166,7 @@ class XGBoostModel(Booster):
         self.booster_ = xgboost.train(params, train, num_boost_round=rounds, evals=evals,
                                       callbacks=callbacks, verbose_eval=False)
         self.n_iter_ = clock.rounds
+        self.stopped_for_time_ = clock.timed_out
         best = self.booster_.attr("best_iteration")
         self.best_iteration_ = clock.rounds if best is None else int(best) + 1
         return self
@@ -181,11 +186,12 @@ class XGBoostClassifier(BoostedClassifier, XGBoostModel):
 
 class _CatBoostTimeLimit:
     def __init__(self, limit: TimeLimit):
-        self.limit, self.rounds = limit, 0
+        self.limit, self.rounds, self.timed_out = limit, 0, False
 
     def after_iteration(self, info) -> bool:
         self.rounds = info.iteration
-        return not self.limit.expired()  # False stops training
+        self.timed_out = self.limit.expired()
+        return not self.timed_out  # False stops training
 
 
 def catboost_frame(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -243,6 +249,7 @@ class CatBoostModel(Booster):
         model.fit(X, y, cat_features=cat_features, callbacks=[clock], **evaluation)
         self.booster_ = model
         self.n_iter_ = clock.rounds
+        self.stopped_for_time_ = clock.timed_out
         self.best_iteration_ = model.tree_count_
         return self
 

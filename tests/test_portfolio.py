@@ -291,3 +291,51 @@ def test_time_a_skipped_configuration_leaves_goes_to_bags(timed_model):
     outcome = _portfolio(configs, limit).run()
     assert outcome.skipped == ["dear"] and outcome.fitted[0].bags == 2 and not outcome.finished
     assert CLOCK.now == 1030.0
+
+
+# --- folds cut short by the time limit learn faster ------------------------------------------------
+
+class HurriedRidge(TimedRidge):
+    """A model that stops itself: a fit wants ``seconds`` of the fake clock, takes at most its
+    ``time_limit``, and says when that cut it short; each fit's learning rate is kept in ``RATES``."""
+
+    RATES: list[float] = []
+
+    def __init__(self, alpha=1.0, seconds=10.0, learning_rate=0.05, time_limit=None):
+        super().__init__(alpha=alpha, seconds=seconds)
+        self.learning_rate = learning_rate
+        self.time_limit = time_limit
+
+    def fit(self, X, y, sample_weight=None):
+        self.RATES.append(self.learning_rate)
+        self.stopped_for_time_ = self.time_limit is not None and self.time_limit < self.seconds
+        CLOCK.now += self.seconds if self.time_limit is None else min(self.seconds, self.time_limit)
+        return super(TimedRidge, self).fit(X, y, sample_weight)
+
+
+@pytest.mark.parametrize(("seconds", "rates"), [(25.0, [0.05, 0.1, 0.2]), (5.0, [0.05, 0.05, 0.05])])
+def test_folds_after_one_the_time_limit_cut_learn_at_twice_the_rate(seconds, rates):
+    """36 s (0.6 of 60) for 3 folds: a fold that wants 25 s is cut at its 12 s share, and the next
+    learns at twice the rate (up to models.boosting.HURRIED_MAX_RATE); 5 s folds end on their own."""
+    HurriedRidge.RATES.clear()
+    with registered_model("hurried_ridge_test", lambda **params: HurriedRidge(**params),
+                          capabilities=registry.Capabilities(stops_itself=True)) as name:
+        config = configuration.Configuration("hurried", name, {"seconds": seconds}, 1.0)
+        CLOCK.now = 1000.0
+        fitted = _portfolio((config,), TimeLimit(60, started=CLOCK.now, reserve=0.0, clock=CLOCK)).fit(config, share=0.6)
+    assert fitted is not None
+    assert HurriedRidge.RATES == rates
+
+
+def test_hurried_rate_doubles_a_cut_models_rate_up_to_its_ceiling():
+    from models.boosting import HURRIED_MAX_RATE, hurried_rate
+
+    def model(rate, cut):
+        fitted = HurriedRidge(learning_rate=rate)
+        fitted.stopped_for_time_ = cut
+        return fitted
+
+    assert hurried_rate([model(0.05, False), model(0.05, True)]) == 0.1
+    assert hurried_rate([model(0.05, False)]) is None  # none cut: the rate stays
+    assert hurried_rate([model(0.15, True)]) == HURRIED_MAX_RATE
+    assert hurried_rate([model(HURRIED_MAX_RATE, True)]) is None

@@ -91,6 +91,7 @@ def test_early_stopping_keeps_the_best_round_before_the_ceiling(model):
     fitted = fitted_pipeline(model, "regression", max_iter=3000, learning_rate=0.3).steps[-1][1]
     assert fitted.validation_rows_ == 40  # a tenth of the 400 rows fit on
     assert fitted.best_iteration_ < fitted.n_iter_ < 3000  # stopped, and kept an earlier round
+    assert not fitted.stopped_for_time_  # early stopping ended it, not a clock
     unstopped = fitted_pipeline(model, "regression", max_iter=40, early_stopping=False).steps[-1][1]
     assert unstopped.validation_rows_ == 0 and unstopped.n_iter_ == unstopped.best_iteration_ == 40
 
@@ -101,6 +102,7 @@ def test_a_time_limit_stops_the_fit_at_the_end_of_a_round(model, task):
     # Any round takes longer than a nanosecond: the first round's end is past the limit.
     fitted = fitted_pipeline(model, task, max_iter=500, time_limit=1e-9).steps[-1][1]
     assert fitted.n_iter_ == 1 and fitted.best_iteration_ == 1
+    assert fitted.stopped_for_time_  # short of rounds: the portfolio's next folds learn faster
     with pytest.raises(ValueError, match="time_limit=-1.0: a positive number of seconds"):
         fitted_pipeline(model, task, time_limit=-1.0)
 

@@ -20,6 +20,7 @@ import numpy as np
 from features.crafted import STEPS as CRAFTED_STEPS
 from models import ensemble as ensembles
 from models import registry
+from pipeline.console import say
 from pipeline.tasks import kfold
 from pipeline.tasks.base import Frozen
 
@@ -131,6 +132,21 @@ class Fitted:
                                    score=score(oof), bag=ensembles.FoldBag([*self.bag.estimators, *extra.bag.estimators]),
                                    histories=[*self.histories, *extra.histories], bags=bags,
                                    bag_seconds=self.bag_seconds + extra.seconds)
+
+
+SEEDS_SHARE = 0.8  # of a configuration's time, what its seeds are planned to fill: later fits vary
+
+
+def affordable_seeds(config: Configuration, seeds: list[dict], left: float, fit_seconds: float,
+                     rounds: int) -> list[dict]:
+    """The seeds whose fits ``left`` seconds pay for, priced by the first fit (``fit_seconds``;
+    ``rounds``: a seed's batches of folds): the work shrinks, not the deadline (--seeds 50 on a
+    20 s limit)."""
+    count = max(1, min(len(seeds), int(SEEDS_SHARE * left / (fit_seconds * rounds))))
+    if count < len(seeds):
+        say(f"  {config.name}: {count} of {len(seeds)} seeds fit in the time left (a fit takes "
+            f"{fit_seconds:.1f} s, {rounds} batches of folds)")
+    return seeds[:count]
 
 
 def seeds_of(config: Configuration, count: int) -> list[dict]:

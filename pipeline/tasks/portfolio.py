@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from models import ensemble as ensembles
+from models.boosting import hurried_rate
 from models.targets import forward_inverse
 from models.time_limit import MIN_FIT_SECONDS, TimeLimit
 from pipeline import processes
@@ -53,11 +54,10 @@ from pipeline.metrics import Metric
 from pipeline.submission import check_finite
 from pipeline.tasks import executor, kfold
 from pipeline.tasks.base import FoldCallback
-from pipeline.tasks.configuration import Configuration, Fitted, seeds_of
+from pipeline.tasks.configuration import Configuration, Fitted, affordable_seeds, seeds_of
 from pipeline.tasks.fold_features import FoldFeatures
 
 CONFIG_SHARE = 0.6  # of the time left, the most a model that stops itself may take while others wait
-SEEDS_SHARE = 0.8  # of a configuration's time, what its seeds are planned to fill: later fits vary
 MAX_EXTRA_BAGS = 4  # fold sets added to a member with the time left: its fold models are kept, 5x at most
 
 
@@ -162,6 +162,7 @@ class Portfolio:
         # (a million rows: hist_gbm spent 236 s on two folds of five, then was dropped).
         stoppable = capabilities.stops_itself
         batch = self.executor.workers  # folds fit at once: a batch's wall time is about one fit's
+        rate = None  # the learning rate after folds the time limit cut short (models.boosting.hurried_rate)
         for done in range(0, n_fits, batch):
             chunk = splits[done:done + batch]
             if self.time_limit.limited and done:
@@ -188,6 +189,8 @@ class Portfolio:
                     fits_left = (n_fits - done) * len(seeds) - index * len(chunk) if done or index else n_fits
                     rounds = -(-fits_left // batch) if self.time_shares else 1  # batches of fits still to run
                     extra["time_limit"] = max(left / rounds, MIN_FIT_SECONDS)
+                    if rate:
+                        extra["learning_rate"] = rate
                 for slot, ((r, _, _, valid_idx), fit) in enumerate(zip(chunk, self._fit_folds(config, extra, chunk),
                                                                         strict=True)):
                     # the fold models of its seeds share the steps: the test set goes through them once
@@ -200,8 +203,12 @@ class Portfolio:
                     save_seconds += executor.save_seconds(fit.model if index else fit.pipeline)  # the steps are pickled once
                 processes.release_memory()
                 if self.time_limit.limited and not done and not index and len(seeds) > 1:
-                    seeds = self._affordable(config, seeds, limit, n_fits)
+                    left = min(self._left(), limit.left()) + limit.elapsed()
+                    seeds = affordable_seeds(config, seeds, left, limit.elapsed(), -(-n_fits // batch))
                 index += 1
+            if self.time_limit.limited and stoppable and (raised := hurried_rate(f.model for fits in chunk_fits for f in fits)):
+                rate = raised
+                say(f"  {config.name}: cut short by the time limit; its next folds learn at rate {rate:g}")
             for slot, (r, k, _, valid_idx) in enumerate(chunk):
                 histories.extend(fit.history for fit in chunk_fits[slot])
                 estimators.extend(fit.pipeline for fit in chunk_fits[slot])
@@ -238,17 +245,6 @@ class Portfolio:
     def _test_share(self, valid_idx: np.ndarray) -> float:
         """Test rows per held-out row: a held-out part's predict time, scaled to the test set."""
         return self.test_rows / len(valid_idx)
-
-    def _affordable(self, config: Configuration, seeds: list[dict], limit: TimeLimit, n_fits: int) -> list[dict]:
-        """The seeds whose fits the time left pays for, priced by the first fit: the work shrinks,
-        not the deadline (--seeds 50 on a 20 s limit)."""
-        left = min(self._left(), limit.left()) + limit.elapsed()
-        rounds = -(-n_fits // self.executor.workers)  # a seed's fits, run a batch of folds at a time
-        count = max(1, min(len(seeds), int(SEEDS_SHARE * left / (limit.elapsed() * rounds))))
-        if count < len(seeds):
-            say(f"  {config.name}: {count} of {len(seeds)} seeds fit in the time left (a fit takes "
-                f"{limit.elapsed():.1f} s, {n_fits} folds)")
-        return seeds[:count]
 
     def _fitted(self, config, repeat_oofs, covered, fold_scores, limit, estimators, histories, predict_seconds,
                 save_seconds, seed_oofs, seeds) -> Fitted:
