@@ -69,6 +69,9 @@ def _roc_auc(y_true, y_pred, classes=None) -> float:
 
 
 def _log_loss(y_true, y_pred, classes=None) -> float:
+    if y_pred.ndim == 2:  # each row rescaled to sum to 1, as Kaggle scores it: float32 models drift by 1e-7
+        sums = y_pred.sum(axis=1, keepdims=True)
+        y_pred = y_pred / np.where(sums > 0, sums, 1.0)
     return skm.log_loss(y_true, y_pred, labels=None if classes is None else list(classes))
 
 
