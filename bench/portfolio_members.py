@@ -60,7 +60,7 @@ def _config(by_name: dict, name: str) -> configuration.Configuration:
     ``NAME@key=value@key=value``: with those parameters (numbers) on top of its own."""
     head, *settings = name.split("@")
     base, *steps = head.split("+")
-    params = {**by_name[base].params, **{k: float(v) for k, v in (s.split("=") for s in settings)}}
+    params = {**by_name[base].params, **{k: (int(v) if v.isdigit() else float(v)) for k, v in (s.split("=") for s in settings)}}
     return dataclasses.replace(by_name[base], name=name, crafted=tuple(steps) or by_name[base].crafted,
                                params=params)
 

@@ -87,10 +87,14 @@ class TextPrediction(TransformerMixin, BaseEstimator):
         return StratifiedKFold(min(self.folds, smallest), shuffle=True, random_state=self.random_state)
 
     def fit(self, X: pd.DataFrame, y):
-        self.fit_transform(X, y)
+        """The models on every training row; no cross-fitting (``fit_transform`` does that)."""
+        self._fit(X, y, cross_fitted=False)
         return self
 
     def fit_transform(self, X: pd.DataFrame, y=None, **fit_params) -> pd.DataFrame:
+        return self._fit(X, y, cross_fitted=True)
+
+    def _fit(self, X: pd.DataFrame, y, cross_fitted: bool) -> pd.DataFrame | None:
         if not isinstance(X, pd.DataFrame):
             raise TypeError("TextPrediction expects a pandas DataFrame")
         if y is None:
@@ -113,6 +117,7 @@ class TextPrediction(TransformerMixin, BaseEstimator):
         self.models_: dict[str, tuple[list[TfidfVectorizer], object]] = {}
         block: dict[str, np.ndarray] = {}
         others = np.setdiff1d(np.arange(len(X)), rows)
+        width = 1 if not self.classification or len(self.classes_) == 2 else len(self.classes_)
         for column in X.columns if usable else ():
             texts = _strings(X[column])
             vectorizers = _vectorizers()
@@ -121,17 +126,19 @@ class TextPrediction(TransformerMixin, BaseEstimator):
             except ValueError:  # no term in two rows or more: nothing to learn from
                 continue
             model = self._model().fit(matrix, y[rows])
-            width = 1 if not self.classification or len(self.classes_) == 2 else len(self.classes_)
-            values = np.empty((len(X), width))
-            if len(others):  # outside the sample: the model that never saw them
-                values[others] = self._outputs(model, self._matrix(vectorizers, [texts[i] for i in others]))
-            for fit_part, held_part in self._folds(y[rows]).split(rows, y[rows]):
-                fold_model = self._model().fit(matrix[fit_part], y[rows[fit_part]])
-                values[rows[held_part]] = self._outputs(fold_model, matrix[held_part])
             self.models_[column] = (vectorizers, model)
+            values = np.zeros((len(X) if cross_fitted else 0, width))
+            if cross_fitted:
+                if len(others):  # outside the sample: the model that never saw them
+                    values[others] = self._outputs(model, self._matrix(vectorizers, [texts[i] for i in others]))
+                for fit_part, held_part in self._folds(y[rows]).split(rows, y[rows]):
+                    fold_model = self._model().fit(matrix[fit_part], y[rows[fit_part]])
+                    values[rows[held_part]] = self._outputs(fold_model, matrix[held_part])
             self._add(column, values, block)
-        out = pd.DataFrame(block, index=X.index)
+        out = pd.DataFrame(block, index=X.index if cross_fitted else None)
         self.feature_names_out_ = np.asarray(out.columns, dtype=object)
+        if not cross_fitted:
+            return None
         _FITS[key] = (self.models_, self.classes_, out.copy())
         while len(_FITS) > REMEMBERED:
             _FITS.popitem(last=False)

@@ -14,7 +14,14 @@ import xgboost
 from catboost import CatBoostClassifier as _CatBoostClassifier
 from catboost import CatBoostRegressor as _CatBoostRegressor
 
-from models.boosting import BoostedClassifier, BoostedRegressor, Booster, categorical_columns
+from models.boosting import (
+    PATIENCE_SHARE,
+    BoostedClassifier,
+    BoostedRegressor,
+    Booster,
+    Patience,
+    categorical_columns,
+)
 from models.time_limit import TimeLimit
 
 MAX_ITER = 10_000
@@ -31,23 +38,22 @@ class _LightGBMStop:
 
     order = 30
 
-    def __init__(self, patience: int, limit: TimeLimit):
+    def __init__(self, patience: Patience, limit: TimeLimit):
         self.patience, self.limit = patience, limit
-        self.best, self.best_round, self.best_results, self.rounds = np.inf, -1, [], 0
-        self.timed_out = False
+        self.best_results, self.rounds, self.timed_out = [], 0, False
 
     def __call__(self, env) -> None:
         self.rounds = env.iteration + 1
         if env.evaluation_result_list:
             result = env.evaluation_result_list[0]
-            value = -result[2] if result[3] else result[2]  # lower is better
-            if value < self.best:
-                self.best, self.best_round, self.best_results = value, env.iteration, env.evaluation_result_list
-            if env.iteration - self.best_round >= self.patience:
-                raise lightgbm.callback.EarlyStopException(self.best_round, self.best_results)
+            ends = self.patience.ends(env.iteration, -result[2] if result[3] else result[2])  # lower is better
+            if self.patience.best_round == env.iteration:
+                self.best_results = env.evaluation_result_list
+            if ends:
+                raise lightgbm.callback.EarlyStopException(self.patience.best_round, self.best_results)
         if self.limit.expired():
             self.timed_out = True
-            best = self.best_round if self.best_round >= 0 else env.iteration
+            best = self.patience.best_round if self.patience.best_round >= 0 else env.iteration
             raise lightgbm.callback.EarlyStopException(best, self.best_results or env.evaluation_result_list)
 
 
@@ -56,6 +62,7 @@ class LightGBMModel(Booster):
                  min_child_samples: int = 20, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 0.0, reg_alpha: float = 0.0, max_bin: int = 255, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
+                 patience_share: float = PATIENCE_SHARE,
                  eval_metric: str | None = None, loss: str = "squared_error", native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
@@ -70,6 +77,7 @@ class LightGBMModel(Booster):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.patience_share = patience_share
         self.eval_metric = eval_metric
         self.loss = loss
         self.native_categories = native_categories
@@ -90,7 +98,7 @@ class LightGBMModel(Booster):
             params["num_class"] = n_classes
         train = lightgbm.Dataset(X, y, categorical_feature=categorical_columns(X) or "auto")
         valid = [] if X_val is None else [lightgbm.Dataset(X_val, y_val, reference=train)]
-        stop = _LightGBMStop(self.n_iter_no_change, limit)
+        stop = _LightGBMStop(Patience(self.n_iter_no_change, self.patience_share), limit)
         self.booster_ = lightgbm.train(params, train, num_boost_round=rounds, valid_sets=valid,
                                        callbacks=[stop])
         self.n_iter_ = stop.rounds
@@ -110,15 +118,22 @@ class LightGBMClassifier(BoostedClassifier, LightGBMModel):
     """LightGBM binary or multiclass (log loss), early stopping inside the training fold."""
 
 
-class _XGBoostTimeLimit(xgboost.callback.TrainingCallback):
-    def __init__(self, limit: TimeLimit):
+class _XGBoostStop(xgboost.callback.TrainingCallback):
+    """XGBoost's per-round callback: patience on the last held-out metric (``patience`` None: no
+    held-out rows), and the time limit."""
+
+    def __init__(self, patience: Patience | None, limit: TimeLimit):
         super().__init__()
-        self.limit, self.rounds, self.timed_out = limit, 0, False
+        self.patience, self.limit, self.rounds, self.timed_out = patience, limit, 0, False
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
         self.rounds = epoch + 1
+        ends = False
+        if self.patience is not None:
+            *_, losses = evals_log["valid"].values()  # the last metric, as XGBoost's own EarlyStopping
+            ends = self.patience.ends(epoch, float(losses[-1]))
         self.timed_out = self.limit.expired()
-        return self.timed_out  # True stops training
+        return ends or self.timed_out  # True stops training
 
 
 class XGBoostModel(Booster):
@@ -126,6 +141,7 @@ class XGBoostModel(Booster):
                  min_child_weight: float = 1.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 1.0, reg_alpha: float = 0.0, max_bin: int = 256, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
+                 patience_share: float = PATIENCE_SHARE,
                  eval_metric: str | None = None, loss: str = "squared_error", native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
@@ -140,6 +156,7 @@ class XGBoostModel(Booster):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.patience_share = patience_share
         self.eval_metric = eval_metric
         self.loss = loss
         self.native_categories = native_categories
@@ -159,16 +176,12 @@ class XGBoostModel(Booster):
             params["num_class"] = n_classes
         train = xgboost.DMatrix(X, y, enable_categorical=True, nthread=self.threads_)
         evals = [] if X_val is None else [(xgboost.DMatrix(X_val, y_val, enable_categorical=True), "valid")]
-        clock = _XGBoostTimeLimit(limit)
-        callbacks = [clock]
-        if evals:
-            callbacks.insert(0, xgboost.callback.EarlyStopping(rounds=self.n_iter_no_change, save_best=False))
+        stop = _XGBoostStop(Patience(self.n_iter_no_change, self.patience_share) if evals else None, limit)
         self.booster_ = xgboost.train(params, train, num_boost_round=rounds, evals=evals,
-                                      callbacks=callbacks, verbose_eval=False)
-        self.n_iter_ = clock.rounds
-        self.stopped_for_time_ = clock.timed_out
-        best = self.booster_.attr("best_iteration")
-        self.best_iteration_ = clock.rounds if best is None else int(best) + 1
+                                      callbacks=[stop], verbose_eval=False)
+        self.n_iter_ = stop.rounds
+        self.stopped_for_time_ = stop.timed_out
+        self.best_iteration_ = stop.rounds if stop.patience is None else stop.patience.best_round + 1
         return self
 
     def _predict(self, X):
@@ -184,14 +197,21 @@ class XGBoostClassifier(BoostedClassifier, XGBoostModel):
     """XGBoost binary or multiclass (log loss, ``hist`` trees), early stopping inside the training fold."""
 
 
-class _CatBoostTimeLimit:
-    def __init__(self, limit: TimeLimit):
-        self.limit, self.rounds, self.timed_out = limit, 0, False
+class _CatBoostStop:
+    """CatBoost's per-round callback: patience on the first held-out metric (``patience`` None: no
+    held-out rows), and the time limit; ``use_best_model`` keeps the best round."""
+
+    def __init__(self, patience: Patience | None, limit: TimeLimit):
+        self.patience, self.limit, self.rounds, self.timed_out = patience, limit, 0, False
 
     def after_iteration(self, info) -> bool:
         self.rounds = info.iteration
+        ends = False
+        if self.patience is not None:
+            losses = next(iter(info.metrics["validation"].values()))
+            ends = self.patience.ends(info.iteration - 1, float(losses[-1]))
         self.timed_out = self.limit.expired()
-        return not self.timed_out  # False stops training
+        return not (ends or self.timed_out)  # False stops training
 
 
 def catboost_frame(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -211,6 +231,7 @@ class CatBoostModel(Booster):
                  l2_leaf_reg: float = 3.0, random_strength: float = 1.0, border_count: int = 254,
                  one_hot_max_size: int | None = None, early_stopping: bool = True,
                  validation_fraction: float | int = HOLDOUT, n_iter_no_change: int = PATIENCE,
+                 patience_share: float = PATIENCE_SHARE,
                  eval_metric: str | None = None, loss: str = "squared_error", native_categories: bool = False,
                  time_limit: float | None = None, random_state: int = 0):
         self.learning_rate = learning_rate
@@ -223,6 +244,7 @@ class CatBoostModel(Booster):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.patience_share = patience_share
         self.eval_metric = eval_metric
         self.loss = loss
         self.native_categories = native_categories
@@ -241,15 +263,12 @@ class CatBoostModel(Booster):
         params["loss_function"] = {0: _CATBOOST_LOSS[self.loss], 2: "Logloss"}.get(n_classes, "MultiClass")
         model = (_CatBoostClassifier if n_classes else _CatBoostRegressor)(
             **{k: v for k, v in params.items() if v is not None})
-        clock = _CatBoostTimeLimit(limit)
-        evaluation = {}
-        if X_val is not None:
-            evaluation = {"eval_set": (catboost_frame(X_val)[0], y_val), "use_best_model": True,
-                          "early_stopping_rounds": self.n_iter_no_change}
-        model.fit(X, y, cat_features=cat_features, callbacks=[clock], **evaluation)
+        stop = _CatBoostStop(None if X_val is None else Patience(self.n_iter_no_change, self.patience_share), limit)
+        evaluation = {} if X_val is None else {"eval_set": (catboost_frame(X_val)[0], y_val), "use_best_model": True}
+        model.fit(X, y, cat_features=cat_features, callbacks=[stop], **evaluation)
         self.booster_ = model
-        self.n_iter_ = clock.rounds
-        self.stopped_for_time_ = clock.timed_out
+        self.n_iter_ = stop.rounds
+        self.stopped_for_time_ = stop.timed_out
         self.best_iteration_ = model.tree_count_
         return self
 

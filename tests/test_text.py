@@ -41,6 +41,21 @@ def test_the_words_that_tell_the_target_become_one_number():
     assert np.corrcoef(TextPrediction().fit(X, y).transform(X_new)["note_text"], y_new)[0, 1] > 0.9
 
 
+def test_fit_alone_fits_the_models_on_every_row_and_skips_the_cross_fitting(monkeypatch):
+    fits = []
+    model = TextPrediction._model
+    monkeypatch.setattr(TextPrediction, "_model", lambda self: fits.append(1) or model(self))
+    X, y = _telling_texts(300)
+    alone = TextPrediction().fit(X, y)
+    assert len(fits) == 1  # the full-row model, no fold models
+    crossed = TextPrediction()
+    crossed.fit_transform(X, y)
+    assert len(fits) == 1 + 1 + 5
+    X_new, _ = _telling_texts(50, seed=2)
+    pd.testing.assert_frame_equal(alone.transform(X_new), crossed.transform(X_new))
+    assert list(alone.get_feature_names_out()) == ["note_text"]
+
+
 def test_a_training_rows_feature_never_saw_its_own_target():
     """On words unrelated to the target, a model fit on every row would repeat the target (600 rows,
     thousands of n-grams); the cross-fitted feature cannot."""

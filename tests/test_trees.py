@@ -13,7 +13,7 @@ import pytest
 
 from models import registry
 from models.boosters import LightGBMRegressor
-from models.boosting import MIN_VALIDATION_ROWS, as_frame, validation_split
+from models.boosting import MIN_VALIDATION_ROWS, Patience, as_frame, validation_split
 from pipeline import config, params
 from pipeline.tasks import kfold
 
@@ -94,6 +94,24 @@ def test_early_stopping_keeps_the_best_round_before_the_ceiling(model):
     assert not fitted.stopped_for_time_  # early stopping ended it, not a clock
     unstopped = fitted_pipeline(model, "regression", max_iter=40, early_stopping=False).steps[-1][1]
     assert unstopped.validation_rows_ == 0 and unstopped.n_iter_ == unstopped.best_iteration_ == 40
+
+
+def test_patience_grows_with_the_rounds_to_the_best_loss():
+    patience = Patience(3, 0.5)
+    # The best at round 9 (0-based: 10 rounds to reach it): half of 10 is 5 rounds of patience, more than 3.
+    losses = [10.0 - r for r in range(10)] + [5.0] * 10
+    ends = [r for r, loss in enumerate(losses) if patience.ends(r, loss)]
+    assert patience.best_round == 9 and ends[0] == 14
+    early = Patience(3, 0.5)  # the best at round 1: the floor of 3 rounds rules
+    assert [early.ends(r, loss) for r, loss in enumerate([2.0, 1.0, 1.5, 1.5, 1.5])] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("model", BOOSTERS)
+def test_each_booster_waits_the_share_of_its_best_round(model):
+    fitted = fitted_pipeline(model, "regression", max_iter=3000, learning_rate=0.05, n_iter_no_change=5,
+                             patience_share=1.0).steps[-1][1]
+    assert fitted.best_iteration_ > 5  # the share, not the floor of 5 rounds, decides here
+    assert fitted.n_iter_ - fitted.best_iteration_ == fitted.best_iteration_  # as many rounds waited as it took
 
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
