@@ -98,7 +98,7 @@ class LightGBMModel(Booster):
             params["num_class"] = n_classes
         train = lightgbm.Dataset(X, y, categorical_feature=categorical_columns(X) or "auto")
         valid = [] if X_val is None else [lightgbm.Dataset(X_val, y_val, reference=train)]
-        stop = _LightGBMStop(Patience(self.n_iter_no_change, self.patience_share), limit)
+        stop = _LightGBMStop(Patience(self.n_iter_no_change, self.patience_share, len(y_val) if X_val is not None else 0), limit)
         self.booster_ = lightgbm.train(params, train, num_boost_round=rounds, valid_sets=valid,
                                        callbacks=[stop])
         self.n_iter_ = stop.rounds
@@ -176,7 +176,7 @@ class XGBoostModel(Booster):
             params["num_class"] = n_classes
         train = xgboost.DMatrix(X, y, enable_categorical=True, nthread=self.threads_)
         evals = [] if X_val is None else [(xgboost.DMatrix(X_val, y_val, enable_categorical=True), "valid")]
-        stop = _XGBoostStop(Patience(self.n_iter_no_change, self.patience_share) if evals else None, limit)
+        stop = _XGBoostStop(Patience(self.n_iter_no_change, self.patience_share, len(y_val)) if evals else None, limit)
         self.booster_ = xgboost.train(params, train, num_boost_round=rounds, evals=evals,
                                       callbacks=[stop], verbose_eval=False)
         self.n_iter_ = stop.rounds
@@ -263,7 +263,8 @@ class CatBoostModel(Booster):
         params["loss_function"] = {0: _CATBOOST_LOSS[self.loss], 2: "Logloss"}.get(n_classes, "MultiClass")
         model = (_CatBoostClassifier if n_classes else _CatBoostRegressor)(
             **{k: v for k, v in params.items() if v is not None})
-        stop = _CatBoostStop(None if X_val is None else Patience(self.n_iter_no_change, self.patience_share), limit)
+        stop = _CatBoostStop(None if X_val is None else Patience(self.n_iter_no_change, self.patience_share, len(y_val)),
+                             limit)
         evaluation = {} if X_val is None else {"eval_set": (catboost_frame(X_val)[0], y_val), "use_best_model": True}
         model.fit(X, y, cat_features=cat_features, callbacks=[stop], **evaluation)
         self.booster_ = model

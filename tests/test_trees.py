@@ -107,11 +107,18 @@ def test_patience_grows_with_the_rounds_to_the_best_loss():
 
 
 @pytest.mark.parametrize("model", BOOSTERS)
-def test_each_booster_waits_the_share_of_its_best_round(model):
-    fitted = fitted_pipeline(model, "regression", max_iter=3000, learning_rate=0.05, n_iter_no_change=5,
-                             patience_share=1.0).steps[-1][1]
-    assert fitted.best_iteration_ > 5  # the share, not the floor of 5 rounds, decides here
+def test_each_booster_waits_the_share_of_its_best_round_where_enough_rows_are_held_out(model):
+    X, signal = frame(n=5_000)
+    entry = registry.get(model, "tabular")
+    given = {"max_iter": 3000, "learning_rate": 0.05, "n_iter_no_change": 5, "patience_share": 1.0}
+    pipe = kfold.build_estimator(config.load("trees-test", target="y", id_column="key"), entry.build(**given),
+                                 entry.feature_encoding(given)).fit(X, signal)
+    fitted = pipe.steps[-1][1]
+    assert fitted.validation_rows_ == 500 and fitted.best_iteration_ > 5  # the share, not the floor, decides
     assert fitted.n_iter_ - fitted.best_iteration_ == fitted.best_iteration_  # as many rounds waited as it took
+    few = fitted_pipeline(model, "regression", max_iter=3000, learning_rate=0.05, n_iter_no_change=5,
+                          patience_share=1.0).steps[-1][1]
+    assert few.validation_rows_ == 40 and few.n_iter_ - few.best_iteration_ == 5  # 40 rows: the fixed patience
 
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
