@@ -33,18 +33,19 @@ _CATBOOST_LOSS = {"squared_error": "RMSE", "absolute_error": "MAE"}
 
 
 class _LightGBMStop:
-    """LightGBM's per-round callback: patience on the first held-out metric, and the time limit.
+    """LightGBM's per-round callback: patience on the first held-out metric (``patience`` None: no
+    held-out rows), and the time limit.
     Both stop through ``EarlyStopException`` with the best round, which ``lightgbm.train`` keeps."""
 
     order = 30
 
-    def __init__(self, patience: Patience, limit: TimeLimit):
+    def __init__(self, patience: Patience | None, limit: TimeLimit):
         self.patience, self.limit = patience, limit
         self.best_results, self.rounds, self.timed_out = [], 0, False
 
     def __call__(self, env) -> None:
         self.rounds = env.iteration + 1
-        if env.evaluation_result_list:
+        if self.patience is not None:
             result = env.evaluation_result_list[0]
             ends = self.patience.ends(env.iteration, -result[2] if result[3] else result[2])  # lower is better
             if self.patience.best_round == env.iteration:
@@ -53,7 +54,7 @@ class _LightGBMStop:
                 raise lightgbm.callback.EarlyStopException(self.patience.best_round, self.best_results)
         if self.limit.expired():
             self.timed_out = True
-            best = self.patience.best_round if self.patience.best_round >= 0 else env.iteration
+            best = self.patience.best_round if self.patience and self.patience.best_round >= 0 else env.iteration
             raise lightgbm.callback.EarlyStopException(best, self.best_results or env.evaluation_result_list)
 
 
@@ -98,7 +99,7 @@ class LightGBMModel(Booster):
             params["num_class"] = n_classes
         train = lightgbm.Dataset(X, y, categorical_feature=categorical_columns(X) or "auto")
         valid = [] if X_val is None else [lightgbm.Dataset(X_val, y_val, reference=train)]
-        stop = _LightGBMStop(Patience(self.n_iter_no_change, self.patience_share, len(y_val) if X_val is not None else 0), limit)
+        stop = _LightGBMStop(self._patience(y_val), limit)
         self.booster_ = lightgbm.train(params, train, num_boost_round=rounds, valid_sets=valid,
                                        callbacks=[stop])
         self.n_iter_ = stop.rounds
@@ -176,7 +177,7 @@ class XGBoostModel(Booster):
             params["num_class"] = n_classes
         train = xgboost.DMatrix(X, y, enable_categorical=True, nthread=self.threads_)
         evals = [] if X_val is None else [(xgboost.DMatrix(X_val, y_val, enable_categorical=True), "valid")]
-        stop = _XGBoostStop(Patience(self.n_iter_no_change, self.patience_share, len(y_val)) if evals else None, limit)
+        stop = _XGBoostStop(self._patience(y_val), limit)
         self.booster_ = xgboost.train(params, train, num_boost_round=rounds, evals=evals,
                                       callbacks=[stop], verbose_eval=False)
         self.n_iter_ = stop.rounds
@@ -263,8 +264,7 @@ class CatBoostModel(Booster):
         params["loss_function"] = {0: _CATBOOST_LOSS[self.loss], 2: "Logloss"}.get(n_classes, "MultiClass")
         model = (_CatBoostClassifier if n_classes else _CatBoostRegressor)(
             **{k: v for k, v in params.items() if v is not None})
-        stop = _CatBoostStop(None if X_val is None else Patience(self.n_iter_no_change, self.patience_share, len(y_val)),
-                             limit)
+        stop = _CatBoostStop(self._patience(y_val), limit)
         evaluation = {} if X_val is None else {"eval_set": (catboost_frame(X_val)[0], y_val), "use_best_model": True}
         model.fit(X, y, cat_features=cat_features, callbacks=[stop], **evaluation)
         self.booster_ = model

@@ -189,6 +189,10 @@ class Booster(BaseEstimator):
                         self.max_iter)
         return self
 
+    def _patience(self, y_val) -> Patience | None:
+        """The early stopping of a fit with held-out targets ``y_val`` (``None``: none held out)."""
+        return None if y_val is None else Patience(self.n_iter_no_change, self.patience_share, len(y_val))
+
     @property
     def _threads(self) -> int:
         return threads.budget()
